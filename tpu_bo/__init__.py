@@ -1,0 +1,36 @@
+"""tpu_bo: Bayesian-optimization hyperparameter search that compiles once per structure.
+
+Importing this package does not import TensorFlow; the names below load on first use.
+
+  import tpu_bo
+  result = tpu_bo.run_study(dataset="mnist", data_dir="...", epochs=1,
+                            space={"learning_rate": ("log", 1e-4, 1e-2)})
+  result.best_params, result.best_target
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Config": "tpu_bo.config",
+    "ConfigError": "tpu_bo.errors",
+    "Param": "tpu_bo.space",
+    "SearchSpace": "tpu_bo.space",
+    "StudyResult": "tpu_bo.study",
+    "run_study": "tpu_bo.study",
+    "get_strategy": "tpu_bo.accelerator",
+    "load_datasets": "tpu_bo.input_pipeline",
+    "Trainer": "tpu_bo.trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tpu_bo' has no attribute {name!r}")
