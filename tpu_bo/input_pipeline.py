@@ -1,0 +1,310 @@
+"""Input pipelines, built once per study and shared by every trial.
+
+``load_datasets`` reads an image-classification dataset, by TFDS name or the built-in offline
+``digits`` set, and returns persistent *distributed iterators*:
+
+* train: cached, shuffled with a fixed seed (reshuffled each pass), repeated forever, batched to
+  the global batch with ``drop_remainder=True`` (TPUs need static shapes), normalised and
+  prefetched. Trials draw their steps from this one stream; none rebuilds it.
+* eval (and test, built on first use): every example exactly once per evaluation. The last
+  batch is padded to the global batch with examples of weight 0, so shapes stay static and
+  the padding does not count. The stream repeats, so each evaluation runs exactly
+  ``steps`` steps from the same iterator.
+
+The ``digits`` dataset (8x8 handwritten digits, 1,797 images) ships inside scikit-learn, so the
+default study needs no download. Its ``train`` split is the first 1,500 images and ``test``
+the remaining 297; split strings take TFDS's slice syntax (``train[:90%]``, ``train[100:]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tpu_bo.config import Config
+from tpu_bo.errors import ConfigError
+
+_DIGITS_TRAIN = 1500
+_SLICE = re.compile(r"^(?P<name>\w+)(?:\[(?P<start>-?\d+%?)?:(?P<end>-?\d+%?)?\])?$")
+
+
+@dataclasses.dataclass
+class EvalData:
+    """A split prepared for exact, static-shape evaluation.
+
+    Attributes:
+      split: The split string, e.g. ``train[90%:]``.
+      num_examples: Real examples in the split; each is counted exactly once.
+      steps: Global batches per evaluation (the last one padded with weight-0 examples).
+      iterator: A persistent distributed iterator over ``(image, label, weight)`` batches.
+    """
+
+    split: str
+    num_examples: int
+    steps: int
+    iterator: Any
+
+
+@dataclasses.dataclass
+class Datasets:
+    """Everything the trainer reads, built once per study.
+
+    Attributes:
+      name: The dataset's name.
+      input_shape: Shape of one example, e.g. ``(28, 28, 1)``.
+      num_classes: Number of label classes.
+      global_batch: Examples per step across all replicas.
+      num_train: Examples in the train split.
+      steps_per_epoch: ``num_train // global_batch`` (the remainder is carried into the
+        next epoch by the repeated stream, not dropped from the study).
+      train_iterator: The persistent distributed iterator of ``(image, label)`` batches.
+      eval: The evaluation split that scores trials.
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    global_batch: int
+    num_train: int
+    steps_per_epoch: int
+    train_iterator: Any
+    eval: EvalData
+    _make_eval: Callable[[str, str], EvalData | None]
+    _test: EvalData | None = None
+    _test_split: str = ""
+
+    def test(self) -> EvalData | None:
+        """The test split, built on first use (it is scored once, for the best trial)."""
+        if self._test is None and self._test_split:
+            self._test = self._make_eval(self._test_split, "test_split")
+        return self._test
+
+
+def load_datasets(config: Config, strategy: tf.distribute.Strategy) -> Datasets:
+    """Loads, caches and distributes the study's datasets once.
+
+    Args:
+      config: Uses ``dataset``, ``data_dir``, ``download``, the three split fields,
+        ``batch_size`` (the global batch), ``shuffle_buffer`` and ``seed``.
+      strategy: The distribution strategy the iterators feed.
+
+    Returns:
+      The study's :class:`Datasets`.
+
+    Raises:
+      ConfigError: unknown dataset, unreadable split, a batch larger than the train split or
+        not divisible by the replicas.
+    """
+    replicas = strategy.num_replicas_in_sync
+    batch = config.batch_size
+    if batch % replicas:
+        raise ConfigError(
+            "batch_size",
+            f"the global batch {batch} does not divide by the {replicas} replicas; "
+            f"use a multiple of {replicas}.",
+        )
+    source = _source(config)
+    train, num_train = source.load(config.train_split, "train_split")
+    if num_train < batch:
+        raise ConfigError(
+            "batch_size",
+            f"the global batch {batch} is larger than the {num_train} examples of "
+            f"--train_split={config.train_split}.",
+        )
+    buffer = config.shuffle_buffer or num_train
+    train = (
+        train.cache()
+        .shuffle(min(buffer, num_train), seed=config.seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch, drop_remainder=True)  # static shapes for TPUs
+        .map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    train_iterator = iter(strategy.experimental_distribute_dataset(_shard_by_data(train)))
+
+    def make_eval(split: str, flag: str) -> EvalData:
+        ds, n = source.load(split, flag)
+        if n == 0:
+            raise ConfigError(flag, f"split {split!r} of {config.dataset} has no examples.")
+        steps = -(-n // batch)
+        ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+        pad = steps * batch - n
+        if pad:
+            blank = (
+                tf.zeros(source.input_shape, tf.uint8),
+                tf.constant(0, tf.int64),
+                tf.constant(0.0),
+            )
+            ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
+        ds = (
+            ds.cache()
+            .batch(batch, drop_remainder=True)
+            .map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+            .repeat()
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        iterator = iter(strategy.experimental_distribute_dataset(_shard_by_data(ds)))
+        return EvalData(split=split, num_examples=n, steps=steps, iterator=iterator)
+
+    eval_data = make_eval(config.eval_split, "eval_split")
+    return Datasets(
+        name=config.dataset,
+        input_shape=source.input_shape,
+        num_classes=source.num_classes,
+        global_batch=batch,
+        num_train=num_train,
+        steps_per_epoch=num_train // batch,
+        train_iterator=train_iterator,
+        eval=eval_data,
+        _make_eval=make_eval,
+        _test_split=config.test_split,
+    )
+
+
+def _normalize(image: tf.Tensor, label: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    return (tf.cast(image, tf.float32) / 255.0, tf.cast(label, tf.int32), *rest)
+
+
+def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    # Each source is one file or in memory, so multi-worker runs must shard by element.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+@dataclasses.dataclass
+class _Source:
+    """A dataset that yields ``(uint8 image, int64 label)`` for a split string."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    load: Callable[[str, str], tuple[tf.data.Dataset, int]]
+
+
+def _source(config: Config) -> _Source:
+    if config.dataset == "digits":
+        return _digits_source()
+    return _tfds_source(config)
+
+
+def _digits_source() -> _Source:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel values are 0..16; stretch them to 0..255 so every source normalises alike.
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int64)
+    splits = {
+        "train": (images[:_DIGITS_TRAIN], labels[:_DIGITS_TRAIN]),
+        "test": (images[_DIGITS_TRAIN:], labels[_DIGITS_TRAIN:]),
+    }
+
+    def load(split: str, flag: str) -> tuple[tf.data.Dataset, int]:
+        name, start, end = _parse_slice(split, flag, splits)
+        x, y = splits[name]
+        lo, hi = _resolve(start, len(x)), _resolve(end, len(x))
+        lo = 0 if lo is None else lo
+        hi = len(x) if hi is None else hi
+        x, y = x[lo:hi], y[lo:hi]
+        return tf.data.Dataset.from_tensor_slices((x, y)), len(x)
+
+    return _Source(input_shape=(8, 8, 1), num_classes=10, load=load)
+
+
+def _parse_slice(
+    split: str, flag: str, splits: dict[str, Any]
+) -> tuple[str, str | None, str | None]:
+    m = _SLICE.match(split.strip())
+    if not m or m["name"] not in splits:
+        raise ConfigError(
+            flag,
+            f"{split!r} is not a split of digits; use train or test, optionally sliced "
+            "like train[:90%] or train[100:].",
+        )
+    return m["name"], m["start"], m["end"]
+
+
+def _resolve(bound: str | None, n: int) -> int | None:
+    if bound is None:
+        return None
+    if bound.endswith("%"):
+        value = round(int(bound[:-1]) * n / 100)
+    else:
+        value = int(bound)
+    if value < 0:
+        value += n
+    return max(0, min(n, value))
+
+
+def _tfds_source(config: Config) -> _Source:
+    import tensorflow_datasets as tfds
+
+    name = config.dataset
+    try:
+        builder = tfds.builder(name, data_dir=config.data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ConfigError(
+            "dataset",
+            f"unknown dataset {name!r}: it is neither 'digits' nor a TFDS dataset name "
+            "(see tfds.list_builders()).",
+        ) from None
+    except Exception as e:  # noqa: BLE001 - TFDS raises many types for a bad data_dir
+        raise ConfigError(
+            "data_dir", f"cannot open {name!r} in {config.data_dir}: {_first_line(e)}."
+        ) from None
+    if not builder.is_prepared():
+        where = config.data_dir or "TFDS's default data dir"
+        if not config.download:
+            raise ConfigError(
+                "data_dir",
+                f"{name!r} is not prepared in {where} and --nodownload is set; point "
+                "--data_dir at a prepared TFDS directory.",
+            )
+        print(f"data: preparing {name} in {where} (downloads it once)...", flush=True)
+        try:
+            builder.download_and_prepare()
+        except Exception as e:  # noqa: BLE001 - network and permission errors vary
+            raise ConfigError(
+                "data_dir",
+                f"{name!r} is not prepared in {where} and could not be downloaded "
+                f"({_first_line(e)}); point --data_dir at a prepared TFDS directory.",
+            ) from None
+    info = builder.info
+    features = info.features
+    keys = info.supervised_keys
+    if not keys or len(keys) != 2:
+        raise ConfigError("dataset", f"{name!r} has no (input, label) supervised keys.")
+    image_feature, label_feature = features[keys[0]], features[keys[1]]
+    shape = tuple(getattr(image_feature, "shape", ()) or ())
+    num_classes = getattr(label_feature, "num_classes", None)
+    if len(shape) != 3 or None in shape or not num_classes:
+        raise ConfigError(
+            "dataset",
+            f"{name!r} is not a fixed-size image-classification dataset "
+            f"(input shape {shape}, classes {num_classes}).",
+        )
+
+    def load(split: str, flag: str) -> tuple[tf.data.Dataset, int]:
+        try:
+            n = info.splits[split].num_examples
+            ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        except Exception as e:  # noqa: BLE001 - TFDS split errors have no common type
+            available = ", ".join(sorted(info.splits.keys()))
+            raise ConfigError(
+                flag,
+                f"cannot read split {split!r} of {name} ({_first_line(e)}); "
+                f"available splits: {available}.",
+            ) from None
+        return ds, n
+
+    return _Source(input_shape=shape, num_classes=int(num_classes), load=load)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:200].rstrip(".")
