@@ -1,0 +1,453 @@
+"""The compile-once trainer: one traced program per structure, reused by every trial.
+
+Contract (DESIGN.md 1-3):
+
+* A *program* is a model, its optimizer and two ``tf.function``s (train, eval), built inside the
+  strategy's scope for one combination of structural hyperparameter values. Programs live in a
+  small LRU cache (``max_programs``).
+* A trial never re-traces. It re-initialises the weights in place with a fresh draw seeded by
+  the trial's seed, restores the optimizer's freshly built state, and assigns its runtime
+  hyperparameters (learning rate, label smoothing, dropout rates...) to variables.
+* The train program runs ``steps_per_execution`` steps per host call: a ``tf.function`` loops
+  ``strategy.run(step, (next(iterator),))`` over ``tf.range(n)`` on the study's persistent
+  distributed iterator. The same code runs under TPUStrategy, MirroredStrategy and the
+  default strategy.
+* ``Trainer.traces`` counts every trace of a train or eval program; a study records it.
+
+A trial whose loss becomes NaN/Inf, or that runs out of memory, ends as ``failed`` with the
+reason; other errors are bugs or configuration mistakes and propagate.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tpu_bo import models
+from tpu_bo.config import Config
+from tpu_bo.errors import ConfigError
+from tpu_bo.input_pipeline import Datasets, EvalData
+from tpu_bo.layers import RuntimeValue, RuntimeValueError
+from tpu_bo.space import TRAINER_PARAMS, SearchSpace
+
+log = logging.getLogger("tpu_bo")
+
+ProgressFn = Callable[[int, int, int, float, float], None]
+
+
+@dataclasses.dataclass
+class TrialResult:
+    """What one trial produced.
+
+    Attributes:
+      status: ``ok`` or ``failed``.
+      metrics: ``val_accuracy`` (best over epochs, the default objective), ``val_loss`` and
+        ``loss`` of that epoch, and ``final_val_accuracy``.
+      history: One dict per finished epoch: ``epoch``, ``loss``, ``val_loss``,
+        ``val_accuracy``, ``steps_per_second``.
+      error: For a failed trial, one sentence saying why.
+      steps: Training steps run.
+      seconds: Wall time of the trial, including any trace and compile.
+      train_seconds: Time inside train-program calls.
+      eval_seconds: Time inside eval-program calls.
+    """
+
+    status: str
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    error: str | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+
+class _Program:
+    """One compiled structure: model, optimizer, hyperparameter variables and tf.functions."""
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self.model: Any = None
+        self.optimizer: Any = None
+        self.hp_values: dict[str, Any] = {}
+        self.runtime_vars: dict[str, tf.Variable] = {}
+        self.optimizer_snapshot: list[np.ndarray] = []
+        self.train_fn: Any = None
+        self.eval_fn: Any = None
+
+
+class Trainer:
+    """Runs trials on shared datasets, compiling once per structure.
+
+    Args:
+      config: The study's configuration (epochs, optimizer, steps_per_execution,
+        mixed_precision, jit_compile, max_programs, fixed).
+      strategy: The distribution strategy the datasets were distributed with.
+      datasets: The study's datasets, from :func:`tpu_bo.input_pipeline.load_datasets`.
+      space: The search space; defaults to ``config.resolved_space()``.
+      builder: The model builder; defaults to ``models.get_builder(config.model)``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        strategy: tf.distribute.Strategy,
+        datasets: Datasets,
+        *,
+        space: SearchSpace | None = None,
+        builder: models.Builder | None = None,
+    ) -> None:
+        self.config = config
+        self.strategy = strategy
+        self.datasets = datasets
+        self.space = space or config.resolved_space()
+        self.builder = builder or models.get_builder(config.model)
+        self.traces = 0
+        self._programs: collections.OrderedDict[tuple[Any, ...], _Program] = (
+            collections.OrderedDict()
+        )
+        # bfloat16 is the TPU's native type and needs no loss scaling.
+        keras.mixed_precision.set_global_policy(
+            "mixed_bfloat16" if config.mixed_precision else "float32"
+        )
+
+    @property
+    def num_programs(self) -> int:
+        """Programs currently cached."""
+        return len(self._programs)
+
+    def run_trial(
+        self,
+        params: Mapping[str, Any],
+        *,
+        seed: int,
+        on_progress: ProgressFn | None = None,
+    ) -> TrialResult:
+        """Trains and evaluates one trial for ``config.epochs`` epochs.
+
+        Args:
+          params: A value for every parameter of the search space.
+          seed: Seeds the trial's initial weights and dropout draws.
+          on_progress: Called after every host call as
+            ``on_progress(epoch, step_in_epoch, steps_per_epoch, mean_loss, steps_per_second)``.
+
+        Returns:
+          The trial's :class:`TrialResult`; ``status`` is ``failed`` on NaN/Inf loss or OOM.
+        """
+        start = time.perf_counter()
+        history: list[dict[str, float]] = []
+        steps_done = 0
+        train_seconds = eval_seconds = 0.0
+        spe = self.datasets.steps_per_epoch
+        per_call = self.config.steps_per_execution
+
+        def failed(reason: str) -> TrialResult:
+            return TrialResult(
+                status="failed",
+                metrics=_best(history),
+                history=history,
+                error=reason,
+                steps=steps_done,
+                seconds=time.perf_counter() - start,
+                train_seconds=train_seconds,
+                eval_seconds=eval_seconds,
+            )
+
+        try:
+            program = self._program(params)
+            self._reset(program, params, seed)
+            for epoch in range(1, self.config.epochs + 1):
+                loss_sum, done, epoch_start = 0.0, 0, time.perf_counter()
+                while done < spe:
+                    n = min(per_call, spe - done)
+                    call_start = time.perf_counter()
+                    loss = float(program.train_fn(self.datasets.train_iterator, tf.constant(n)))
+                    train_seconds += time.perf_counter() - call_start
+                    done += n
+                    steps_done += n
+                    if not math.isfinite(loss):
+                        return failed(f"loss became {loss} in epoch {epoch}, step {done}")
+                    loss_sum += loss
+                    if on_progress is not None:
+                        rate = done / max(time.perf_counter() - epoch_start, 1e-9)
+                        on_progress(epoch, done, spe, loss_sum / done, rate)
+                epoch_seconds = time.perf_counter() - epoch_start
+                call_start = time.perf_counter()
+                val = self.evaluate(program, self.datasets.eval)
+                eval_seconds += time.perf_counter() - call_start
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "loss": loss_sum / spe,
+                        "val_loss": val["loss"],
+                        "val_accuracy": val["accuracy"],
+                        "steps_per_second": spe / max(epoch_seconds, 1e-9),
+                    }
+                )
+                if not math.isfinite(val["loss"]):
+                    return failed(f"validation loss became {val['loss']} in epoch {epoch}")
+        except tf.errors.ResourceExhaustedError as e:
+            # The program may hold fragmented memory; a later trial of this structure rebuilds.
+            self._programs.pop(self.space.structure_key(params), None)
+            return failed(f"out of memory: {str(e).strip().splitlines()[0][:200]}")
+        return TrialResult(
+            status="ok",
+            metrics=_best(history),
+            history=history,
+            steps=steps_done,
+            seconds=time.perf_counter() - start,
+            train_seconds=train_seconds,
+            eval_seconds=eval_seconds,
+        )
+
+    def evaluate(self, program: _Program, data: EvalData) -> dict[str, float]:
+        """Scores the program's current weights on every example of ``data`` exactly once.
+
+        Returns:
+          ``{"loss": mean loss, "accuracy": accuracy, "examples": examples counted}``.
+        """
+        loss, correct, count = program.eval_fn(data.iterator, tf.constant(data.steps)).numpy()
+        if round(float(count)) != data.num_examples:
+            raise RuntimeError(
+                f"evaluation counted {count} examples of {data.split}, expected "
+                f"{data.num_examples}; the padded eval pipeline is broken."
+            )
+        return {
+            "loss": float(loss / count),
+            "accuracy": float(correct / count),
+            "examples": float(count),
+        }
+
+    def model(self, params: Mapping[str, Any]) -> Any:
+        """The Keras model of the program for ``params``'s structure (weights of the last trial)."""
+        return self._program(params).model
+
+    def snapshot(self, params: Mapping[str, Any]) -> list[np.ndarray]:
+        """Copies to the host the current weights of the program for ``params``'s structure."""
+        return [np.array(v.numpy()) for v in self._program(params).model.variables]
+
+    def evaluate_weights(
+        self, params: Mapping[str, Any], weights: list[np.ndarray], data: EvalData
+    ) -> dict[str, float]:
+        """Loads a :meth:`snapshot` into the program for ``params`` and evaluates it on ``data``."""
+        program = self._program(params)
+        self._assign_runtime(program, params)
+        for variable, value in zip(program.model.variables, weights, strict=True):
+            variable.assign(value)
+        return self.evaluate(program, data)
+
+    # Programs.
+
+    def _program(self, params: Mapping[str, Any]) -> _Program:
+        key = self.space.structure_key(params)
+        program = self._programs.get(key)
+        if program is not None:
+            self._programs.move_to_end(key)
+            return program
+        while len(self._programs) >= self.config.max_programs:
+            old_key, _ = self._programs.popitem(last=False)
+            log.info("program cache full: dropped the program for %s", dict(old_key))
+        program = self._build(key, params)
+        self._programs[key] = program
+        return program
+
+    def _build(self, key: tuple[Any, ...], params: Mapping[str, Any]) -> _Program:
+        program = _Program(key)
+        runtime = set(self.space.runtime_names())
+        with self.strategy.scope():
+            for name in sorted(runtime | {"learning_rate", "label_smoothing"}):
+                program.runtime_vars[name] = tf.Variable(
+                    0.0, trainable=False, dtype=tf.float32, name=f"hp_{name}"
+                )
+            values = dict(self.config.fixed)
+            for name, value in params.items():
+                values[name] = (
+                    RuntimeValue(name, program.runtime_vars[name]) if name in runtime else value
+                )
+            program.hp_values = values
+            program.model = self._call_builder(values)
+            program.optimizer = _make_optimizer(
+                values.get("optimizer", self.config.optimizer), program.runtime_vars
+            )
+            program.optimizer.build(program.model.trainable_variables)
+        program.optimizer_snapshot = [np.array(v.numpy()) for v in program.optimizer.variables]
+        program.train_fn, program.eval_fn = self._functions(program)
+        log.info("built the program for structure %s", dict(key) or "(runtime-only space)")
+        return program
+
+    def _call_builder(self, values: Mapping[str, Any]) -> Any:
+        hp = models.HParams(values)
+        name = self.config.model_name
+        try:
+            model = self.builder(hp, tuple(self.datasets.input_shape), self.datasets.num_classes)
+        except RuntimeValueError as e:
+            raise ConfigError("param", str(e)) from None
+        if not isinstance(model, keras.Model):
+            raise ConfigError(
+                "model", f"builder {name} returned {type(model).__name__}, not a keras.Model."
+            )
+        if not model.built:
+            model.build((None, *self.datasets.input_shape))
+        if not model.trainable_variables:
+            raise ConfigError("model", f"model {name} has no trainable variables.")
+        unused = [n for n in values if n not in hp.requested and n not in TRAINER_PARAMS]
+        if unused:
+            flag = "fixed" if unused[0] in self.config.fixed else "param"
+            asked = ", ".join(sorted(hp.requested)) or "none"
+            raise ConfigError(
+                flag,
+                f"model {name} never reads hyperparameter {unused[0]!r} (it reads: {asked}); "
+                "check the spelling.",
+            )
+        return model
+
+    def _functions(self, program: _Program) -> tuple[Any, Any]:
+        strategy, model, optimizer = self.strategy, program.model, program.optimizer
+        replicas = strategy.num_replicas_in_sync
+        global_batch = self.datasets.global_batch
+        probabilities = models.outputs_probabilities(model)
+        smoothing = program.runtime_vars["label_smoothing"]
+
+        def per_example_loss(logits: tf.Tensor, labels: tf.Tensor, smooth: bool) -> tf.Tensor:
+            outputs = tf.cast(logits, tf.float32)
+            if probabilities:
+                log_probs = tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0))
+            else:
+                log_probs = tf.nn.log_softmax(outputs)
+            nll = -tf.gather(log_probs, labels, axis=1, batch_dims=1)
+            if not smooth:
+                return nll
+            return (1.0 - smoothing) * nll - smoothing * tf.reduce_mean(log_probs, axis=-1)
+
+        def loss_and_grads(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                # Scaled by the global batch so that summing over replicas gives the mean.
+                loss = tf.reduce_sum(per_example_loss(logits, y, True)) / global_batch
+                if model.losses:
+                    loss += tf.add_n(model.losses) / replicas
+            return loss, tape.gradient(loss, model.trainable_variables)
+
+        def eval_step_body(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            logits = model(x, training=False)
+            loss = per_example_loss(logits, y, False)
+            hit = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y), tf.float32)
+            return tf.reduce_sum(loss * w), tf.reduce_sum(hit * w), tf.reduce_sum(w)
+
+        if self.config.jit_compile:
+            # XLA on the computation; the optimizer update (an all-reduce under Mirrored)
+            # stays outside. A TPU compiles the whole program with XLA regardless.
+            loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+            eval_step_body = tf.function(eval_step_body, jit_compile=True)
+
+        def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+            loss, grads = loss_and_grads(*batch)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss
+
+        def eval_step(batch: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, ...]:
+            return eval_step_body(*batch)
+
+        sum_ = tf.distribute.ReduceOp.SUM
+
+        @tf.function
+        def train_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+            self.traces += 1  # runs only while tracing
+            total = tf.constant(0.0)
+            for _ in tf.range(steps):
+                total += strategy.reduce(
+                    sum_, strategy.run(train_step, (next(iterator),)), axis=None
+                )
+            return total
+
+        @tf.function
+        def eval_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+            self.traces += 1  # runs only while tracing
+            total = tf.zeros([3])
+            for _ in tf.range(steps):
+                out = strategy.run(eval_step, (next(iterator),))
+                total += tf.stack([strategy.reduce(sum_, o, axis=None) for o in out])
+            return total
+
+        return train_fn, eval_fn
+
+    # Per-trial state.
+
+    def _reset(self, program: _Program, params: Mapping[str, Any], seed: int) -> None:
+        # A fresh, seeded draw of every initial weight (and dropout RNG state), made by
+        # building the same structure again on the host and copying its values in place.
+        keras.utils.set_random_seed(seed)
+        fresh = self.builder(
+            models.HParams(program.hp_values),
+            tuple(self.datasets.input_shape),
+            self.datasets.num_classes,
+        )
+        if not fresh.built:
+            fresh.build((None, *self.datasets.input_shape))
+        targets, sources = program.model.variables, fresh.variables
+        if [tuple(v.shape) for v in targets] != [tuple(v.shape) for v in sources]:
+            raise ConfigError(
+                "model",
+                f"builder {self.config.model_name} built different variables on a second call "
+                "with the same hyperparameters; it must be deterministic in structure.",
+            )
+        for target, source in zip(targets, sources, strict=True):
+            target.assign(source.value)
+        del fresh
+        for variable, value in zip(
+            program.optimizer.variables, program.optimizer_snapshot, strict=True
+        ):
+            variable.assign(value)
+        self._assign_runtime(program, params)
+
+    def _assign_runtime(self, program: _Program, params: Mapping[str, Any]) -> None:
+        values = {**self.config.fixed, **params}
+        for name, variable in program.runtime_vars.items():
+            if name in values:
+                variable.assign(float(values[name]))
+            elif name == "learning_rate":
+                variable.assign(_DEFAULT_LR[values.get("optimizer", self.config.optimizer)])
+            else:
+                variable.assign(0.0)
+
+
+_DEFAULT_LR = {"rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2}
+
+
+def _make_optimizer(name: str, runtime_vars: Mapping[str, tf.Variable]) -> Any:
+    # The learning rate is a callable reading our variable, so one program serves every rate.
+    lr_variable = runtime_vars["learning_rate"]
+
+    def learning_rate() -> tf.Tensor:
+        return lr_variable.read_value()
+
+    kinds = {
+        "rmsprop": keras.optimizers.RMSprop,
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+    }
+    return kinds[name](learning_rate=learning_rate)
+
+
+def _best(history: list[dict[str, float]]) -> dict[str, float]:
+    """The objective and its epoch: best validation accuracy over the trial's epochs."""
+    if not history:
+        return {}
+    best = max(history, key=lambda h: h["val_accuracy"])
+    return {
+        "val_accuracy": best["val_accuracy"],
+        "val_loss": best["val_loss"],
+        "loss": best["loss"],
+        "best_epoch": best["epoch"],
+        "final_val_accuracy": history[-1]["val_accuracy"],
+    }
