@@ -1,0 +1,84 @@
+"""The study's on-disk record: ``trials.jsonl`` (the truth), plus atomically written JSON files.
+
+``trials.jsonl`` holds one JSON object per finished trial, appended and flushed as soon as the
+trial ends, so a killed study loses at most the trial in flight. A kill in the middle of a
+write can leave a torn last line; :meth:`Journal.load` drops it (and rewrites the file without
+it, so the next append starts on a fresh line). All I/O goes through ``tf.io.gfile``, so the
+output directory may be local or ``gs://``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import tensorflow as tf
+
+log = logging.getLogger("tpu_bo")
+
+TRIALS = "trials.jsonl"
+
+
+class Journal:
+    """Appends and replays the trials of one study.
+
+    Args:
+      output_dir: The study's directory; created if missing.
+    """
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
+        self.path = os.path.join(output_dir, TRIALS)
+        tf.io.gfile.makedirs(output_dir)
+
+    def load(self) -> list[dict[str, Any]]:
+        """Reads every complete record, in order; repairs a torn last line.
+
+        Raises:
+          ValueError: a line other than the last is not valid JSON (the file was edited or
+            is not a journal).
+        """
+        if not tf.io.gfile.exists(self.path):
+            return []
+        with tf.io.gfile.GFile(self.path, "r") as f:
+            text = f.read()
+        lines = text.split("\n")
+        records, torn = [], False
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    torn = True
+                    break
+                raise ValueError(f"{self.path} line {i + 1} is not valid JSON.") from None
+        if torn or (text and not text.endswith("\n")):
+            log.warning("%s ended in a partly written line; dropping it.", self.path)
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records))
+        return records
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Appends one record as a single line and flushes it to storage."""
+        with tf.io.gfile.GFile(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = f"{path}.tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_json(path: str) -> Any:
+    """Reads a JSON file through ``tf.io.gfile``; ``None`` if it does not exist."""
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.loads(f.read())
