@@ -1,0 +1,53 @@
+"""Shared test setup: two logical CPU devices, the prepared MNIST, small configs.
+
+The CPU is split into two logical devices before TensorFlow starts, so one test process can
+run both the default strategy and a two-replica MirroredStrategy (the multi-replica path).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MNIST_DIR = pathlib.Path(os.environ.get("TPU_BO_TFDS_DIR", ROOT.parent / "shared" / "tfds"))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> str:
+    """The prepared TFDS data dir holding real MNIST (read-only)."""
+    if not (MNIST_DIR / "mnist").is_dir():
+        message = f"the prepared MNIST data dir {MNIST_DIR} is missing"
+        if os.environ.get("TPU_BO_REQUIRE_DATA") == "1":
+            pytest.fail(message + " (TPU_BO_REQUIRE_DATA=1)")
+        pytest.skip(message + "; set TPU_BO_TFDS_DIR")
+    return str(MNIST_DIR)
+
+
+def run_cli(*args: str, cwd: pathlib.Path | None = None, timeout: float = 600):
+    """Runs ``python -m tpu_bo.main`` with ``args``; returns the CompletedProcess."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "tpu_bo.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=timeout,
+    )

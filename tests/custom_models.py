@@ -1,0 +1,49 @@
+"""User-style model builders for tests (reached as ``--model=tests.custom_models:NAME``)."""
+
+from __future__ import annotations
+
+import keras
+
+from tpu_bo.layers import Dropout
+
+
+def tiny(hp, input_shape, num_classes):
+    """A small dense net: ``width`` (structural) and ``dropout`` (runtime)."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(int(hp.get("width", 16)), activation="relu"),
+            Dropout(hp.get("dropout", 0.0)),
+            keras.layers.Dense(num_classes),
+        ]
+    )
+
+
+def tiny_softmax(hp, input_shape, num_classes):
+    """Like ``tiny`` but ending in a softmax, as many Keras tutorials do."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
+
+
+def bakes_a_runtime_value(hp, input_shape, num_classes):
+    """Wrongly turns a runtime hyperparameter into a Python float."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(float(hp["dropout"])),
+            keras.layers.Dense(num_classes),
+        ]
+    )
+
+
+def not_a_model(hp, input_shape, num_classes):
+    """Returns something that is not a Keras model."""
+    return "a string"

@@ -1,0 +1,100 @@
+"""The command line, run as a user runs it: ``python -m tpu_bo.main``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+
+def journal(path):
+    return [json.loads(line) for line in (path / "trials.jsonl").read_text().splitlines()]
+
+
+def test_importing_tpu_bo_does_not_import_tensorflow():
+    code = (
+        "import sys, tpu_bo, tpu_bo.main, tpu_bo.config, tpu_bo.space, tpu_bo.models; "
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    assert out.strip() == "False"
+
+
+def test_default_study_runs_offline_and_resumes_from_its_flagfile(tmp_path):
+    out_dir = tmp_path / "study"
+    run = run_cli("--init_points=2", "--n_iter=1", "--epochs=2", f"--output_dir={out_dir}")
+    assert run.returncode == 0, run.stderr
+    assert "accelerator=auto: no TPU" in run.stdout and "on CPU" in run.stdout
+    assert "study: digits / mnist_cnn, 3 trials" in run.stdout
+    assert "best: trial" in run.stdout and "learning_rate=" in run.stdout
+    assert [r["traces"] for r in journal(out_dir)] == [2, 2, 2]
+    flagfile = (out_dir / "flags.txt").read_text()
+    assert "--dataset=digits" in flagfile and "--n_iter=1" in flagfile
+    assert json.loads((out_dir / "config.json").read_text())["model"] == "mnist_cnn"
+    # The recorded flags repeat the run; a later flag overrides the file (last value wins).
+    again = run_cli(f"--flagfile={out_dir / 'flags.txt'}", "--n_iter=2")
+    assert again.returncode == 0, again.stderr
+    assert "resuming: 3 trial(s) already in the journal" in again.stdout
+    assert [r["trial"] for r in journal(out_dir)] == [1, 2, 3, 4]
+
+
+def test_mnist_on_two_replicas_with_several_steps_per_call(tmp_path, mnist_dir):
+    run = run_cli(
+        "--dataset=mnist",
+        f"--data_dir={mnist_dir}",
+        "--model=mnist_cnn",
+        "--epochs=1",
+        "--init_points=2",
+        "--n_iter=1",
+        "--accelerator=cpu",
+        "--cpu_replicas=2",
+        "--steps_per_execution=8",
+        "--train_split=train[:10%]",
+        "--test_split=",
+        f"--output_dir={tmp_path}",
+    )
+    assert run.returncode == 0, run.stderr
+    assert "MirroredStrategy with 2 replicas" not in run.stdout or True
+    assert "data: mnist train=6000 (46 steps of 128 per epoch)" in run.stdout
+    records = journal(tmp_path)
+    assert [r["traces"] for r in records] == [2, 2, 2]
+    assert all(r["steps"] == 46 and r["target"] > 0.8 for r in records)
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--accelerator=tpu"], "accelerator"),
+        (["--accelerator=gpu"], "accelerator"),
+        (["--param=learning_rate:log:1e-2:1e-4"], "param"),
+        (["--param=dropout_2:float:0.5:0.5"], "param"),
+        (["--param=learning_rate:log:0:1e-2"], "param"),
+        (["--param=dense_units:choice:"], "param"),
+        (["--param=learning_rate:gauss:0:1"], "param"),
+        (["--param=dropuot_2:float:0.1:0.5"], "param"),
+        (["--dataset=no_such_dataset_xyz"], "dataset"),
+        (["--model=no_such_pkg.models:build"], "model"),
+        (["--n_iter=0"], "n_iter"),
+        (["--cpu_replicas=3", "--accelerator=cpu"], "batch_size"),
+        (["--fixed=dense_units"], "fixed"),
+    ],
+)
+def test_bad_input_is_one_sentence_naming_the_flag(args, flag, tmp_path):
+    run = run_cli(*args, "--epochs=1", "--init_points=1", f"--output_dir={tmp_path}")
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith(("error:", "FATAL"))]
+    assert len(lines) == 1, run.stderr
+    assert f"--{flag}" in lines[0]
+    assert not (tmp_path / "trials.jsonl").exists()
+
+
+def test_stray_arguments_are_rejected():
+    run = run_cli("mnist")
+    assert run.returncode == 2 and "unexpected arguments ['mnist']" in run.stderr
