@@ -98,3 +98,40 @@ def test_bad_input_is_one_sentence_naming_the_flag(args, flag, tmp_path):
 def test_stray_arguments_are_rejected():
     run = run_cli("mnist")
     assert run.returncode == 2 and "unexpected arguments ['mnist']" in run.stderr
+
+
+def test_ctrl_c_ends_cleanly_and_keeps_the_journal(tmp_path):
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tpu_bo.main",
+            "--init_points=2",
+            "--n_iter=50",
+            "--epochs=3",
+            f"--output_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    trials = tmp_path / "trials.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (trials.exists() and trials.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Rerun the same command to resume" in out
+    assert "Traceback" not in err
+    records = journal(tmp_path)
+    assert 1 <= len(records) < 52 and [r["trial"] for r in records] == list(
+        range(1, len(records) + 1)
+    )
