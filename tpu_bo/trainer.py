@@ -349,34 +349,35 @@ class Trainer:
             loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
             eval_step_body = tf.function(eval_step_body, jit_compile=True)
 
-        def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        # Sums live in per-replica, sum-on-read variables (as Keras metrics do), so a loop of
+        # steps never sends a per-step value back to the host.
+        with strategy.scope():
+            train_sum = _sum_variable([], "train_loss_sum")
+            eval_sums = _sum_variable([3], "eval_sums")
+
+        def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> None:
             loss, grads = loss_and_grads(*batch)
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss
+            train_sum.assign_add(loss)
 
-        def eval_step(batch: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, ...]:
-            return eval_step_body(*batch)
-
-        sum_ = tf.distribute.ReduceOp.SUM
+        def eval_step(batch: tuple[tf.Tensor, ...]) -> None:
+            eval_sums.assign_add(tf.stack(eval_step_body(*batch)))
 
         @tf.function
         def train_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
             self.traces += 1  # runs only while tracing
-            total = tf.constant(0.0)
+            train_sum.assign(tf.zeros([]))
             for _ in tf.range(steps):
-                total += strategy.reduce(
-                    sum_, strategy.run(train_step, (next(iterator),)), axis=None
-                )
-            return total
+                strategy.run(train_step, (next(iterator),))
+            return train_sum.read_value()
 
         @tf.function
         def eval_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
             self.traces += 1  # runs only while tracing
-            total = tf.zeros([3])
+            eval_sums.assign(tf.zeros([3]))
             for _ in tf.range(steps):
-                out = strategy.run(eval_step, (next(iterator),))
-                total += tf.stack([strategy.reduce(sum_, o, axis=None) for o in out])
-            return total
+                strategy.run(eval_step, (next(iterator),))
+            return eval_sums.read_value()
 
         return train_fn, eval_fn
 
@@ -418,6 +419,16 @@ class Trainer:
                 variable.assign(_DEFAULT_LR[values.get("optimizer", self.config.optimizer)])
             else:
                 variable.assign(0.0)
+
+
+def _sum_variable(shape: list[int], name: str) -> tf.Variable:
+    return tf.Variable(
+        tf.zeros(shape),
+        trainable=False,
+        name=name,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM,
+    )
 
 
 _DEFAULT_LR = {"rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2}
