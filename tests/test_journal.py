@@ -54,3 +54,15 @@ def test_write_atomic_replaces_whole_files(tmp_path):
     assert read_json(path) == {"a": 2}
     assert read_json(str(tmp_path / "missing.json")) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_a_non_chief_worker_reads_but_never_writes(tmp_path):
+    chief = Journal(str(tmp_path))
+    chief.append({"trial": 1})
+    worker = Journal(str(tmp_path), writer=False)
+    worker.append({"trial": 2})
+    worker.write_file("summary.json", "{}")
+    assert worker.load() == [{"trial": 1}]
+    assert not (tmp_path / "summary.json").exists()
+    assert not Journal(str(tmp_path / "new"), writer=False).load()
+    assert not (tmp_path / "new").exists()

@@ -193,11 +193,37 @@ def _split_cpu(n: int) -> None:
             ) from None
 
 
+def is_chief() -> bool:
+    """Whether this process writes the study's files.
+
+    With ``TF_CONFIG`` naming several workers, every worker runs the same study in lockstep
+    (same seed, same all-reduced scores, so the same suggestions); only the chief, or worker 0
+    when there is no chief, writes the journal and summaries. Without ``TF_CONFIG``, the one
+    process is the chief.
+    """
+    config = _tf_config()
+    if (
+        len(config.get("cluster", {}).get("worker", []))
+        + len(config.get("cluster", {}).get("chief", []))
+        <= 1
+    ):
+        return True
+    task = config.get("task", {})
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
 def _num_workers() -> int:
-    try:
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    except json.JSONDecodeError:
-        raise ConfigError(
-            "accelerator", "the TF_CONFIG environment variable is not JSON."
-        ) from None
+    cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def _tf_config() -> dict[str, Any]:
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    except json.JSONDecodeError:
+        config = None
+    if not isinstance(config, dict):
+        raise ConfigError("accelerator", "the TF_CONFIG environment variable is not a JSON object.")
+    return config

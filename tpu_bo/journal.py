@@ -22,16 +22,20 @@ TRIALS = "trials.jsonl"
 
 
 class Journal:
-    """Appends and replays the trials of one study.
+    """Appends and replays the trials of one study, and writes its other files.
 
     Args:
       output_dir: The study's directory; created if missing.
+      writer: Whether this process writes. In a multi-worker study only the chief does; the
+        other workers read the same (shared) directory and write nothing.
     """
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, output_dir: str, *, writer: bool = True) -> None:
         self.output_dir = output_dir
         self.path = os.path.join(output_dir, TRIALS)
-        tf.io.gfile.makedirs(output_dir)
+        self.writer = writer
+        if writer:
+            tf.io.gfile.makedirs(output_dir)
 
     def load(self) -> list[dict[str, Any]]:
         """Reads every complete record, in order; repairs a torn last line.
@@ -56,13 +60,24 @@ class Journal:
                     torn = True
                     break
                 raise ValueError(f"{self.path} line {i + 1} is not valid JSON.") from None
-        if torn or (text and not text.endswith("\n")):
+        if self.writer and (torn or (text and not text.endswith("\n"))):
             log.warning("%s ended in a partly written line; dropping it.", self.path)
             write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records))
         return records
 
+    def write_file(self, name: str, text: str) -> None:
+        """Atomically (re)writes ``<output_dir>/<name>``, if this process is the writer."""
+        if self.writer:
+            write_atomic(os.path.join(self.output_dir, name), text)
+
+    def read_file(self, name: str) -> Any:
+        """Reads ``<output_dir>/<name>`` as JSON; ``None`` if it does not exist."""
+        return read_json(os.path.join(self.output_dir, name))
+
     def append(self, record: dict[str, Any]) -> None:
-        """Appends one record as a single line and flushes it to storage."""
+        """Appends one record as a single line and flushes it, if this process is the writer."""
+        if not self.writer:
+            return
         with tf.io.gfile.GFile(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()

@@ -220,16 +220,14 @@ def main(argv: list[str]) -> int:
         # TensorFlow and TFDS log a lot at INFO; keep tpu_bo's own INFO lines visible.
         logging.set_verbosity(logging.WARNING)
         py_logging.getLogger("tpu_bo").setLevel(py_logging.INFO)
-    logging.info("config: %s", config.to_json())
-    from tpu_bo.journal import write_atomic
+    changed = " ".join(flags.FLAGS[h.name].serialize() for h in _OURS if h.present)
+    py_logging.getLogger("tpu_bo").info("config: %s", changed or "all defaults")
+    from tpu_bo.accelerator import is_chief
+    from tpu_bo.journal import Journal
     from tpu_bo.study import run_study
 
     try:
-        output_dir = config.resolved_output_dir
-        import tensorflow as tf
-
-        tf.io.gfile.makedirs(output_dir)
-        write_atomic(os.path.join(output_dir, "flags.txt"), flags_text())
+        Journal(config.resolved_output_dir, writer=is_chief()).write_file("flags.txt", flags_text())
         run_study(config)
     except ConfigError as e:
         print(f"error: {e.for_cli()}", file=sys.stderr)

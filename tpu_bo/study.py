@@ -34,11 +34,14 @@ from typing import Any
 import numpy as np
 
 from tpu_bo import models
+from tpu_bo.accelerator import get_strategy, is_chief
 from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError
-from tpu_bo.journal import Journal, read_json, write_atomic
+from tpu_bo.input_pipeline import load_datasets
+from tpu_bo.journal import Journal
 from tpu_bo.report import Reporter, format_value
 from tpu_bo.space import SearchSpace
+from tpu_bo.trainer import Trainer
 
 log = logging.getLogger("tpu_bo")
 
@@ -93,10 +96,10 @@ def run_study(config: Config | None = None, **overrides: Any) -> StudyResult:
     space = config.resolved_space()
     builder = models.get_builder(config.model)
     output_dir = config.resolved_output_dir
-    journal = Journal(output_dir)
+    journal = Journal(output_dir, writer=is_chief())
     records = journal.load()
-    _check_identity(config, output_dir, has_trials=bool(records))
-    write_atomic(os.path.join(output_dir, CONFIG_FILE), config.to_json() + "\n")
+    _check_identity(config, journal, has_trials=bool(records))
+    journal.write_file(CONFIG_FILE, config.to_json() + "\n")
 
     reporter = Reporter(space.names, total=config.total_trials)
     reporter.line(
@@ -110,12 +113,7 @@ def run_study(config: Config | None = None, **overrides: Any) -> StudyResult:
         reporter.line(f"resuming: {len(records)} trial(s) already in the journal")
     if len(records) >= config.total_trials:
         reporter.line("the study's budget is already spent; nothing to run.")
-        return _finish(config, space, records, None, reporter, started, traces=0)
-
-    # TensorFlow is imported only once there is work to do.
-    from tpu_bo.accelerator import get_strategy
-    from tpu_bo.input_pipeline import load_datasets
-    from tpu_bo.trainer import Trainer
+        return _finish(config, space, journal, records, None, reporter, started, traces=0)
 
     strategy = get_strategy(config.accelerator, tpu=config.tpu, cpu_replicas=config.cpu_replicas)
     datasets = load_datasets(config, strategy)
@@ -192,12 +190,13 @@ def run_study(config: Config | None = None, **overrides: Any) -> StudyResult:
             "accuracy": metrics["accuracy"],
             "loss": metrics["loss"],
         }
-    return _finish(config, space, records, test_metrics, reporter, started, trainer.traces)
+    return _finish(config, space, journal, records, test_metrics, reporter, started, trainer.traces)
 
 
 def _finish(
     config: Config,
     space: SearchSpace,
+    journal: Journal,
     records: list[dict[str, Any]],
     test_metrics: dict[str, Any] | None,
     reporter: Reporter,
@@ -209,7 +208,7 @@ def _finish(
     counts: dict[str, int] = {}
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    previous = read_json(os.path.join(output_dir, SUMMARY_FILE)) or {}
+    previous = journal.read_file(SUMMARY_FILE) or {}
     if test_metrics is None and best is not None:
         # Keep a test score computed by an earlier session for the same best trial.
         if previous.get("best_trial") == best["trial"]:
@@ -229,7 +228,7 @@ def _finish(
         "seconds_this_session": round(seconds, 3),
         "seconds_all_trials": round(sum(r["seconds"] for r in records), 3),
     }
-    write_atomic(os.path.join(output_dir, SUMMARY_FILE), _json(summary))
+    journal.write_file(SUMMARY_FILE, _json(summary))
 
     reporter.line()
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
@@ -269,20 +268,19 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2) + "\n"
 
 
-def _check_identity(config: Config, output_dir: str, *, has_trials: bool) -> None:
+def _check_identity(config: Config, journal: Journal, *, has_trials: bool) -> None:
     """Refuses to continue a journal written by a different study."""
-    path = os.path.join(output_dir, STUDY_FILE)
     identity = config.study_identity()
-    stored = read_json(path)
+    stored = journal.read_file(STUDY_FILE)
     if stored is None or not has_trials:
         # Nothing journaled yet (e.g. an earlier start failed on a typo): nothing to protect.
-        write_atomic(path, _json(identity))
+        journal.write_file(STUDY_FILE, _json(identity))
         return
     for key in identity:
         if _normalise(stored.get(key)) != _normalise(identity[key]):
             raise ConfigError(
                 "output_dir",
-                f"{output_dir} holds a different study ({key} was {stored.get(key)!r}, now "
+                f"{journal.output_dir} holds a different study ({key} was {stored.get(key)!r}, now "
                 f"{identity[key]!r}); use a new --output_dir or the original settings.",
             )
 
