@@ -305,6 +305,6 @@ def _tfds_source(config: Config) -> _Source:
     return _Source(input_shape=shape, num_classes=int(num_classes), load=load)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:200].rstrip(".")
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = (str(e).strip() or type(e).__name__).splitlines()[0].rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
