@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -38,16 +39,20 @@ def mnist_dir() -> str:
     return str(MNIST_DIR)
 
 
-def run_cli(*args: str, cwd: pathlib.Path | None = None, timeout: float = 600):
-    """Runs ``python -m tpu_bo.main`` with ``args``; returns the CompletedProcess."""
-    import subprocess
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts ``python -m tpu_bo.main`` with ``args`` in the background, text pipes."""
+    return subprocess.Popen(
         [sys.executable, "-m", "tpu_bo.main", *args],
-        capture_output=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        cwd=cwd or ROOT,
-        env=env,
-        timeout=timeout,
     )
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs ``python -m tpu_bo.main`` with ``args`` to the end."""
+    proc = start_cli(*args)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, start_cli
 
 
 def journal(path):
@@ -93,6 +93,8 @@ def test_bad_input_is_one_sentence_naming_the_flag(args, flag, tmp_path):
     assert len(lines) == 1, run.stderr
     assert f"--{flag}" in lines[0]
     assert not (tmp_path / "trials.jsonl").exists()
+    if args != ["--param=dropuot_2:float:0.1:0.5"]:  # found only once the model is built
+        assert not any(tmp_path.iterdir()), "a failed start left files behind"
 
 
 def test_stray_arguments_are_rejected():
@@ -101,27 +103,10 @@ def test_stray_arguments_are_rejected():
 
 
 def test_ctrl_c_ends_cleanly_and_keeps_the_journal(tmp_path):
-    import os
     import signal
     import time
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tpu_bo.main",
-            "--init_points=2",
-            "--n_iter=50",
-            "--epochs=3",
-            f"--output_dir={tmp_path}",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("--init_points=2", "--n_iter=50", "--epochs=3", f"--output_dir={tmp_path}")
     trials = tmp_path / "trials.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (trials.exists() and trials.read_text()):
@@ -139,7 +124,6 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_journal(tmp_path):
 
 def test_two_workers_run_in_lockstep_and_only_the_chief_writes(tmp_path):
     """TF_CONFIG with two workers: MultiWorkerMirroredStrategy over localhost."""
-    import os
     import socket
 
     ports = []
@@ -151,25 +135,15 @@ def test_two_workers_run_in_lockstep_and_only_the_chief_writes(tmp_path):
     procs = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CONFIG": tf_config}
         procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tpu_bo.main",
-                    "--accelerator=cpu",
-                    "--epochs=2",
-                    "--init_points=2",
-                    "--n_iter=1",
-                    "--batch_size=64",
-                    f"--output_dir={tmp_path}",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+            start_cli(
+                "--accelerator=cpu",
+                "--epochs=2",
+                "--init_points=2",
+                "--n_iter=1",
+                "--batch_size=64",
+                f"--output_dir={tmp_path}",
+                env={"TF_CONFIG": tf_config},
             )
         )
     outs = [p.communicate(timeout=300) for p in procs]

@@ -25,7 +25,7 @@ class Journal:
     """Appends and replays the trials of one study, and writes its other files.
 
     Args:
-      output_dir: The study's directory; created if missing.
+      output_dir: The study's directory; created on the first write.
       writer: Whether this process writes. In a multi-worker study only the chief does; the
         other workers read the same (shared) directory and write nothing.
     """
@@ -34,8 +34,6 @@ class Journal:
         self.output_dir = output_dir
         self.path = os.path.join(output_dir, TRIALS)
         self.writer = writer
-        if writer:
-            tf.io.gfile.makedirs(output_dir)
 
     def load(self) -> list[dict[str, Any]]:
         """Reads every complete record, in order; repairs a torn last line.
@@ -68,6 +66,7 @@ class Journal:
     def write_file(self, name: str, text: str) -> None:
         """Atomically (re)writes ``<output_dir>/<name>``, if this process is the writer."""
         if self.writer:
+            tf.io.gfile.makedirs(self.output_dir)
             write_atomic(os.path.join(self.output_dir, name), text)
 
     def read_file(self, name: str) -> Any:
@@ -78,6 +77,7 @@ class Journal:
         """Appends one record as a single line and flushes it, if this process is the writer."""
         if not self.writer:
             return
+        tf.io.gfile.makedirs(self.output_dir)
         with tf.io.gfile.GFile(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()

@@ -222,13 +222,10 @@ def main(argv: list[str]) -> int:
         py_logging.getLogger("tpu_bo").setLevel(py_logging.INFO)
     changed = " ".join(flags.FLAGS[h.name].serialize() for h in _OURS if h.present)
     py_logging.getLogger("tpu_bo").info("config: %s", changed or "all defaults")
-    from tpu_bo.accelerator import is_chief
-    from tpu_bo.journal import Journal
     from tpu_bo.study import run_study
 
     try:
-        Journal(config.resolved_output_dir, writer=is_chief()).write_file("flags.txt", flags_text())
-        run_study(config)
+        run_study(config, extra_files={"flags.txt": flags_text()})
     except ConfigError as e:
         print(f"error: {e.for_cli()}", file=sys.stderr)
         return 2

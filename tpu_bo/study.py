@@ -29,6 +29,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -77,11 +78,18 @@ class StudyResult:
     output_dir: str
 
 
-def run_study(config: Config | None = None, **overrides: Any) -> StudyResult:
+def run_study(
+    config: Config | None = None,
+    *,
+    extra_files: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> StudyResult:
     """Runs (or resumes) a study to its budget.
 
     Args:
       config: The study's configuration; ``Config()`` (the offline digits study) if omitted.
+      extra_files: More files to record in the output directory, name to text (the CLI
+        records its resolved flags as ``flags.txt``).
       **overrides: Fields to replace in ``config``, e.g. ``dataset="mnist", epochs=1``.
 
     Returns:
@@ -99,7 +107,14 @@ def run_study(config: Config | None = None, **overrides: Any) -> StudyResult:
     journal = Journal(output_dir, writer=is_chief())
     records = journal.load()
     _check_identity(config, journal, has_trials=bool(records))
+    # Device and data come before any file is written, so a missing TPU or an unknown
+    # dataset leaves no half-made study behind.
+    strategy = get_strategy(config.accelerator, tpu=config.tpu, cpu_replicas=config.cpu_replicas)
+    datasets = load_datasets(config, strategy)
+    journal.write_file(STUDY_FILE, _json(config.study_identity()))
     journal.write_file(CONFIG_FILE, config.to_json() + "\n")
+    for name, text in (extra_files or {}).items():
+        journal.write_file(name, text)
 
     reporter = Reporter(space.names, total=config.total_trials)
     reporter.line(
@@ -109,19 +124,17 @@ def run_study(config: Config | None = None, **overrides: Any) -> StudyResult:
     )
     for p in space.params:
         reporter.line(f"  {p.describe()}")
+    reporter.line(
+        f"data: {config.dataset} train={datasets.num_train} ({datasets.steps_per_epoch} steps "
+        f"of {datasets.global_batch} per epoch), eval={datasets.eval.num_examples} "
+        f"({datasets.eval.steps} steps)"
+    )
     if records:
         reporter.line(f"resuming: {len(records)} trial(s) already in the journal")
     if len(records) >= config.total_trials:
         reporter.line("the study's budget is already spent; nothing to run.")
         return _finish(config, space, journal, records, None, reporter, started, traces=0)
 
-    strategy = get_strategy(config.accelerator, tpu=config.tpu, cpu_replicas=config.cpu_replicas)
-    datasets = load_datasets(config, strategy)
-    reporter.line(
-        f"data: {config.dataset} train={datasets.num_train} ({datasets.steps_per_epoch} steps "
-        f"of {datasets.global_batch} per epoch), eval={datasets.eval.num_examples} "
-        f"({datasets.eval.steps} steps)"
-    )
     trainer = Trainer(config, strategy, datasets, space=space, builder=builder)
     optimizer = _make_optimizer(config, space)
     pending_failed: list[dict[str, Any]] = []
@@ -274,7 +287,6 @@ def _check_identity(config: Config, journal: Journal, *, has_trials: bool) -> No
     stored = journal.read_file(STUDY_FILE)
     if stored is None or not has_trials:
         # Nothing journaled yet (e.g. an earlier start failed on a typo): nothing to protect.
-        journal.write_file(STUDY_FILE, _json(identity))
         return
     for key in identity:
         if _normalise(stored.get(key)) != _normalise(identity[key]):
