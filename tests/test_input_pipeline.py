@@ -66,9 +66,8 @@ def test_mnist_from_the_prepared_data_dir(mnist_dir):
     data = load_datasets(config, get_strategy("cpu"))
     assert (data.num_train, data.eval.num_examples) == (54_000, 6_000)
     assert data.input_shape == (28, 28, 1) and data.num_classes == 10
-    test = data.test()
+    test = data.test
     assert test.num_examples == 10_000 and test.steps == 79
-    assert data.test() is test  # built once
     _, y, w = next(test.iterator)
     assert y.shape == (128,) and float(tf.reduce_sum(w)) == 128
 
@@ -89,6 +88,7 @@ def test_mnist_test_split_label_counts(mnist_dir):
         ({"dataset": "no_such_dataset_xyz"}, "dataset", "unknown dataset 'no_such_dataset_xyz'"),
         ({"train_split": "validation"}, "train_split", "is not a split of digits"),
         ({"eval_split": "train[1500:]"}, "eval_split", "has no examples"),
+        ({"test_split": "tset"}, "test_split", "is not a split of digits"),
         ({"batch_size": 4096}, "batch_size", "larger than the 1350 examples"),
     ],
 )

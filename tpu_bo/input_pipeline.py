@@ -6,7 +6,7 @@
 * train: cached, shuffled with a fixed seed (reshuffled each pass), repeated forever, batched to
   the global batch with ``drop_remainder=True`` (TPUs need static shapes), normalised and
   prefetched. Trials draw their steps from this one stream; none rebuilds it.
-* eval (and test, built on first use): every example exactly once per evaluation. The last
+* eval and test: every example exactly once per evaluation. The last
   batch is padded to the global batch with examples of weight 0, so shapes stay static and
   the padding does not count. The stream repeats, so each evaluation runs exactly
   ``steps`` steps from the same iterator.
@@ -64,6 +64,7 @@ class Datasets:
         next epoch by the repeated stream, not dropped from the study).
       train_iterator: The persistent distributed iterator of ``(image, label)`` batches.
       eval: The evaluation split that scores trials.
+      test: The test split (scored once, for the best trial), or ``None`` without one.
     """
 
     name: str
@@ -74,15 +75,7 @@ class Datasets:
     steps_per_epoch: int
     train_iterator: Any
     eval: EvalData
-    _make_eval: Callable[[str, str], EvalData | None]
-    _test: EvalData | None = None
-    _test_split: str = ""
-
-    def test(self) -> EvalData | None:
-        """The test split, built on first use (it is scored once, for the best trial)."""
-        if self._test is None and self._test_split:
-            self._test = self._make_eval(self._test_split, "test_split")
-        return self._test
+    test: EvalData | None
 
 
 def load_datasets(config: Config, strategy: tf.distribute.Strategy) -> Datasets:
@@ -161,8 +154,8 @@ def load_datasets(config: Config, strategy: tf.distribute.Strategy) -> Datasets:
         steps_per_epoch=num_train // batch,
         train_iterator=train_iterator,
         eval=eval_data,
-        _make_eval=make_eval,
-        _test_split=config.test_split,
+        # Built now, so a bad --test_split stops the study before its first trial.
+        test=make_eval(config.test_split, "test_split") if config.test_split else None,
     )
 
 

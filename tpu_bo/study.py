@@ -182,7 +182,7 @@ def run_study(
             _register(optimizer, space, record, records, pending_failed)
             new_best = _best_record(records)
             is_new_best = new_best is record
-            if is_new_best and datasets.test() is not None:
+            if is_new_best and datasets.test is not None:
                 best_weights = (trial, params, trainer.snapshot(params))
             best = new_best
             reporter.trial(record, new_best=is_new_best)
@@ -195,7 +195,7 @@ def run_study(
 
     test_metrics = None
     if best is not None and best_weights is not None and best_weights[0] == best["trial"]:
-        test = datasets.test()
+        test = datasets.test
         metrics = trainer.evaluate_weights(best_weights[1], best_weights[2], test)
         test_metrics = {
             "split": test.split,
