@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tpu_bo.errors import ConfigError
 from tpu_bo.journal import Journal, read_json, write_atomic
 
 
@@ -43,8 +44,9 @@ def test_corruption_in_the_middle_is_an_error(tmp_path):
     journal = Journal(str(tmp_path))
     with open(journal.path, "w") as f:
         f.write('{"trial": 1}\nnot json\n{"trial": 3}\n')
-    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+    with pytest.raises(ConfigError, match="line 2 is not valid JSON") as info:
         journal.load()
+    assert info.value.flag == "output_dir"
 
 
 def test_write_atomic_replaces_whole_files(tmp_path):

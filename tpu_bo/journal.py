@@ -16,6 +16,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from tpu_bo.errors import ConfigError
+
 log = logging.getLogger("tpu_bo")
 
 TRIALS = "trials.jsonl"
@@ -39,8 +41,8 @@ class Journal:
         """Reads every complete record, in order; repairs a torn last line.
 
         Raises:
-          ValueError: a line other than the last is not valid JSON (the file was edited or
-            is not a journal).
+          ConfigError: naming ``output_dir``, when a line other than the last is not valid
+            JSON (the file was edited, or is not a journal).
         """
         if not tf.io.gfile.exists(self.path):
             return []
@@ -57,7 +59,11 @@ class Journal:
                 if i == len(lines) - 1:
                     torn = True
                     break
-                raise ValueError(f"{self.path} line {i + 1} is not valid JSON.") from None
+                raise ConfigError(
+                    "output_dir",
+                    f"{self.path} line {i + 1} is not valid JSON; repair the file or use a new "
+                    "--output_dir.",
+                ) from None
         if self.writer and (torn or (text and not text.endswith("\n"))):
             log.warning("%s ended in a partly written line; dropping it.", self.path)
             write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records))
