@@ -69,7 +69,10 @@ def test_log_scale_maps_through_log10():
 
 def test_int_and_choice_bounds_for_bayes_opt():
     space = SearchSpace.parse(["n:int:1:4", "units:choice:128,256"])
-    assert space.pbounds() == {"n": (1, 4, int), "units": [128, 256]}
+    bounds = space.pbounds()
+    assert bounds["n"] == (1, 4, int)
+    assert type(bounds["units"]).__name__ == "CategoricalParameter"
+    assert bounds["units"].categories == [128, 256]
     assert space.from_optimizer({"n": 2.6, "units": 256}) == {"n": 3, "units": 256}
 
 
@@ -77,11 +80,17 @@ def test_every_suggestion_of_bayes_opt_lands_in_the_space():
     from bayes_opt import BayesianOptimization
 
     space = SearchSpace.parse(
-        ["lr:log:1e-5:1e-1", "n:int:1:4", "units:choice:128,256,384", "p:float:0:0.5"]
+        [
+            "lr:log:1e-5:1e-1",
+            "n:int:1:4",
+            "units:choice:128,256,384",
+            "p:float:0:0.5",
+            "width:choice:16,32",
+        ]
     )
     with pytest.warns(UserWarning, match="Non-float parameters"):
         opt = BayesianOptimization(f=None, pbounds=space.pbounds(), random_state=0, verbose=0)
-    for i in range(8):
+    for i in range(12):
         point = opt.suggest() if i >= 3 else opt.random_sample(1)[0]
         values = space.from_optimizer(point)
         assert all(space[n].contains(v) for n, v in values.items()), values

@@ -95,6 +95,7 @@ def test_structural_space_compiles_once_per_structure(tmp_path):
     run_study(config)
     records = read_journal(tmp_path)
     structures = {r["params"]["dense_units"] for r in records}
+    assert structures <= {16, 32}
     assert records[-1]["traces"] == 2 * len(structures)
 
 

@@ -135,7 +135,11 @@ class Param:
             return (math.log10(self.low), math.log10(self.high))
         if self.kind == "int":
             return (self.low, self.high, int)
-        return list(self.choices)
+        # An explicit parameter object: bayes_opt reads a bare two-number list as float bounds,
+        # so a choice between 16 and 32 would otherwise become a range.
+        from bayes_opt.parameter import CategoricalParameter
+
+        return CategoricalParameter(self.name, list(self.choices))
 
     def from_optimizer(self, value: Any) -> Any:
         """Maps a value from the optimizer's space to the value a trial uses."""
