@@ -154,3 +154,60 @@ def test_two_workers_run_in_lockstep_and_only_the_chief_writes(tmp_path):
     assert [r["trial"] for r in records] == [1, 2, 3]  # written once, by the chief
     best = [line for line in outs[0][0].splitlines() if line.startswith("best:")]
     assert best and best == [line for line in outs[1][0].splitlines() if line.startswith("best:")]
+
+
+def _inflight_meta(path):
+    import numpy as np
+
+    try:
+        with np.load(path) as data:
+            return json.loads(data["__meta__"].tobytes().decode())
+    except Exception:  # noqa: BLE001 - being written (renamed into place) right now
+        return None
+
+
+def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(tmp_path):
+    """Kill -9 in the 4th trial's 2nd epoch of 3; the rerun finishes 8 trials, none twice."""
+    import signal
+    import time
+
+    args = [
+        "--init_points=3",
+        "--n_iter=5",
+        "--epochs=3",
+        "--batch_size=8",
+        "--steps_per_execution=1",
+        f"--output_dir={tmp_path}",
+    ]
+    proc = start_cli(*args)
+    trials, inflight = tmp_path / "trials.jsonl", tmp_path / "inflight.npz"
+    deadline = time.monotonic() + 240
+    meta = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = len(trials.read_text().splitlines()) if trials.exists() else 0
+        meta = _inflight_meta(inflight) if inflight.exists() else None
+        if done == 3 and meta and meta["trial"] == 4 and meta["epoch"] == 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the study ended before it could be killed"
+    before = journal(tmp_path)
+    saved = _inflight_meta(inflight)
+    assert [r["trial"] for r in before] == [1, 2, 3] and saved["trial"] == 4
+    assert saved["epoch"] in (1, 2)  # killed in epoch 2 (or, on a slow machine, in epoch 3)
+
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"trial 4: continuing after epoch {saved['epoch']} of 3" in rerun.stdout
+    records = journal(tmp_path)
+    assert [r["trial"] for r in records] == list(range(1, 9))
+    assert records[:3] == before
+    fourth = records[3]
+    assert fourth["resumed_from_epoch"] == saved["epoch"]
+    assert fourth["params"] == saved["params"] and fourth["seed"] == saved["seed"]
+    assert [h["epoch"] for h in fourth["history"]] == [1, 2, 3]
+    assert fourth["history"][: saved["epoch"]] == saved["history"]
+    assert fourth["steps"] == 3 * (1350 // 8)
+    assert all(r["resumed_from_epoch"] is None for r in records if r["trial"] != 4)
+    assert not inflight.exists()

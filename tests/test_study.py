@@ -104,3 +104,133 @@ def test_a_start_that_failed_before_any_trial_does_not_lock_the_dir(tmp_path):
         run_study(Config(**SMALL, output_dir=str(tmp_path), space=["dropuot_2:float:0:0.5"]))
     result = run_study(Config(**{**SMALL, "n_iter": 1, "init_points": 1}, output_dir=str(tmp_path)))
     assert len(result.trials) == 2
+
+
+def test_best_weights_reload_into_a_fresh_model_and_reproduce_the_score(tmp_path):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from tpu_bo import load_best_model
+
+    config = Config(**{**SMALL, "epochs": 3}, output_dir=str(tmp_path))
+    result = run_study(config)
+    best = next(r for r in read_journal(tmp_path) if r["trial"] == result.best_trial)
+    model = load_best_model(str(tmp_path))
+    digits = load_digits()  # eval split: train[90%:] of the first 1500 = images 1350..1499
+    x = np.round(digits.images[1350:1500] * (255 / 16)).astype(np.uint8)[..., None] / 255.0
+    logits = model.predict(x.astype(np.float32), verbose=0)
+    accuracy = float((logits.argmax(-1) == digits.target[1350:1500]).mean())
+    assert accuracy == pytest.approx(best["target"], abs=1e-6)
+    info = json.loads((tmp_path / "best" / "trial.json").read_text())
+    assert info["trial"] == result.best_trial and info["best_epoch"] == best["best_epoch"]
+
+
+def test_summary_plot_and_tensorboard_hparams_for_every_trial(tmp_path):
+    import tensorflow as tf
+
+    from tpu_bo.plots import summary_figure
+
+    config = Config(**SMALL, output_dir=str(tmp_path))
+    run_study(config)
+    assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = read_journal(tmp_path)
+    fig = summary_figure(records, config.resolved_space(), objective="val_accuracy", maximize=True)
+    scales = {ax.get_xlabel(): ax.get_xscale() for ax in fig.axes if ax.get_visible()}
+    assert scales["learning_rate (log)"] == "log" and scales["dropout_2 (float)"] == "linear"
+
+    def plugins_and_tags(directory):
+        plugins, tags = set(), set()
+        for path in tf.io.gfile.glob(f"{directory}/events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    plugins.add(value.metadata.plugin_data.plugin_name)
+                    tags.add(value.tag)
+        return plugins, tags
+
+    root_plugins, _ = plugins_and_tags(tmp_path / "tensorboard")
+    assert "hparams" in root_plugins
+    for r in records:
+        plugins, tags = plugins_and_tags(tmp_path / "tensorboard" / f"trial_{r['trial']:04d}")
+        assert "hparams" in plugins
+        assert {"val_accuracy", "val_loss", "loss"} <= tags
+
+
+def test_median_rule_prunes_trials_below_the_median(tmp_path):
+    fields = {**SMALL, "init_points": 6, "n_iter": 6, "epochs": 4, "seed": 3}
+    run_study(Config(**fields, output_dir=str(tmp_path / "full")))
+    run_study(Config(**fields, prune="median", prune_after=3, output_dir=str(tmp_path / "pruned")))
+    full, pruned = read_journal(tmp_path / "full"), read_journal(tmp_path / "pruned")
+    assert len(full) == len(pruned) == 12
+    cut = [r for r in pruned if r["status"] == "pruned"]
+    assert cut, "the median rule pruned nothing"
+    for r in cut:
+        epoch = len(r["history"])
+        assert epoch < 4 and r["steps"] == epoch * (1350 // 64)
+        assert r["target"] == max(h["val_accuracy"] for h in r["history"])
+        finished = [p for p in pruned if p["status"] == "ok" and p["trial"] < r["trial"]]
+        assert len(finished) >= 3
+        peers = sorted(max(h["val_accuracy"] for h in p["history"][:epoch]) for p in finished)
+        import statistics
+
+        assert r["target"] < statistics.median(peers)
+    assert sum(r["steps"] for r in pruned) < sum(r["steps"] for r in full)
+    summary = json.loads((tmp_path / "pruned" / "summary.json").read_text())
+    assert summary["counts"]["pruned"] == len(cut)
+
+
+def test_a_loss_objective_is_minimised(tmp_path):
+    result = run_study(Config(**SMALL, objective="val_loss", output_dir=str(tmp_path)))
+    records = read_journal(tmp_path)
+    for r in records:
+        assert r["target"] == min(h["val_loss"] for h in r["history"])
+    assert result.best_target == min(r["target"] for r in records)
+    assert json.loads((tmp_path / "summary.json").read_text())["objective"].startswith(
+        "val_loss (min"
+    )
+
+
+def test_space_from_a_json_file(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(
+        json.dumps(
+            {
+                "learning_rate": {"kind": "log", "low": 1e-4, "high": 1e-2},
+                "dense_units": ["choice", [16, 32]],
+            }
+        )
+    )
+    result = run_study(Config(**SMALL, space_file=str(path), output_dir=str(tmp_path / "s")))
+    assert set(result.best_params) == {"learning_rate", "dense_units"}
+    assert all(r["params"]["dense_units"] in (16, 32) for r in result.trials)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "cannot read"),
+        ("{not json", "is not valid JSON"),
+        ('{"lr": {"kind": "log", "low": 0.1, "high": 0.01}}', "low=0.1 >= high=0.01"),
+        ('{"lr": {"kind": "log", "low": 0, "high": 0.01}}', "needs bounds > 0"),
+        ('{"units": {"kind": "choice", "choices": []}}', "has no values"),
+        ('{"lr": {"kind": "normal", "low": 0, "high": 1}}', "unknown kind 'normal'"),
+        ("[1, 2]", "needs a 'name'"),
+        ('"learning_rate"', "must hold a JSON object or list"),
+    ],
+)
+def test_bad_space_files_name_the_flag(tmp_path, content, needle):
+    path = tmp_path / "space.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        Config(space_file=str(path)).validate()
+    assert info.value.flag == "space_file" and needle in info.value.message
+
+
+def test_domain_reduction_runs_and_refuses_discrete_params(tmp_path):
+    result = run_study(
+        Config(**{**SMALL, "n_iter": 4}, domain_reduction=True, output_dir=str(tmp_path))
+    )
+    assert len(result.trials) == 6
+    with pytest.raises(ConfigError) as info:
+        Config(domain_reduction=True, space=["dense_units:choice:16,32"]).validate()
+    assert info.value.flag == "domain_reduction"

@@ -22,6 +22,7 @@ _EXPORTS = {
     "SearchSpace": "tpu_bo.space",
     "StudyResult": "tpu_bo.study",
     "run_study": "tpu_bo.study",
+    "load_best_model": "tpu_bo.study",
     "get_strategy": "tpu_bo.accelerator",
     "load_datasets": "tpu_bo.input_pipeline",
     "Trainer": "tpu_bo.trainer",

@@ -23,6 +23,9 @@ from tpu_bo.space import TRAINER_PARAMS, SearchSpace
 ACCELERATORS = ("auto", "tpu", "gpu", "cpu")
 OPTIMIZERS = ("rmsprop", "adam", "sgd", "adamw")
 ACQUISITIONS = ("ei", "ucb", "poi")
+OBJECTIVES = ("val_accuracy", "val_loss", "loss")
+OBJECTIVE_MODES = ("auto", "max", "min")
+PRUNERS = ("none", "median")
 
 # The blog post's study: its CNN's second dropout, learning rate (log scale). `dense_units` is
 # structural and left out of the default so a default study compiles exactly one program.
@@ -62,12 +65,18 @@ class Config:
     max_programs: int = 4
     # Study.
     space: SearchSpace | None = None
+    space_file: str = ""
     init_points: int = 5
     n_iter: int = 10
     seed: int = 0
+    objective: str = "val_accuracy"
+    objective_mode: str = "auto"
     acquisition: str = "ei"
     xi: float = 0.01
     kappa: float = 2.576
+    domain_reduction: bool = False
+    prune: str = "none"
+    prune_after: int = 3
     output_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -95,10 +104,19 @@ class Config:
         """The study's budget: random starting points plus guided iterations."""
         return self.init_points + self.n_iter
 
+    @property
+    def maximize(self) -> bool:
+        """Whether a larger objective is better (``auto``: losses are minimised)."""
+        if self.objective_mode == "auto":
+            return not self.objective.endswith("loss")
+        return self.objective_mode == "max"
+
     def resolved_space(self) -> SearchSpace:
-        """The search space: the given one, else the model's default."""
+        """The search space: the given one, the ``space_file``'s, or the model's default."""
         if self.space is not None:
             return self.space
+        if self.space_file:
+            return read_space_file(self.space_file)
         return SearchSpace.parse(DEFAULT_SPACES.get(self.model_name, FALLBACK_SPACE))
 
     def validate(self) -> Config:
@@ -113,6 +131,14 @@ class Config:
         _choice("accelerator", self.accelerator, ACCELERATORS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("acquisition", self.acquisition, ACQUISITIONS)
+        _choice("objective", self.objective, OBJECTIVES)
+        _choice("objective_mode", self.objective_mode, OBJECTIVE_MODES)
+        _choice("prune", self.prune, PRUNERS)
+        _positive("prune_after", self.prune_after)
+        if self.space is not None and self.space_file:
+            raise ConfigError(
+                "space_file", "give the space by --param or by --space_file, not both."
+            )
         for name in ("cpu_replicas", "batch_size", "epochs", "steps_per_execution", "max_programs"):
             _positive(name, getattr(self, name))
         _positive("n_iter", self.n_iter)
@@ -152,6 +178,10 @@ class Config:
                 raise ConfigError(
                     "param", f"optimizer must be a choice among {', '.join(OPTIMIZERS)}."
                 )
+        if self.domain_reduction and any(p.kind not in ("float", "log") for p in space.params):
+            raise ConfigError(
+                "domain_reduction", "works only when every searched parameter is float or log."
+            )
         for name in TRAINER_PARAMS & set(space.names) - {"optimizer"}:
             if space[name].kind == "choice" and not all(
                 isinstance(c, (int, float)) for c in space[name].choices
@@ -188,9 +218,48 @@ class Config:
             "epochs",
             "space",
             "mixed_precision",
+            "objective",
+            "objective_mode",
         )
         d = self.to_dict()
         return {k: d[k] for k in keys}
+
+
+def read_space_file(path: str) -> SearchSpace:
+    """Reads a search space from a JSON file (local or ``gs://``).
+
+    The file holds either a mapping from name to a parameter (``{"learning_rate": {"kind":
+    "log", "low": 1e-4, "high": 1e-2}, "dense_units": ["choice", [128, 256]]}``) or a list of
+    parameters each with a ``name`` (the form ``config.json`` records).
+
+    Raises:
+      ConfigError: naming ``space_file``, for an unreadable file or an invalid space.
+    """
+    try:
+        if "://" in path:
+            import tensorflow as tf
+
+            with tf.io.gfile.GFile(path, "r") as f:
+                text = f.read()
+        else:
+            with open(path) as f:
+                text = f.read()
+    except Exception as e:  # noqa: BLE001 - OSError locally, tf.errors on gs://
+        raise ConfigError("space_file", f"cannot read {path}: {e}.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError("space_file", f"{path} is not valid JSON ({e}).") from None
+    try:
+        if isinstance(data, list):
+            if not all(isinstance(d, Mapping) and "name" in d for d in data):
+                raise ConfigError("param", "every entry of a list needs a 'name'.")
+            return SearchSpace.from_list(data)
+        if isinstance(data, Mapping):
+            return SearchSpace.from_value(data)
+    except ConfigError as e:
+        raise ConfigError("space_file", f"{path}: {e.message}") from None
+    raise ConfigError("space_file", f"{path} must hold a JSON object or list of parameters.")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -9,11 +9,13 @@ output directory may be local or ``gs://``.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tpu_bo.errors import ConfigError
@@ -21,6 +23,7 @@ from tpu_bo.errors import ConfigError
 log = logging.getLogger("tpu_bo")
 
 TRIALS = "trials.jsonl"
+INFLIGHT = "inflight.npz"
 
 
 class Journal:
@@ -88,12 +91,46 @@ class Journal:
             f.write(json.dumps(record) + "\n")
             f.flush()
 
+    def save_inflight(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Saves the running trial's state: ``meta`` (JSON) and ``arrays``, in one file.
 
-def write_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+        One file, written to a temporary name and renamed, so a kill at any moment leaves
+        either the previous state or the new one, never a mix.
+        """
+        if not self.writer:
+            return
+        buffer = io.BytesIO()
+        np.savez(buffer, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+        tf.io.gfile.makedirs(self.output_dir)
+        write_atomic(os.path.join(self.output_dir, INFLIGHT), buffer.getvalue())
+
+    def load_inflight(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """The saved state of an interrupted trial, or ``None``."""
+        path = os.path.join(self.output_dir, INFLIGHT)
+        if not tf.io.gfile.exists(path):
+            return None
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                data = np.load(io.BytesIO(f.read()))
+                arrays = {k: data[k] for k in data.files}
+            meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+        except Exception as e:  # noqa: BLE001 - a damaged file means: start the trial again
+            log.warning("ignoring unreadable in-flight state %s (%s)", path, e)
+            return None
+        return meta, arrays
+
+    def clear_inflight(self) -> None:
+        """Removes the in-flight state once its trial is journaled."""
+        path = os.path.join(self.output_dir, INFLIGHT)
+        if self.writer and tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+
+
+def write_atomic(path: str, data: str | bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file and a rename."""
     tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
+    with tf.io.gfile.GFile(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 

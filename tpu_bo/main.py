@@ -19,7 +19,15 @@ import sys
 
 from absl import app, flags, logging
 
-from tpu_bo.config import ACCELERATORS, ACQUISITIONS, OPTIMIZERS, Config
+from tpu_bo.config import (
+    ACCELERATORS,
+    ACQUISITIONS,
+    OBJECTIVE_MODES,
+    OBJECTIVES,
+    OPTIMIZERS,
+    PRUNERS,
+    Config,
+)
 from tpu_bo.errors import ConfigError
 from tpu_bo.space import SearchSpace, parse_fixed
 
@@ -123,6 +131,12 @@ _PARAM = flags.DEFINE_multi_string(
     "Default: the model's own space (mnist_cnn: dropout_2:float:0.1:0.5 and "
     "learning_rate:log:1e-4:1e-2).",
 )
+_SPACE_FILE = flags.DEFINE_string(
+    "space_file",
+    _D.space_file,
+    'JSON file with the search space instead of --param: {"NAME": {"kind": "log", '
+    '"low": 1e-4, "high": 1e-2}, ...} or a list of such objects with a "name".',
+)
 _INIT_POINTS = flags.DEFINE_integer(
     "init_points", _D.init_points, "Random trials before the optimizer takes over.", lower_bound=1
 )
@@ -130,6 +144,18 @@ _N_ITER = flags.DEFINE_integer(
     "n_iter", _D.n_iter, "Guided trials after the random ones.", lower_bound=1
 )
 _SEED = flags.DEFINE_integer("seed", _D.seed, "Seeds the optimizer, data order and trials.")
+_OBJECTIVE = flags.DEFINE_enum(
+    "objective",
+    _D.objective,
+    list(OBJECTIVES),
+    "Metric a trial is scored by: its best value over the trial's epochs.",
+)
+_OBJECTIVE_MODE = flags.DEFINE_enum(
+    "objective_mode",
+    _D.objective_mode,
+    list(OBJECTIVE_MODES),
+    "Maximise or minimise the objective; auto minimises losses and maximises the rest.",
+)
 _ACQUISITION = flags.DEFINE_enum(
     "acquisition",
     _D.acquisition,
@@ -142,6 +168,25 @@ _XI = flags.DEFINE_float(
     "Exploration of ei and poi, in units of the standard deviation of the targets so far.",
 )
 _KAPPA = flags.DEFINE_float("kappa", _D.kappa, "Exploration of ucb.")
+_DOMAIN_REDUCTION = flags.DEFINE_boolean(
+    "domain_reduction",
+    _D.domain_reduction,
+    "Shrink the search bounds around the best point as the study goes (bayes_opt's "
+    "SequentialDomainReductionTransformer); float and log parameters only.",
+)
+_PRUNE = flags.DEFINE_enum(
+    "prune",
+    _D.prune,
+    list(PRUNERS),
+    "Stop hopeless trials early: median stops a trial whose best score so far is below the "
+    "median of finished trials at the same epoch (journaled as pruned).",
+)
+_PRUNE_AFTER = flags.DEFINE_integer(
+    "prune_after",
+    _D.prune_after,
+    "Finished trials needed before the median rule prunes anything.",
+    lower_bound=1,
+)
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir",
     _D.output_dir,
@@ -150,34 +195,14 @@ _OUTPUT_DIR = flags.DEFINE_string(
 )
 
 _OURS = [
-    _ACCELERATOR,
-    _TPU,
-    _CPU_REPLICAS,
-    _DATASET,
-    _DATA_DIR,
-    _TRAIN_SPLIT,
-    _EVAL_SPLIT,
-    _TEST_SPLIT,
-    _BATCH_SIZE,
-    _SHUFFLE_BUFFER,
+    _ACCELERATOR, _TPU, _CPU_REPLICAS,
+    _DATASET, _DATA_DIR, _TRAIN_SPLIT, _EVAL_SPLIT, _TEST_SPLIT, _BATCH_SIZE, _SHUFFLE_BUFFER,
     _DOWNLOAD,
-    _MODEL,
-    _OPTIMIZER,
-    _FIXED,
-    _EPOCHS,
-    _STEPS_PER_EXECUTION,
-    _MIXED_PRECISION,
-    _JIT_COMPILE,
+    _MODEL, _OPTIMIZER, _FIXED, _EPOCHS, _STEPS_PER_EXECUTION, _MIXED_PRECISION, _JIT_COMPILE,
     _MAX_PROGRAMS,
-    _PARAM,
-    _INIT_POINTS,
-    _N_ITER,
-    _SEED,
-    _ACQUISITION,
-    _XI,
-    _KAPPA,
-    _OUTPUT_DIR,
-]
+    _PARAM, _SPACE_FILE, _INIT_POINTS, _N_ITER, _SEED, _OBJECTIVE, _OBJECTIVE_MODE, _ACQUISITION,
+    _XI, _KAPPA, _DOMAIN_REDUCTION, _PRUNE, _PRUNE_AFTER, _OUTPUT_DIR,
+]  # fmt: skip
 
 
 def config_from_flags() -> Config:

@@ -3,30 +3,43 @@
 ``run_study`` is the one entry point, for the CLI and for notebooks alike:
 
 1. Validate the configuration; resolve the model builder and the search space.
-2. Open ``<output_dir>``. If it already holds a study, check that it is the *same* study
-   (dataset, splits, batch, model, optimizer, epochs, space...) and replay its journal into a
-   fresh optimizer, so no finished trial runs again.
+2. Read ``<output_dir>``. If it already holds a study, check that it is the *same* study
+   (dataset, splits, batch, model, optimizer, epochs, space, objective) and replay its journal
+   into a fresh optimizer, so no finished trial runs again.
 3. Build the strategy, the datasets (once) and the trainer (one program per structure).
 4. Until ``init_points + n_iter`` trials are journaled: take a random point (the first
    ``init_points`` trials) or ``bayes_opt``'s suggestion, train it, append its record to
-   ``trials.jsonl``, register its target, print its row.
-5. Score the best trial once on the test split, write ``summary.json`` and return a
-   :class:`StudyResult`.
+   ``trials.jsonl``, register its target, print its row. At the end of every epoch but the
+   last, the running trial's weights, optimizer state and history are saved to
+   ``inflight.npz``; a study killed mid-trial continues that trial from its last finished
+   epoch when it is run again.
+5. Score the best trial once on the test split, write ``summary.json``, ``summary.png`` and
+   ``best/``, and return a :class:`StudyResult`.
 
-The objective is the best validation accuracy over a trial's epochs. A failed trial (NaN/Inf
-loss, out of memory) is journaled with its reason and registered with the *worst* target seen
-so far among successful trials, so the Gaussian process learns that its region is bad without
-a made-up number skewing its scale; until one trial has succeeded, failed ones wait to be
-registered.
+**Objective.** A trial's target is the best value of ``objective`` (``val_accuracy`` by
+default; ``val_loss`` and ``loss`` are minimised) over its epochs, as the tuning playbook
+advises. ``bayes_opt`` maximises, so a minimised objective is registered negated.
+
+**Failed trials** (NaN/Inf loss, out of memory) are journaled with their reason and registered
+at the *worst* score seen so far among successful trials, so the Gaussian process learns that
+their region is bad without a made-up number skewing its scale; until one trial has succeeded,
+failed ones wait to be registered.
+
+**Pruned trials** (``prune="median"``): after each epoch but the last, once ``prune_after``
+trials have finished, a trial whose best score so far is worse than the median of the finished
+trials' best scores at the same epoch stops. It is journaled as ``pruned`` and registered with
+its partial score.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import math
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Mapping
@@ -38,17 +51,22 @@ from tpu_bo import models
 from tpu_bo.accelerator import get_strategy, is_chief
 from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError
-from tpu_bo.input_pipeline import load_datasets
+from tpu_bo.input_pipeline import Datasets, load_datasets
 from tpu_bo.journal import Journal
 from tpu_bo.report import Reporter, format_value
 from tpu_bo.space import SearchSpace
-from tpu_bo.trainer import Trainer
+from tpu_bo.tb_log import TensorBoardLog
+from tpu_bo.trainer import Trainer, TrialState, best_epoch, load_model_weights
 
 log = logging.getLogger("tpu_bo")
 
 STUDY_FILE = "study.json"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
+PLOT_FILE = "summary.png"
+BEST_DIR = "best"
+BEST_WEIGHTS = "model.weights.h5"
+BEST_TRIAL = "trial.json"
 
 
 @dataclasses.dataclass
@@ -57,21 +75,21 @@ class StudyResult:
 
     Attributes:
       best_params: Hyperparameters of the best successful trial.
-      best_target: Its objective (best validation accuracy over its epochs).
+      best_target: Its objective value (best over its epochs).
       best_trial: Its trial number.
       trials: Every journaled trial record, in order.
       test_metrics: The best trial's test-split metrics, when they could be computed.
-      counts: Trials by status.
+      counts: Trials by status (``ok``, ``failed``, ``pruned``).
       traces: Programs traced in this session.
       seconds: Wall time of this session.
-      output_dir: Where the journal and summary live.
+      output_dir: Where the journal, summary and best weights live.
     """
 
     best_params: dict[str, Any]
     best_target: float | None
     best_trial: int | None
     trials: list[dict[str, Any]]
-    test_metrics: dict[str, float] | None
+    test_metrics: dict[str, Any] | None
     counts: dict[str, int]
     traces: int
     seconds: float
@@ -99,212 +117,448 @@ def run_study(
       ConfigError: the configuration is invalid, or ``output_dir`` holds a different study.
       KeyboardInterrupt: after printing how to resume; journaled trials are kept.
     """
-    started = time.perf_counter()
     config = dataclasses.replace(config or Config(), **overrides).validate()
-    space = config.resolved_space()
-    builder = models.get_builder(config.model)
-    output_dir = config.resolved_output_dir
-    journal = Journal(output_dir, writer=is_chief())
-    records = journal.load()
-    _check_identity(config, journal, has_trials=bool(records))
-    # Device and data come before any file is written, so a missing TPU or an unknown
-    # dataset leaves no half-made study behind.
-    strategy = get_strategy(config.accelerator, tpu=config.tpu, cpu_replicas=config.cpu_replicas)
-    datasets = load_datasets(config, strategy)
-    journal.write_file(STUDY_FILE, _json(config.study_identity()))
-    journal.write_file(CONFIG_FILE, config.to_json() + "\n")
-    for name, text in (extra_files or {}).items():
-        journal.write_file(name, text)
+    return _Study(config).run(extra_files or {})
 
-    reporter = Reporter(space.names, total=config.total_trials)
-    reporter.line(
-        f"study: {config.dataset} / {config.model_name}, {config.total_trials} trials "
-        f"({config.init_points} random + {config.n_iter} guided), "
-        f"{config.epochs} epoch(s) each -> {output_dir}"
-    )
-    for p in space.params:
-        reporter.line(f"  {p.describe()}")
-    reporter.line(
-        f"data: {config.dataset} train={datasets.num_train} ({datasets.steps_per_epoch} steps "
-        f"of {datasets.global_batch} per epoch), eval={datasets.eval.num_examples} "
-        f"({datasets.eval.steps} steps)"
-    )
-    if records:
-        reporter.line(f"resuming: {len(records)} trial(s) already in the journal")
-    if len(records) >= config.total_trials:
-        reporter.line("the study's budget is already spent; nothing to run.")
-        return _finish(config, space, journal, records, None, reporter, started, traces=0)
 
-    trainer = Trainer(config, strategy, datasets, space=space, builder=builder)
-    optimizer = _make_optimizer(config, space)
-    pending_failed: list[dict[str, Any]] = []
-    for record in records:
-        _register(optimizer, space, record, records, pending_failed)
+def load_best_model(output_dir: str, *, builder: models.Builder | None = None) -> Any:
+    """Builds a fresh model of a finished study's best trial and loads its saved weights.
 
-    best = _best_record(records)
-    best_weights = None
-    for record in records:
-        reporter.trial(record, new_best=record is best)
-    try:
-        while len(records) < config.total_trials:
-            trial = max((r["trial"] for r in records), default=0) + 1
-            guided = len(records) >= config.init_points
-            point = _suggest(optimizer, config) if guided else optimizer.random_sample(1)[0]
-            params = space.from_optimizer(point)
-            seed = (config.seed * 100_003 + trial) % 2**31
-            reporter.start_trial(trial)
+    Args:
+      output_dir: The study's directory (local or ``gs://``).
+      builder: The model builder, when the study's model was a function defined in a notebook
+        (``__main__``) that cannot be imported by name.
 
-            def progress(epoch: int, step: int, steps: int, loss: float, rate: float) -> None:
-                reporter.progress(epoch, step, steps, loss, rate, config.epochs)
+    Returns:
+      An uncompiled ``keras.Model`` holding the best trial's weights from its best epoch.
 
-            result = trainer.run_trial(params, seed=seed, on_progress=progress)
-            record = {
-                "trial": trial,
-                "status": result.status,
-                "target": result.metrics.get("val_accuracy") if result.status == "ok" else None,
-                "params": params,
-                "seconds": round(result.seconds, 3),
-                "traces": trainer.traces,
-                "seed": seed,
-                "source": "guided" if guided else "random",
-                "steps": result.steps,
-                "train_seconds": round(result.train_seconds, 3),
-                "eval_seconds": round(result.eval_seconds, 3),
-                "metrics": result.metrics,
-                "history": result.history,
-                "error": result.error,
-                "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="seconds"
-                ),
-            }
-            journal.append(record)
-            records.append(record)
-            _register(optimizer, space, record, records, pending_failed)
-            new_best = _best_record(records)
-            is_new_best = new_best is record
-            if is_new_best and datasets.test is not None:
-                best_weights = (trial, params, trainer.snapshot(params))
-            best = new_best
-            reporter.trial(record, new_best=is_new_best)
-    except KeyboardInterrupt:
-        reporter.line(
-            f"interrupted after {len(records)} of {config.total_trials} trials; every finished "
-            f"trial is in {journal.path}. Rerun the same command to resume."
+    Raises:
+      ConfigError: naming ``output_dir``, when the directory holds no saved best trial.
+    """
+    journal = Journal(output_dir, writer=False)
+    info = journal.read_file(os.path.join(BEST_DIR, BEST_TRIAL))
+    if info is None:
+        raise ConfigError("output_dir", f"{output_dir} holds no best trial (no {BEST_DIR}/).")
+    build = builder or models.get_builder(info["model"])
+    values = {**info["fixed"], **info["params"]}
+    model = build(models.HParams(values), tuple(info["input_shape"]), info["num_classes"])
+    if not model.built:
+        model.build((None, *info["input_shape"]))
+    load_model_weights(model, os.path.join(output_dir, BEST_DIR, BEST_WEIGHTS))
+    return model
+
+
+class _Study:
+    """One session of a study; see the module docstring for the flow."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.space = config.resolved_space()
+        self.builder = models.get_builder(config.model)
+        self.sign = 1.0 if config.maximize else -1.0
+        self.journal = Journal(config.resolved_output_dir, writer=is_chief())
+        self.records: list[dict[str, Any]] = []
+        self.pending_failed: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+        self.reporter = Reporter(self.space.names, total=config.total_trials)
+        self.trainer: Trainer | None = None
+        self.datasets: Datasets | None = None
+        self.best_candidate: tuple[float, list[np.ndarray]] | None = None
+
+    # The flow.
+
+    def run(self, extra_files: Mapping[str, str]) -> StudyResult:
+        config, journal = self.config, self.journal
+        self.records = journal.load()
+        self._check_identity()
+        # Device and data come before any file is written, so a missing TPU or an unknown
+        # dataset leaves no half-made study behind.
+        strategy = get_strategy(
+            config.accelerator, tpu=config.tpu, cpu_replicas=config.cpu_replicas
         )
-        raise
+        self.datasets = load_datasets(config, strategy)
+        journal.write_file(STUDY_FILE, _json(config.study_identity()))
+        journal.write_file(CONFIG_FILE, config.to_json() + "\n")
+        for name, text in extra_files.items():
+            journal.write_file(name, text)
+        self._header()
+        if len(self.records) >= config.total_trials:
+            self.reporter.line("the study's budget is already spent; nothing to run.")
+            journal.clear_inflight()
+            return self._finish()
 
-    test_metrics = None
-    if best is not None and best_weights is not None and best_weights[0] == best["trial"]:
-        test = datasets.test
-        metrics = trainer.evaluate_weights(best_weights[1], best_weights[2], test)
-        test_metrics = {
+        self.trainer = Trainer(
+            config, strategy, self.datasets, space=self.space, builder=self.builder
+        )
+        self.optimizer = _make_optimizer(config, self.space)
+        self.tensorboard = TensorBoardLog(journal.output_dir, self.space, writer=journal.writer)
+        for record in self.records:
+            self._register(record)
+        best = self._best_record()
+        for record in self.records:
+            self.reporter.trial(record, new_best=record is best)
+        resume = self._inflight()
+        try:
+            while len(self.records) < config.total_trials:
+                if resume is not None:
+                    trial, params, seed, source, state = resume
+                    resume = None
+                else:
+                    trial = max((r["trial"] for r in self.records), default=0) + 1
+                    source = "guided" if len(self.records) >= config.init_points else "random"
+                    params = self._next_point(source)
+                    seed = (config.seed * 100_003 + trial) % 2**31
+                    state = None
+                self._run_trial(trial, params, seed, source, state)
+        except KeyboardInterrupt:
+            self.reporter.line(
+                f"interrupted after {len(self.records)} of {config.total_trials} trials; every "
+                f"finished trial is in {journal.path}, and the running one continues from its "
+                "last finished epoch. Rerun the same command to resume."
+            )
+            raise
+        finally:
+            self.tensorboard.close()
+        return self._finish()
+
+    def _header(self) -> None:
+        config, data, line = self.config, self.datasets, self.reporter.line
+        line(
+            f"study: {config.dataset} / {config.model_name}, {config.total_trials} trials "
+            f"({config.init_points} random + {config.n_iter} guided), {config.epochs} epoch(s) "
+            f"each, objective {config.objective} ({'max' if config.maximize else 'min'}) -> "
+            f"{self.journal.output_dir}"
+        )
+        for p in self.space.params:
+            line(f"  {p.describe()}")
+        line(
+            f"data: {config.dataset} train={data.num_train} ({data.steps_per_epoch} steps of "
+            f"{data.global_batch} per epoch), eval={data.eval.num_examples} "
+            f"({data.eval.steps} steps)"
+        )
+        if self.records:
+            line(f"resuming: {len(self.records)} trial(s) already in the journal")
+
+    def _next_point(self, source: str) -> dict[str, Any]:
+        if source == "random":
+            return self.space.from_optimizer(self.optimizer.random_sample(1)[0])
+        if self.config.acquisition in ("ei", "poi"):
+            # bayes_opt applies xi in raw target units; accuracies of a study often differ by
+            # less than 0.01, so a raw xi would ask for more than the whole spread. Scaled by
+            # the spread of the registered targets, xi means the same on any objective.
+            targets = np.asarray(self.optimizer.space.target, dtype=float)
+            spread = float(np.std(targets)) if targets.size > 1 else 0.0
+            self.optimizer.acquisition_function.xi = self.config.xi * spread
+        return self.space.from_optimizer(self.optimizer.suggest())
+
+    def _run_trial(
+        self,
+        trial: int,
+        params: dict[str, Any],
+        seed: int,
+        source: str,
+        state: TrialState | None,
+    ) -> None:
+        config, trainer = self.config, self.trainer
+        self.reporter.start_trial(trial)
+        self.tensorboard.start_trial(trial, params)
+        if state is not None:
+            self.reporter.line(
+                f"  trial {trial}: continuing after epoch {state.epoch} of {config.epochs}"
+            )
+            for h in state.history:
+                self.tensorboard.epoch(h)
+        self.best_candidate = None
+        if state is not None and state.history and self._is_trial_best(state.history):
+            self.best_candidate = (self._score(state.history), state.model)
+
+        def progress(epoch: int, step: int, steps: int, loss: float, rate: float) -> None:
+            self.reporter.progress(epoch, step, steps, loss, rate, config.epochs)
+
+        def on_epoch(epoch: int, history: list[dict[str, float]], seconds: float) -> bool:
+            self.tensorboard.epoch(history[-1])
+            if self._is_trial_best(history) and self._could_be_best(self._score(history)):
+                self.best_candidate = (self._score(history), trainer.snapshot(params))
+            if epoch >= config.epochs:
+                return False
+            if self._below_median(history):
+                return True
+            steps = epoch * self.datasets.steps_per_epoch
+            snapshot = trainer.capture(params, history, steps, seconds)
+            self.journal.save_inflight(
+                {
+                    "trial": trial,
+                    "params": params,
+                    "seed": seed,
+                    "source": source,
+                    "epoch": snapshot.epoch,
+                    "history": snapshot.history,
+                    "steps": snapshot.steps,
+                    "seconds": snapshot.seconds,
+                    "num_model": len(snapshot.model),
+                },
+                {
+                    **{f"m{i}": a for i, a in enumerate(snapshot.model)},
+                    **{f"o{i}": a for i, a in enumerate(snapshot.optimizer)},
+                },
+            )
+            return False
+
+        result = trainer.run_trial(
+            params, seed=seed, on_progress=progress, on_epoch=on_epoch, resume=state
+        )
+        self.tensorboard.close()
+        best = best_epoch(result.history, config.objective, maximize=config.maximize)
+        scored = result.status in ("ok", "pruned") and bool(best)
+        record = {
+            "trial": trial,
+            "status": result.status,
+            "target": best[config.objective] if scored else None,
+            "params": params,
+            "seconds": round(result.seconds, 3),
+            "traces": trainer.traces,
+            "seed": seed,
+            "source": source,
+            "steps": result.steps,
+            "best_epoch": best.get("best_epoch"),
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "train_seconds": round(result.train_seconds, 3),
+            "eval_seconds": round(result.eval_seconds, 3),
+            "metrics": {k: v for k, v in best.items() if k not in ("epoch", "best_epoch")},
+            "history": result.history,
+            "error": result.error,
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+        }
+        self.journal.append(record)
+        self.journal.clear_inflight()
+        self.records.append(record)
+        self._register(record)
+        is_new_best = self._best_record() is record
+        if is_new_best and self.best_candidate is not None:
+            self._save_best(record, self.best_candidate[1])
+        self.reporter.trial(record, new_best=is_new_best)
+
+    # Optimizer bookkeeping.
+
+    def _register(self, record: dict[str, Any]) -> None:
+        """Feeds a finished trial to the optimizer (failed ones at the worst score so far)."""
+        space = self.space
+        if not all(
+            p.name in record["params"] and p.contains(record["params"][p.name])
+            for p in space.params
+        ):
+            log.warning("trial %s lies outside the space; not registered", record["trial"])
+            return
+        if record["status"] in ("ok", "pruned") and _finite(record.get("target")):
+            self._observe(record["params"], self.sign * record["target"])
+        else:
+            self.pending_failed.append(record)
+        scores = [
+            self.sign * r["target"]
+            for r in self.records
+            if r["status"] == "ok" and _finite(r.get("target"))
+        ]
+        while scores and self.pending_failed:
+            self._observe(self.pending_failed.pop()["params"], min(scores))
+
+    def _observe(self, params: dict[str, Any], score: float) -> None:
+        self.optimizer.register(params=self.space.to_optimizer(params), target=score)
+        transformer = getattr(self.optimizer, "_bounds_transformer", None)
+        if transformer is not None and len(self.optimizer.space) > 1:
+            self.optimizer.set_bounds(transformer.transform(self.optimizer.space))
+
+    # Scores.
+
+    def _score(self, history: list[dict[str, float]]) -> float:
+        """The signed best-so-far objective of a history (larger is better)."""
+        return max(self.sign * h[self.config.objective] for h in history)
+
+    def _is_trial_best(self, history: list[dict[str, float]]) -> bool:
+        """Whether the latest epoch is strictly the trial's best so far (ties: the earlier)."""
+        earlier = history[:-1]
+        return not earlier or self.sign * history[-1][self.config.objective] > self._score(earlier)
+
+    def _could_be_best(self, score: float) -> bool:
+        best = self._best_record()
+        return best is None or score > self.sign * best["target"]
+
+    def _best_record(self) -> dict[str, Any] | None:
+        ok = [r for r in self.records if r["status"] == "ok" and _finite(r.get("target"))]
+        return max(ok, key=lambda r: self.sign * r["target"]) if ok else None
+
+    def _below_median(self, history: list[dict[str, float]]) -> bool:
+        """The median rule: is this trial worse than the finished ones at the same epoch?"""
+        if self.config.prune != "median":
+            return False
+        epoch = len(history)
+        peers = [
+            self._score(r["history"][:epoch])
+            for r in self.records
+            if r["status"] == "ok" and len(r["history"]) >= epoch
+        ]
+        if len(peers) < self.config.prune_after:
+            return False
+        return self._score(history) < statistics.median(peers)
+
+    # Files.
+
+    def _check_identity(self) -> None:
+        """Refuses to continue a journal written by a different study."""
+        identity = self.config.study_identity()
+        stored = self.journal.read_file(STUDY_FILE)
+        if stored is None or not self.records:
+            return  # nothing journaled yet (an earlier start failed early): nothing to protect
+        for key in identity:
+            if _normalise(stored.get(key)) != _normalise(identity[key]):
+                raise ConfigError(
+                    "output_dir",
+                    f"{self.journal.output_dir} holds a different study ({key} was "
+                    f"{stored.get(key)!r}, now {identity[key]!r}); use a new --output_dir or "
+                    "the original settings.",
+                )
+
+    def _inflight(self) -> tuple[int, dict[str, Any], int, str, TrialState] | None:
+        """The interrupted trial to continue, if the journal's next trial was in flight."""
+        saved = self.journal.load_inflight()
+        if saved is None:
+            return None
+        meta, arrays = saved
+        next_trial = max((r["trial"] for r in self.records), default=0) + 1
+        params = meta.get("params", {})
+        if meta.get("trial") != next_trial or not all(
+            p.name in params and p.contains(params[p.name]) for p in self.space.params
+        ):
+            self.journal.clear_inflight()
+            return None
+        count = meta["num_model"]
+        state = TrialState(
+            epoch=meta["epoch"],
+            history=meta["history"],
+            model=[arrays[f"m{i}"] for i in range(count)],
+            optimizer=[arrays[f"o{i}"] for i in range(len(arrays) - count)],
+            steps=meta["steps"],
+            seconds=meta["seconds"],
+        )
+        return meta["trial"], params, meta["seed"], meta["source"], state
+
+    def _save_best(self, record: dict[str, Any], weights: list[np.ndarray]) -> None:
+        if not self.journal.writer:
+            return
+        path = os.path.join(self.journal.output_dir, BEST_DIR, BEST_WEIGHTS)
+        self.trainer.save_weights(record["params"], weights, path)
+        self.journal.write_file(
+            os.path.join(BEST_DIR, BEST_TRIAL),
+            _json(
+                {
+                    "trial": record["trial"],
+                    "target": record["target"],
+                    "objective": self.config.objective,
+                    "best_epoch": record["best_epoch"],
+                    "params": record["params"],
+                    "fixed": dict(self.config.fixed),
+                    "model": self.config.model_name,
+                    "dataset": self.config.dataset,
+                    "input_shape": list(self.datasets.input_shape),
+                    "num_classes": self.datasets.num_classes,
+                }
+            ),
+        )
+
+    def _test_metrics(self, best: dict[str, Any]) -> dict[str, Any] | None:
+        """The best trial's test-split score: from an earlier summary, or computed once now."""
+        previous = self.journal.read_file(SUMMARY_FILE) or {}
+        if previous.get("best_trial") == best["trial"] and previous.get("test"):
+            return previous["test"]
+        saved = self.journal.read_file(os.path.join(BEST_DIR, BEST_TRIAL)) or {}
+        test = self.datasets.test if self.datasets else None
+        if test is None or saved.get("trial") != best["trial"] or self.trainer is None:
+            return None
+        path = os.path.join(self.journal.output_dir, BEST_DIR, BEST_WEIGHTS)
+        metrics = self.trainer.evaluate_saved(best["params"], path, test)
+        return {
             "split": test.split,
             "examples": test.num_examples,
             "accuracy": metrics["accuracy"],
             "loss": metrics["loss"],
         }
-    return _finish(config, space, journal, records, test_metrics, reporter, started, trainer.traces)
 
+    def _finish(self) -> StudyResult:
+        config, journal, records, line = self.config, self.journal, self.records, self.reporter.line
+        best = self._best_record()
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        test_metrics = self._test_metrics(best) if best else None
+        edges = self.space.at_edge(best["params"]) if best else []
+        seconds = time.perf_counter() - self.started
+        mode = "max" if config.maximize else "min"
+        journal.write_file(
+            SUMMARY_FILE,
+            _json(
+                {
+                    "best_trial": best["trial"] if best else None,
+                    "best_target": best["target"] if best else None,
+                    "objective": f"{config.objective} ({mode}, best epoch)",
+                    "best_params": best["params"] if best else {},
+                    "best_epoch": best["best_epoch"] if best else None,
+                    "test": test_metrics,
+                    "counts": counts,
+                    "trials": len(records),
+                    "budget": config.total_trials,
+                    "training_steps": sum(r["steps"] for r in records),
+                    "best_at_edge": edges,
+                    "seconds_this_session": round(seconds, 3),
+                    "seconds_all_trials": round(sum(r["seconds"] for r in records), 3),
+                }
+            ),
+        )
+        if journal.writer and records:
+            from tpu_bo.plots import write_summary_plot
 
-def _finish(
-    config: Config,
-    space: SearchSpace,
-    journal: Journal,
-    records: list[dict[str, Any]],
-    test_metrics: dict[str, Any] | None,
-    reporter: Reporter,
-    started: float,
-    traces: int,
-) -> StudyResult:
-    output_dir = config.resolved_output_dir
-    best = _best_record(records)
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    previous = journal.read_file(SUMMARY_FILE) or {}
-    if test_metrics is None and best is not None:
-        # Keep a test score computed by an earlier session for the same best trial.
-        if previous.get("best_trial") == best["trial"]:
-            test_metrics = previous.get("test")
-    edges = space.at_edge(best["params"]) if best else []
-    seconds = time.perf_counter() - started
-    summary = {
-        "best_trial": best["trial"] if best else None,
-        "best_target": best["target"] if best else None,
-        "objective": "val_accuracy (best epoch)",
-        "best_params": best["params"] if best else {},
-        "test": test_metrics,
-        "counts": counts,
-        "trials": len(records),
-        "budget": config.total_trials,
-        "best_at_edge": edges,
-        "seconds_this_session": round(seconds, 3),
-        "seconds_all_trials": round(sum(r["seconds"] for r in records), 3),
-    }
-    journal.write_file(SUMMARY_FILE, _json(summary))
-
-    reporter.line()
-    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    reporter.line(f"trials: {len(records)} ({status}); {seconds:.1f} s this session")
-    if best is None:
-        reporter.line("best: no trial succeeded.")
-    else:
-        params = " ".join(f"{k}={format_value(v)}" for k, v in best["params"].items())
-        reporter.line(f"best: trial {best['trial']} val_accuracy {best['target']:.4f} {params}")
-        if test_metrics:
-            reporter.line(
-                f"test ({test_metrics['split']}, {test_metrics['examples']} examples): "
-                f"accuracy {test_metrics['accuracy']:.4f}"
-            )
-        if edges:
-            reporter.line(
-                f"warning: the best point lies at the edge of the space for "
-                f"{', '.join(edges)}; consider widening those bounds."
-            )
-    reporter.line(f"journal: {os.path.join(output_dir, 'trials.jsonl')}")
-    return StudyResult(
-        best_params=dict(best["params"]) if best else {},
-        best_target=best["target"] if best else None,
-        best_trial=best["trial"] if best else None,
-        trials=records,
-        test_metrics=test_metrics,
-        counts=counts,
-        traces=traces,
-        seconds=seconds,
-        output_dir=output_dir,
-    )
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2) + "\n"
-
-
-def _check_identity(config: Config, journal: Journal, *, has_trials: bool) -> None:
-    """Refuses to continue a journal written by a different study."""
-    identity = config.study_identity()
-    stored = journal.read_file(STUDY_FILE)
-    if stored is None or not has_trials:
-        # Nothing journaled yet (e.g. an earlier start failed on a typo): nothing to protect.
-        return
-    for key in identity:
-        if _normalise(stored.get(key)) != _normalise(identity[key]):
-            raise ConfigError(
-                "output_dir",
-                f"{journal.output_dir} holds a different study ({key} was {stored.get(key)!r}, now "
-                f"{identity[key]!r}); use a new --output_dir or the original settings.",
+            write_summary_plot(
+                os.path.join(journal.output_dir, PLOT_FILE),
+                records,
+                self.space,
+                objective=config.objective,
+                maximize=config.maximize,
             )
 
-
-def _normalise(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, sort_keys=True))
+        line()
+        status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        line(f"trials: {len(records)} ({status}); {seconds:.1f} s this session")
+        if best is None:
+            line("best: no trial succeeded.")
+        else:
+            params = " ".join(f"{k}={format_value(v)}" for k, v in best["params"].items())
+            line(f"best: trial {best['trial']} {config.objective} {best['target']:.4f} {params}")
+            if test_metrics:
+                line(
+                    f"test ({test_metrics['split']}, {test_metrics['examples']} examples): "
+                    f"accuracy {test_metrics['accuracy']:.4f}"
+                )
+            if edges:
+                line(
+                    f"warning: the best point lies at the edge of the space for "
+                    f"{', '.join(edges)}; consider widening those bounds."
+                )
+        line(f"journal: {journal.path}")
+        return StudyResult(
+            best_params=dict(best["params"]) if best else {},
+            best_target=best["target"] if best else None,
+            best_trial=best["trial"] if best else None,
+            trials=records,
+            test_metrics=test_metrics,
+            counts=counts,
+            traces=self.trainer.traces if self.trainer else 0,
+            seconds=seconds,
+            output_dir=journal.output_dir,
+        )
 
 
 def _make_optimizer(config: Config, space: SearchSpace) -> Any:
-    from bayes_opt import BayesianOptimization, acquisition
+    from bayes_opt import BayesianOptimization, SequentialDomainReductionTransformer, acquisition
 
     if config.acquisition == "ucb":
         acq = acquisition.UpperConfidenceBound(kappa=config.kappa)
@@ -323,55 +577,19 @@ def _make_optimizer(config: Config, space: SearchSpace) -> Any:
             verbose=0,
             # Int and choice parameters can repeat a point; a noisy objective may want that.
             allow_duplicate_points=True,
+            bounds_transformer=(
+                SequentialDomainReductionTransformer() if config.domain_reduction else None
+            ),
         )
 
 
-def _suggest(optimizer: Any, config: Config) -> dict[str, Any]:
-    """The optimizer's next point, with ``xi`` measured in units of the targets' spread.
-
-    bayes_opt applies ``xi`` in raw target units. Validation accuracies of a study often differ
-    by less than 0.01, so a raw ``xi=0.01`` would demand improvements larger than the whole
-    spread and push every suggestion to unexplored corners. Scaling by the standard deviation
-    of the registered targets makes ``xi`` mean the same on any objective.
-    """
-    if config.acquisition in ("ei", "poi"):
-        targets = np.asarray(optimizer.space.target, dtype=float)
-        spread = float(np.std(targets)) if targets.size > 1 else 0.0
-        optimizer.acquisition_function.xi = config.xi * spread
-    return optimizer.suggest()
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2) + "\n"
 
 
-def _register(
-    optimizer: Any,
-    space: SearchSpace,
-    record: dict[str, Any],
-    records: list[dict[str, Any]],
-    pending_failed: list[dict[str, Any]],
-) -> None:
-    """Feeds a finished trial to the optimizer (failed ones at the worst target so far)."""
-    if not all(
-        p.name in record["params"] and p.contains(record["params"][p.name]) for p in space.params
-    ):
-        log.warning("trial %s lies outside the space; not registered", record["trial"])
-        return
-    if record["status"] == "ok" and _finite(record.get("target")):
-        optimizer.register(params=space.to_optimizer(record["params"]), target=record["target"])
-    else:
-        pending_failed.append(record)
-    worst = min(
-        (r["target"] for r in records if r["status"] == "ok" and _finite(r["target"])), default=None
-    )
-    if worst is None:
-        return
-    while pending_failed:
-        failed = pending_failed.pop()
-        optimizer.register(params=space.to_optimizer(failed["params"]), target=worst)
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True))
 
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def _best_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    ok = [r for r in records if r["status"] == "ok" and _finite(r.get("target"))]
-    return max(ok, key=lambda r: r["target"]) if ok else None

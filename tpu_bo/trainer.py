@@ -24,6 +24,8 @@ import collections
 import dataclasses
 import logging
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -49,26 +51,56 @@ class TrialResult:
     """What one trial produced.
 
     Attributes:
-      status: ``ok`` or ``failed``.
-      metrics: ``val_accuracy`` (best over epochs, the default objective), ``val_loss`` and
-        ``loss`` of that epoch, and ``final_val_accuracy``.
+      status: ``ok``, ``failed`` (NaN/Inf loss, out of memory) or ``pruned`` (stopped early
+        by the ``on_epoch`` hook).
       history: One dict per finished epoch: ``epoch``, ``loss``, ``val_loss``,
         ``val_accuracy``, ``steps_per_second``.
       error: For a failed trial, one sentence saying why.
-      steps: Training steps run.
-      seconds: Wall time of the trial, including any trace and compile.
-      train_seconds: Time inside train-program calls.
-      eval_seconds: Time inside eval-program calls.
+      steps: Training steps run (including those before a resume).
+      seconds: Wall time of the trial, including any trace and compile, and the time spent
+        before a resume.
+      train_seconds: Time inside train-program calls (this session).
+      eval_seconds: Time inside eval-program calls (this session).
+      resumed_from_epoch: The epoch a resumed trial continued after, else ``None``.
     """
 
     status: str
-    metrics: dict[str, float]
     history: list[dict[str, float]]
     error: str | None = None
     steps: int = 0
     seconds: float = 0.0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    resumed_from_epoch: int | None = None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The metrics of the epoch with the best validation accuracy."""
+        return best_epoch(self.history, "val_accuracy", maximize=True)
+
+
+@dataclasses.dataclass
+class TrialState:
+    """A trial caught at the end of an epoch, enough to continue it in another process.
+
+    Attributes:
+      epoch: Epochs finished.
+      history: Their metrics.
+      model: Values of ``model.variables`` (weights and dropout RNG state).
+      optimizer: Values of ``optimizer.variables`` (step count and slots).
+      steps: Training steps run so far.
+      seconds: Wall time spent so far.
+    """
+
+    epoch: int
+    history: list[dict[str, float]]
+    model: list[np.ndarray]
+    optimizer: list[np.ndarray]
+    steps: int
+    seconds: float
+
+
+EpochFn = Callable[[int, list[dict[str, float]], float], bool]
 
 
 class _Program:
@@ -131,6 +163,8 @@ class Trainer:
         *,
         seed: int,
         on_progress: ProgressFn | None = None,
+        on_epoch: EpochFn | None = None,
+        resume: TrialState | None = None,
     ) -> TrialResult:
         """Trains and evaluates one trial for ``config.epochs`` epochs.
 
@@ -139,33 +173,42 @@ class Trainer:
           seed: Seeds the trial's initial weights and dropout draws.
           on_progress: Called after every host call as
             ``on_progress(epoch, step_in_epoch, steps_per_epoch, mean_loss, steps_per_second)``.
+          on_epoch: Called after every epoch's evaluation as
+            ``on_epoch(epoch, history, seconds_so_far)``; returning True stops the trial as
+            ``pruned``. The program still holds the epoch's weights during the call, so it
+            may :meth:`capture` them.
+          resume: Continue this state instead of starting from fresh weights.
 
         Returns:
-          The trial's :class:`TrialResult`; ``status`` is ``failed`` on NaN/Inf loss or OOM.
+          The trial's :class:`TrialResult`.
         """
-        start = time.perf_counter()
-        history: list[dict[str, float]] = []
-        steps_done = 0
+        start = time.perf_counter() - (resume.seconds if resume else 0.0)
+        history: list[dict[str, float]] = list(resume.history) if resume else []
+        steps_done = resume.steps if resume else 0
+        first_epoch = resume.epoch + 1 if resume else 1
         train_seconds = eval_seconds = 0.0
         spe = self.datasets.steps_per_epoch
         per_call = self.config.steps_per_execution
 
-        def failed(reason: str) -> TrialResult:
+        def result(status: str, error: str | None = None) -> TrialResult:
             return TrialResult(
-                status="failed",
-                metrics=_best(history),
+                status=status,
                 history=history,
-                error=reason,
+                error=error,
                 steps=steps_done,
                 seconds=time.perf_counter() - start,
                 train_seconds=train_seconds,
                 eval_seconds=eval_seconds,
+                resumed_from_epoch=resume.epoch if resume else None,
             )
 
         try:
             program = self._program(params)
-            self._reset(program, params, seed)
-            for epoch in range(1, self.config.epochs + 1):
+            if resume is None:
+                self._reset(program, params, seed)
+            else:
+                self._restore(program, params, resume)
+            for epoch in range(first_epoch, self.config.epochs + 1):
                 loss_sum, done, epoch_start = 0.0, 0, time.perf_counter()
                 while done < spe:
                     n = min(per_call, spe - done)
@@ -175,7 +218,7 @@ class Trainer:
                     done += n
                     steps_done += n
                     if not math.isfinite(loss):
-                        return failed(f"loss became {loss} in epoch {epoch}, step {done}")
+                        return result("failed", f"loss became {loss} in epoch {epoch}, step {done}")
                     loss_sum += loss
                     if on_progress is not None:
                         rate = done / max(time.perf_counter() - epoch_start, 1e-9)
@@ -194,20 +237,16 @@ class Trainer:
                     }
                 )
                 if not math.isfinite(val["loss"]):
-                    return failed(f"validation loss became {val['loss']} in epoch {epoch}")
+                    return result(
+                        "failed", f"validation loss became {val['loss']} in epoch {epoch}"
+                    )
+                if on_epoch is not None and on_epoch(epoch, history, time.perf_counter() - start):
+                    return result("pruned")
         except tf.errors.ResourceExhaustedError as e:
             # The program may hold fragmented memory; a later trial of this structure rebuilds.
             self._programs.pop(self.space.structure_key(params), None)
-            return failed(f"out of memory: {str(e).strip().splitlines()[0][:200]}")
-        return TrialResult(
-            status="ok",
-            metrics=_best(history),
-            history=history,
-            steps=steps_done,
-            seconds=time.perf_counter() - start,
-            train_seconds=train_seconds,
-            eval_seconds=eval_seconds,
-        )
+            return result("failed", f"out of memory: {str(e).strip().splitlines()[0][:200]}")
+        return result("ok")
 
     def evaluate(self, program: _Program, data: EvalData) -> dict[str, float]:
         """Scores the program's current weights on every example of ``data`` exactly once.
@@ -233,16 +272,39 @@ class Trainer:
 
     def snapshot(self, params: Mapping[str, Any]) -> list[np.ndarray]:
         """Copies to the host the current weights of the program for ``params``'s structure."""
-        return [np.array(v.numpy()) for v in self._program(params).model.variables]
+        return _host_values(self._program(params).model.variables)
 
-    def evaluate_weights(
-        self, params: Mapping[str, Any], weights: list[np.ndarray], data: EvalData
-    ) -> dict[str, float]:
-        """Loads a :meth:`snapshot` into the program for ``params`` and evaluates it on ``data``."""
+    def capture(
+        self,
+        params: Mapping[str, Any],
+        history: list[dict[str, float]],
+        steps: int,
+        seconds: float,
+    ) -> TrialState:
+        """The running trial's state at the end of its latest epoch (see ``on_epoch``)."""
         program = self._program(params)
-        self._assign_runtime(program, params)
+        return TrialState(
+            epoch=len(history),
+            history=list(history),
+            model=self.snapshot(params),
+            optimizer=_host_values(program.optimizer.variables),
+            steps=steps,
+            seconds=seconds,
+        )
+
+    def save_weights(self, params: Mapping[str, Any], weights: list[np.ndarray], path: str) -> None:
+        """Writes a :meth:`snapshot` as a Keras ``.weights.h5`` file (local or ``gs://``)."""
+        program = self._program(params)
         for variable, value in zip(program.model.variables, weights, strict=True):
             variable.assign(value)
+        save_model_weights(program.model, path)
+
+    def evaluate_saved(
+        self, params: Mapping[str, Any], path: str, data: EvalData
+    ) -> dict[str, float]:
+        """Loads saved ``.weights.h5`` into the program for ``params`` and evaluates on ``data``."""
+        program = self._program(params)
+        load_model_weights(program.model, path)
         return self.evaluate(program, data)
 
     # Programs.
@@ -279,7 +341,7 @@ class Trainer:
                 values.get("optimizer", self.config.optimizer), program.runtime_vars
             )
             program.optimizer.build(program.model.trainable_variables)
-        program.optimizer_snapshot = [np.array(v.numpy()) for v in program.optimizer.variables]
+        program.optimizer_snapshot = _host_values(program.optimizer.variables)
         program.train_fn, program.eval_fn = self._functions(program)
         log.info("built the program for structure %s", dict(key) or "(runtime-only space)")
         return program
@@ -410,6 +472,18 @@ class Trainer:
             variable.assign(value)
         self._assign_runtime(program, params)
 
+    def _restore(self, program: _Program, params: Mapping[str, Any], state: TrialState) -> None:
+        model_vars, opt_vars = program.model.variables, program.optimizer.variables
+        if [tuple(v.shape) for v in model_vars] != [np.shape(a) for a in state.model] or len(
+            opt_vars
+        ) != len(state.optimizer):
+            raise ValueError("the saved trial state does not fit this model")
+        for variable, value in zip(model_vars, state.model, strict=True):
+            variable.assign(value)
+        for variable, value in zip(opt_vars, state.optimizer, strict=True):
+            variable.assign(value)
+        self._assign_runtime(program, params)
+
     def _assign_runtime(self, program: _Program, params: Mapping[str, Any]) -> None:
         values = {**self.config.fixed, **params}
         for name, variable in program.runtime_vars.items():
@@ -419,6 +493,11 @@ class Trainer:
                 variable.assign(_DEFAULT_LR[values.get("optimizer", self.config.optimizer)])
             else:
                 variable.assign(0.0)
+
+
+def _host_values(variables: list[Any]) -> list[np.ndarray]:
+    # Through the backing tf.Variable: keras' own .numpy() goes via a deprecated __array__.
+    return [np.array(v.value.numpy()) for v in variables]
 
 
 def _sum_variable(shape: list[int], name: str) -> tf.Variable:
@@ -450,15 +529,27 @@ def _make_optimizer(name: str, runtime_vars: Mapping[str, tf.Variable]) -> Any:
     return kinds[name](learning_rate=learning_rate)
 
 
-def _best(history: list[dict[str, float]]) -> dict[str, float]:
-    """The objective and its epoch: best validation accuracy over the trial's epochs."""
+def best_epoch(history: list[dict[str, float]], metric: str, *, maximize: bool) -> dict[str, float]:
+    """The metrics of the epoch where ``metric`` was best, with ``best_epoch`` added."""
     if not history:
         return {}
-    best = max(history, key=lambda h: h["val_accuracy"])
-    return {
-        "val_accuracy": best["val_accuracy"],
-        "val_loss": best["val_loss"],
-        "loss": best["loss"],
-        "best_epoch": best["epoch"],
-        "final_val_accuracy": history[-1]["val_accuracy"],
-    }
+    pick = max if maximize else min
+    best = pick(history, key=lambda h: h[metric])
+    return {**best, "best_epoch": best["epoch"]}
+
+
+def save_model_weights(model: Any, path: str) -> None:
+    """``model.save_weights`` to any ``tf.io.gfile`` path (Keras writes only local files)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(path))
+        model.save_weights(local)
+        tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+        tf.io.gfile.copy(local, path, overwrite=True)
+
+
+def load_model_weights(model: Any, path: str) -> None:
+    """``model.load_weights`` from any ``tf.io.gfile`` path (Keras reads only local files)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(path))
+        tf.io.gfile.copy(path, local)
+        model.load_weights(local)

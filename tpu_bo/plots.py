@@ -1,0 +1,120 @@
+"""``summary.png``: how the study progressed and where the good points lie.
+
+The first panel plots the best objective so far against the trial number (each trial's own
+score as dots; failed trials as crosses on the axis, pruned ones hollow). Then one panel per
+hyperparameter plots each trial's score against its value, on a log axis for ``log``
+parameters, with the best trial starred.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tpu_bo.space import SearchSpace
+
+
+def summary_figure(
+    records: Sequence[dict[str, Any]], space: SearchSpace, *, objective: str, maximize: bool
+) -> Any:
+    """Builds the summary figure (a matplotlib ``Figure``) from journal records."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    panels = 1 + len(space.params)
+    columns = min(panels, 3)
+    rows = math.ceil(panels / columns)
+    fig = Figure(figsize=(4.2 * columns, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+
+    ok = [r for r in records if r["status"] == "ok" and _finite(r.get("target"))]
+    better = max if maximize else min
+    best = better(ok, key=lambda r: r["target"]) if ok else None
+
+    ax = axes[0]
+    running, xs, ys = None, [], []
+    for r in records:
+        if r["status"] == "ok" and _finite(r.get("target")):
+            running = r["target"] if running is None else better(running, r["target"])
+        if running is not None:
+            xs.append(r["trial"])
+            ys.append(running)
+    if xs:
+        # One more half step, so that a best found by the last trial shows as a rise.
+        ax.step([*xs, xs[-1] + 0.5], [*ys, ys[-1]], where="post", color="C0", label="best so far")
+    _dots(ax, records, lambda r: r["trial"])
+    ax.set_xlabel("trial")
+    ax.set_ylabel(objective)
+    ax.set_title("progress")
+    ax.legend(loc="lower right" if maximize else "upper right", fontsize="small")
+
+    for ax, param in zip(axes[1 : len(space.params) + 1], space.params, strict=True):
+        if param.kind == "choice":
+            position = {c: i for i, c in enumerate(param.choices)}
+            ax.set_xticks(range(len(param.choices)), [str(c) for c in param.choices])
+            _dots(ax, records, lambda r, p=param, pos=position: pos.get(r["params"].get(p.name)))
+            if best is not None and best["params"].get(param.name) in position:
+                ax.plot(
+                    position[best["params"][param.name]],
+                    best["target"],
+                    "*",
+                    color="C3",
+                    markersize=14,
+                )
+        else:
+            _dots(ax, records, lambda r, p=param: r["params"].get(p.name))
+            if best is not None:
+                ax.plot(best["params"][param.name], best["target"], "*", color="C3", markersize=14)
+            if param.kind == "log":
+                ax.set_xscale("log")
+                ax.set_xlim(param.low / 1.25, param.high * 1.25)
+            else:
+                pad = 0.04 * (param.high - param.low)
+                ax.set_xlim(param.low - pad, param.high + pad)
+        ax.set_xlabel(f"{param.name} ({param.kind})")
+        ax.set_ylabel(objective)
+    fig.suptitle(
+        f"{len(records)} trials, {len(ok)} ok; best {objective} "
+        + (f"{best['target']:.4f} (trial {best['trial']})" if best else "none")
+    )
+    return fig
+
+
+def write_summary_plot(
+    path: str,
+    records: Sequence[dict[str, Any]],
+    space: SearchSpace,
+    *,
+    objective: str,
+    maximize: bool,
+) -> None:
+    """Renders :func:`summary_figure` as PNG to ``path`` (local or ``gs://``)."""
+    from tpu_bo.journal import write_atomic
+
+    fig = summary_figure(records, space, objective=objective, maximize=maximize)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    write_atomic(path, buffer.getvalue())
+
+
+def _dots(ax: Any, records: Sequence[dict[str, Any]], x_of: Any) -> None:
+    floor = min((r["target"] for r in records if _finite(r.get("target"))), default=0.0)
+    for status, style in (
+        ("ok", dict(marker="o", color="C0")),
+        ("pruned", dict(marker="o", mfc="none", color="C1")),
+        ("failed", dict(marker="x", color="C3")),
+    ):
+        points = [(x_of(r), r.get("target")) for r in records if r["status"] == status]
+        points = [(x, y if _finite(y) else floor) for x, y in points if x is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), linestyle="none", label=status, **style)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

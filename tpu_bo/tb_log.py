@@ -1,0 +1,86 @@
+"""TensorBoard logs of a study: per-epoch scalars per trial and the HParams dashboard.
+
+Layout under ``<output_dir>/tensorboard/``: the study root holds the HParams *config* (every
+searched hyperparameter with its domain, and the metrics); ``trial_0001/``... each hold that
+trial's hyperparameter values and its ``loss``, ``val_loss`` and ``val_accuracy`` per epoch.
+``tensorboard --logdir <output_dir>`` then compares trials in its HParams tab.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+from tpu_bo.space import Param, SearchSpace
+
+METRICS = ("val_accuracy", "val_loss", "loss")
+
+
+class TensorBoardLog:
+    """Writes a study's TensorBoard events (only in the process that writes the study).
+
+    Args:
+      output_dir: The study's directory; events go to ``<output_dir>/tensorboard``.
+      space: The search space, for the HParams domains.
+      writer: Whether this process writes (the chief, in a multi-worker study).
+    """
+
+    def __init__(self, output_dir: str, space: SearchSpace, *, writer: bool = True) -> None:
+        self.logdir = os.path.join(output_dir, "tensorboard")
+        self.writer = writer
+        self._params = {p.name: _hparam(p) for p in space.params}
+        self._trial_writer: Any = None
+        self._trial = 0
+        if writer:
+            with tf.summary.create_file_writer(self.logdir).as_default():
+                hp.hparams_config(
+                    hparams=list(self._params.values()),
+                    metrics=[hp.Metric(m, display_name=m) for m in METRICS],
+                )
+
+    def start_trial(self, trial: int, params: Mapping[str, Any]) -> None:
+        """Opens the trial's run and records its hyperparameters."""
+        if not self.writer:
+            return
+        self.close()
+        self._trial = trial
+        self._trial_writer = tf.summary.create_file_writer(
+            os.path.join(self.logdir, f"trial_{trial:04d}")
+        )
+        with self._trial_writer.as_default():
+            hp.hparams(
+                {self._params[n]: _plain(v) for n, v in params.items() if n in self._params},
+                trial_id=f"trial_{trial:04d}",
+            )
+
+    def epoch(self, metrics: Mapping[str, float]) -> None:
+        """Records one finished epoch's metrics in the running trial."""
+        if self._trial_writer is None:
+            return
+        with self._trial_writer.as_default():
+            for name in METRICS:
+                if name in metrics:
+                    tf.summary.scalar(name, metrics[name], step=int(metrics["epoch"]))
+        self._trial_writer.flush()
+
+    def close(self) -> None:
+        """Closes the running trial's run."""
+        if self._trial_writer is not None:
+            self._trial_writer.close()
+            self._trial_writer = None
+
+
+def _hparam(param: Param) -> Any:
+    if param.kind == "choice":
+        return hp.HParam(param.name, hp.Discrete([_plain(c) for c in param.choices]))
+    if param.kind == "int":
+        return hp.HParam(param.name, hp.IntInterval(int(param.low), int(param.high)))
+    return hp.HParam(param.name, hp.RealInterval(float(param.low), float(param.high)))
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
