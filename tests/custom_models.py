@@ -47,3 +47,31 @@ def bakes_a_runtime_value(hp, input_shape, num_classes):
 def not_a_model(hp, input_shape, num_classes):
     """Returns something that is not a Keras model."""
     return "a string"
+
+
+class Gain(keras.layers.Layer):
+    """Multiplies its input by 10**exponent; a large runtime exponent overflows float32."""
+
+    def __init__(self, exponent, **kwargs):
+        super().__init__(**kwargs)
+        self.exponent = exponent
+
+    def call(self, x):
+        import tensorflow as tf
+
+        from tpu_bo.layers import runtime_tensor
+
+        return x * tf.pow(10.0, runtime_tensor(self.exponent))
+
+
+def diverging(hp, input_shape, num_classes):
+    """A small net whose ``gain`` (runtime) makes training diverge when it is large."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            Gain(hp.get("gain", 0.0)),
+            keras.layers.Dense(num_classes),
+        ]
+    )

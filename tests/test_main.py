@@ -83,6 +83,8 @@ def test_mnist_on_two_replicas_with_several_steps_per_call(tmp_path, mnist_dir):
         (["--n_iter=0"], "n_iter"),
         (["--cpu_replicas=3", "--accelerator=cpu"], "batch_size"),
         (["--fixed=dense_units"], "fixed"),
+        (["--space_file=/no/such/space.json"], "space_file"),
+        (["--objective=accuracy"], "objective"),
     ],
 )
 def test_bad_input_is_one_sentence_naming_the_flag(args, flag, tmp_path):
@@ -211,3 +213,15 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(tmp_path):
     assert fourth["steps"] == 3 * (1350 // 8)
     assert all(r["resumed_from_epoch"] is None for r in records if r["trial"] != 4)
     assert not inflight.exists()
+
+
+def test_every_flag_in_helpfull_is_documented_in_the_readme():
+    run = run_cli("--helpfull")
+    section = run.stdout.split("tpu_bo/main.py:")[1].split("\n\n")[0]
+    import re
+
+    names = re.findall(r"^  --(?:\[no\])?(\w+)", section, flags=re.MULTILINE)
+    assert len(names) >= 30
+    readme = (ROOT / "README.md").read_text()
+    missing = [n for n in names if f"`--{n}`" not in readme and f"`--[no]{n}`" not in readme]
+    assert not missing, f"flags missing from README.md: {missing}"

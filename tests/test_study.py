@@ -234,3 +234,49 @@ def test_domain_reduction_runs_and_refuses_discrete_params(tmp_path):
     with pytest.raises(ConfigError) as info:
         Config(domain_reduction=True, space=["dense_units:choice:16,32"]).validate()
     assert info.value.flag == "domain_reduction"
+
+
+def test_diverging_points_fail_and_guided_suggestions_mostly_avoid_them(tmp_path):
+    """A runtime gain of 10**g overflows float32 for g > 38.5: 36% of [0, 60] diverges."""
+    config = Config(
+        **{**SMALL, "init_points": 6, "n_iter": 8, "epochs": 2},
+        model="tests.custom_models:diverging",
+        space=["gain:float:0:60"],
+        output_dir=str(tmp_path),
+    )
+    result = run_study(config)
+    records = read_journal(tmp_path)
+    assert len(records) == 14 and result.counts["failed"] >= 2
+    for r in records:  # float32 overflows above 10**38.53
+        if r["params"]["gain"] > 38.54:
+            assert r["status"] == "failed" and r["target"] is None
+            assert r["error"].startswith("loss became nan in epoch 1")
+        elif r["params"]["gain"] < 38.52:
+            assert r["status"] == "ok"
+    guided = [r for r in records if r["source"] == "guided"]
+    # Blind sampling would fail 36% of the time, i.e. about 3 of these 8.
+    assert sum(r["status"] == "failed" for r in guided) <= 2
+    assert result.best_params["gain"] < 38.5
+
+
+def test_a_study_lives_on_a_non_local_filesystem():
+    """ram:// stands in for gs://: every file goes through tf.io.gfile, resume included."""
+    import tensorflow as tf
+
+    from tpu_bo import load_best_model
+
+    out = "ram://tpu_bo_test_study"
+    run_study(Config(**{**SMALL, "n_iter": 1}, output_dir=out))
+    result = run_study(Config(**{**SMALL, "n_iter": 2}, output_dir=out))
+    assert [r["trial"] for r in result.trials] == [1, 2, 3, 4]
+    names = set(tf.io.gfile.listdir(out))
+    assert {
+        "trials.jsonl",
+        "summary.json",
+        "summary.png",
+        "study.json",
+        "config.json",
+        "best/",
+        "tensorboard/",
+    } <= names | {n + "/" for n in names}
+    assert load_best_model(out).count_params() > 0

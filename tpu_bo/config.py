@@ -72,11 +72,11 @@ class Config:
     objective: str = "val_accuracy"
     objective_mode: str = "auto"
     acquisition: str = "ei"
-    xi: float = 0.01
+    xi: float = 0.0
     kappa: float = 2.576
     domain_reduction: bool = False
     prune: str = "none"
-    prune_after: int = 3
+    prune_after: int = 5
     output_dir: str = ""
 
     def __post_init__(self) -> None:

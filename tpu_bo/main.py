@@ -165,7 +165,8 @@ _ACQUISITION = flags.DEFINE_enum(
 _XI = flags.DEFINE_float(
     "xi",
     _D.xi,
-    "Exploration of ei and poi, in units of the standard deviation of the targets so far.",
+    "Exploration of ei and poi, in standard deviations of the scores so far; 0 (plain expected "
+    "improvement) measured best in bench/RESULTS.md.",
 )
 _KAPPA = flags.DEFINE_float("kappa", _D.kappa, "Exploration of ucb.")
 _DOMAIN_REDUCTION = flags.DEFINE_boolean(

@@ -20,15 +20,13 @@
 default; ``val_loss`` and ``loss`` are minimised) over its epochs, as the tuning playbook
 advises. ``bayes_opt`` maximises, so a minimised objective is registered negated.
 
-**Failed trials** (NaN/Inf loss, out of memory) are journaled with their reason and registered
-at the *worst* score seen so far among successful trials, so the Gaussian process learns that
-their region is bad without a made-up number skewing its scale; until one trial has succeeded,
-failed ones wait to be registered.
+**Failed trials** (NaN/Inf loss, out of memory) are journaled with their reason; how they and
+pruned trials are fed to the optimizer is :class:`tpu_bo.suggest.Suggester`'s business.
 
 **Pruned trials** (``prune="median"``): after each epoch but the last, once ``prune_after``
 trials have finished, a trial whose best score so far is worse than the median of the finished
-trials' best scores at the same epoch stops. It is journaled as ``pruned`` and registered with
-its partial score.
+trials' best scores at the same epoch stops. It is journaled as ``pruned`` with its partial
+score, and registered with that score plus the median gain finished trials made afterwards.
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ import math
 import os
 import statistics
 import time
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,7 +51,7 @@ from tpu_bo.errors import ConfigError
 from tpu_bo.input_pipeline import Datasets, load_datasets
 from tpu_bo.journal import Journal
 from tpu_bo.report import Reporter, format_value
-from tpu_bo.space import SearchSpace
+from tpu_bo.suggest import Suggester
 from tpu_bo.tb_log import TensorBoardLog
 from tpu_bo.trainer import Trainer, TrialState, best_epoch, load_model_weights
 
@@ -158,7 +155,6 @@ class _Study:
         self.sign = 1.0 if config.maximize else -1.0
         self.journal = Journal(config.resolved_output_dir, writer=is_chief())
         self.records: list[dict[str, Any]] = []
-        self.pending_failed: list[dict[str, Any]] = []
         self.started = time.perf_counter()
         self.reporter = Reporter(self.space.names, total=config.total_trials)
         self.trainer: Trainer | None = None
@@ -190,7 +186,7 @@ class _Study:
         self.trainer = Trainer(
             config, strategy, self.datasets, space=self.space, builder=self.builder
         )
-        self.optimizer = _make_optimizer(config, self.space)
+        self.suggester = Suggester.from_config(config, self.space)
         self.tensorboard = TensorBoardLog(journal.output_dir, self.space, writer=journal.writer)
         for record in self.records:
             self._register(record)
@@ -206,7 +202,7 @@ class _Study:
                 else:
                     trial = max((r["trial"] for r in self.records), default=0) + 1
                     source = "guided" if len(self.records) >= config.init_points else "random"
-                    params = self._next_point(source)
+                    params = self.suggester.suggest(random=source == "random")
                     seed = (config.seed * 100_003 + trial) % 2**31
                     state = None
                 self._run_trial(trial, params, seed, source, state)
@@ -238,18 +234,6 @@ class _Study:
         )
         if self.records:
             line(f"resuming: {len(self.records)} trial(s) already in the journal")
-
-    def _next_point(self, source: str) -> dict[str, Any]:
-        if source == "random":
-            return self.space.from_optimizer(self.optimizer.random_sample(1)[0])
-        if self.config.acquisition in ("ei", "poi"):
-            # bayes_opt applies xi in raw target units; accuracies of a study often differ by
-            # less than 0.01, so a raw xi would ask for more than the whole spread. Scaled by
-            # the spread of the registered targets, xi means the same on any objective.
-            targets = np.asarray(self.optimizer.space.target, dtype=float)
-            spread = float(np.std(targets)) if targets.size > 1 else 0.0
-            self.optimizer.acquisition_function.xi = self.config.xi * spread
-        return self.space.from_optimizer(self.optimizer.suggest())
 
     def _run_trial(
         self,
@@ -340,34 +324,28 @@ class _Study:
             self._save_best(record, self.best_candidate[1])
         self.reporter.trial(record, new_best=is_new_best)
 
-    # Optimizer bookkeeping.
-
     def _register(self, record: dict[str, Any]) -> None:
-        """Feeds a finished trial to the optimizer (failed ones at the worst score so far)."""
-        space = self.space
-        if not all(
-            p.name in record["params"] and p.contains(record["params"][p.name])
-            for p in space.params
-        ):
+        score = record.get("target")
+        if record["status"] == "pruned" and _finite(score):
+            score = self._pruned_estimate(record)
+        if not self.suggester.observe(record["params"], score, status=record["status"]):
             log.warning("trial %s lies outside the space; not registered", record["trial"])
-            return
-        if record["status"] in ("ok", "pruned") and _finite(record.get("target")):
-            self._observe(record["params"], self.sign * record["target"])
-        else:
-            self.pending_failed.append(record)
-        scores = [
-            self.sign * r["target"]
-            for r in self.records
-            if r["status"] == "ok" and _finite(r.get("target"))
-        ]
-        while scores and self.pending_failed:
-            self._observe(self.pending_failed.pop()["params"], min(scores))
 
-    def _observe(self, params: dict[str, Any], score: float) -> None:
-        self.optimizer.register(params=self.space.to_optimizer(params), target=score)
-        transformer = getattr(self.optimizer, "_bounds_transformer", None)
-        if transformer is not None and len(self.optimizer.space) > 1:
-            self.optimizer.set_bounds(transformer.transform(self.optimizer.space))
+    def _pruned_estimate(self, record: dict[str, Any]) -> float:
+        """What a pruned trial would likely have scored had it run all its epochs.
+
+        Its partial score plus the median gain that finished trials made after the same epoch.
+        Registering the bare partial score would tell the optimizer that an early, still
+        improving point is as bad as its first epochs, and steer it away from good regions.
+        """
+        epoch = len(record["history"])
+        gains = [
+            self._score(r["history"]) - self._score(r["history"][:epoch])
+            for r in self.records
+            if r["status"] == "ok" and len(r["history"]) > epoch
+        ]
+        gain = statistics.median(gains) if gains else 0.0
+        return record["target"] + self.sign * gain
 
     # Scores.
 
@@ -554,32 +532,6 @@ class _Study:
             traces=self.trainer.traces if self.trainer else 0,
             seconds=seconds,
             output_dir=journal.output_dir,
-        )
-
-
-def _make_optimizer(config: Config, space: SearchSpace) -> Any:
-    from bayes_opt import BayesianOptimization, SequentialDomainReductionTransformer, acquisition
-
-    if config.acquisition == "ucb":
-        acq = acquisition.UpperConfidenceBound(kappa=config.kappa)
-    elif config.acquisition == "poi":
-        acq = acquisition.ProbabilityOfImprovement(xi=config.xi)
-    else:
-        acq = acquisition.ExpectedImprovement(xi=config.xi)
-    with warnings.catch_warnings():
-        # bayes_opt flags int/choice parameters as experimental; tests cover our use of them.
-        warnings.filterwarnings("ignore", message="Non-float parameters")
-        return BayesianOptimization(
-            f=None,
-            pbounds=space.pbounds(),
-            acquisition_function=acq,
-            random_state=config.seed,
-            verbose=0,
-            # Int and choice parameters can repeat a point; a noisy objective may want that.
-            allow_duplicate_points=True,
-            bounds_transformer=(
-                SequentialDomainReductionTransformer() if config.domain_reduction else None
-            ),
         )
 
 

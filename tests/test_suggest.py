@@ -1,0 +1,94 @@
+"""The suggestion engine on its own (no TensorFlow): signs, failures, bounds, transforms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tpu_bo.space import SearchSpace
+from tpu_bo.suggest import Suggester
+
+SPACE = SearchSpace.parse(["lr:log:1e-5:1e-1", "units:choice:16,32", "p:float:0:1"])
+
+
+def registered(suggester):
+    return [float(t) for t in suggester.optimizer.space.target]
+
+
+def test_suggestions_stay_in_the_space_and_improve_on_a_simple_function():
+    def score(v):  # best at lr=1e-3, units=32, p=0.3
+        return -((math.log10(v["lr"]) + 3) ** 2) - (v["units"] != 32) - (v["p"] - 0.3) ** 2
+
+    s = Suggester(SPACE, seed=0)
+    for i in range(20):
+        v = s.suggest(random=i < 5)
+        assert all(SPACE[n].contains(x) for n, x in v.items()), v
+        s.observe(v, score(v))
+    best = max(registered(s))
+    assert best > -0.1, best
+
+
+def test_minimising_registers_negated_scores():
+    s = Suggester(SPACE, seed=0, maximize=False)
+    v = s.suggest()
+    s.observe(v, 0.25)
+    assert registered(s) == [-0.25]
+
+
+def test_failed_trials_wait_for_two_successes_then_fall_below_the_worst():
+    s = Suggester(SPACE, seed=1)
+    a, b, c, d = (s.suggest(random=True) for _ in range(4))
+    s.observe(a, None, status="failed")
+    assert registered(s) == []  # nothing to compare a failure with yet
+    s.observe(b, 0.9)
+    assert registered(s) == [0.9]
+    s.observe(c, 0.7)
+    # Held back while one success alone sets the scale; then one spread below the worst.
+    assert sorted(registered(s)) == pytest.approx([0.5, 0.7, 0.9])
+    s.observe(d, 0.2, status="pruned")  # pruned scores do not move the failure penalty
+    s.observe(a, float("nan"))  # a NaN score counts as a failure
+    assert sorted(registered(s)) == pytest.approx([0.2, 0.5, 0.5, 0.7, 0.9])
+
+
+def test_points_outside_the_space_are_refused():
+    s = Suggester(SPACE, seed=0)
+    assert not s.observe({"lr": 1.0, "units": 16, "p": 0.5}, 0.5)
+    assert not s.observe({"lr": 1e-3, "units": 64, "p": 0.5}, 0.5)
+    assert registered(s) == []
+
+
+@pytest.mark.parametrize("acquisition", ["ei", "poi", "ucb"])
+def test_every_acquisition_suggests(acquisition):
+    s = Suggester(SPACE, seed=0, acquisition=acquisition)
+    for i in range(4):
+        v = s.suggest(random=i < 2)
+        s.observe(v, -abs(math.log10(v["lr"]) + 3))
+
+
+def test_domain_reduction_narrows_the_bounds():
+    space = SearchSpace.parse(["x:float:-5:5", "y:log:1e-4:1"])
+    s = Suggester(space, seed=0, domain_reduction=True)
+    before = s.optimizer.space.bounds.copy()
+    for i in range(10):
+        v = s.suggest(random=i < 3)
+        s.observe(v, -((v["x"] - 1) ** 2) - (math.log10(v["y"]) + 2) ** 2)
+    after = s.optimizer.space.bounds
+    assert (after[:, 1] - after[:, 0] < before[:, 1] - before[:, 0]).all()
+
+
+def test_a_failed_region_is_predicted_worse_than_every_success():
+    space = SearchSpace.parse(["x:float:0:10"])
+    s = Suggester(space, seed=0)
+    for x, score in [(1.0, 0.5), (2.0, 0.6), (3.0, 0.55)]:
+        s.observe({"x": x}, score)
+    for x in (8.0, 9.0, 10.0):
+        s.observe({"x": x}, None, status="failed")
+    assert sorted(registered(s))[:3] == [0.4, 0.4, 0.4]  # worst 0.5 minus the spread 0.1
+    s.optimizer._gp.fit(s.optimizer.space.params, s.optimizer.space.target)
+    mean = s.optimizer._gp.predict([[8.5], [9.5]])
+    assert (mean < 0.5).all()
+    for _ in range(3):
+        x = s.suggest()["x"]
+        s.observe({"x": x}, 0.6 - 0.01 * abs(x - 2))
+        assert x < 8.0
