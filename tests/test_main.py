@@ -168,8 +168,12 @@ def _inflight_meta(path):
         return None
 
 
-def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(tmp_path):
-    """Kill -9 in the 4th trial's 2nd epoch of 3; the rerun finishes 8 trials, none twice."""
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(tmp_path, parallel):
+    """Kill -9 in the 4th trial's 2nd epoch of 3; the rerun finishes 8 trials, none twice.
+
+    With ``parallel=2`` trials 3 and 4 train as one pack, and both continue.
+    """
     import signal
     import time
 
@@ -179,39 +183,43 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(tmp_path):
         "--epochs=3",
         "--batch_size=8",
         "--steps_per_execution=1",
+        f"--parallel_trials={parallel}",
         f"--output_dir={tmp_path}",
     ]
     proc = start_cli(*args)
-    trials, inflight = tmp_path / "trials.jsonl", tmp_path / "inflight.npz"
+    inflight = tmp_path / "inflight.npz"
     deadline = time.monotonic() + 240
-    meta = None
     while time.monotonic() < deadline and proc.poll() is None:
-        done = len(trials.read_text().splitlines()) if trials.exists() else 0
         meta = _inflight_meta(inflight) if inflight.exists() else None
-        if done == 3 and meta and meta["trial"] == 4 and meta["epoch"] == 1:
+        running = {m["trial"]: m["epoch"] for m in meta["pack"]} if meta else {}
+        if running.get(4) == 1:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the study ended before it could be killed"
     before = journal(tmp_path)
-    saved = _inflight_meta(inflight)
-    assert [r["trial"] for r in before] == [1, 2, 3] and saved["trial"] == 4
-    assert saved["epoch"] in (1, 2)  # killed in epoch 2 (or, on a slow machine, in epoch 3)
+    saved = {m["trial"]: m for m in _inflight_meta(inflight)["pack"]}
+    assert [r["trial"] for r in before] == [1, 2, 3][: 4 - parallel]
+    assert sorted(saved) == [3, 4][2 - parallel :]
+    epoch = saved[4]["epoch"]
+    assert epoch in (1, 2)  # killed in epoch 2 (or, on a slow machine, in epoch 3)
 
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"trial 4: continuing after epoch {saved['epoch']} of 3" in rerun.stdout
+    numbers = ", ".join(str(t) for t in sorted(saved))
+    assert f"continuing trial(s) {numbers} after epoch {epoch} of 3" in rerun.stdout
     records = journal(tmp_path)
-    assert [r["trial"] for r in records] == list(range(1, 9))
-    assert records[:3] == before
-    fourth = records[3]
-    assert fourth["resumed_from_epoch"] == saved["epoch"]
-    assert fourth["params"] == saved["params"] and fourth["seed"] == saved["seed"]
-    assert [h["epoch"] for h in fourth["history"]] == [1, 2, 3]
-    assert fourth["history"][: saved["epoch"]] == saved["history"]
-    assert fourth["steps"] == 3 * (1350 // 8)
-    assert all(r["resumed_from_epoch"] is None for r in records if r["trial"] != 4)
+    assert sorted(r["trial"] for r in records) == list(range(1, 9))
+    assert records[: len(before)] == before
+    for trial, state in saved.items():
+        resumed = next(r for r in records if r["trial"] == trial)
+        assert resumed["resumed_from_epoch"] == state["epoch"]
+        assert resumed["params"] == state["params"] and resumed["seed"] == state["seed"]
+        assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+        assert resumed["history"][: state["epoch"]] == state["history"]
+        assert resumed["steps"] == 3 * (1350 // 8)
+    assert all(r["resumed_from_epoch"] is None for r in records if r["trial"] not in saved)
     assert not inflight.exists()
 
 

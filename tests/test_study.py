@@ -280,3 +280,54 @@ def test_a_study_lives_on_a_non_local_filesystem():
         "tensorboard/",
     } <= names | {n + "/" for n in names}
     assert load_best_model(out).count_params() > 0
+
+
+def test_a_packed_study_runs_exactly_its_budget_in_one_program(tmp_path, capsys):
+    """7 trials in packs of 3: 3 + 3 + 1, one traced program, distinct points, best saved."""
+    from tpu_bo import load_best_model
+
+    config = Config(**{**SMALL, "n_iter": 5, "parallel_trials": 3}, output_dir=str(tmp_path))
+    result = run_study(config)
+    records = read_journal(tmp_path)
+    assert sorted(r["trial"] for r in records) == list(range(1, 8))
+    assert [r["pack_size"] for r in records] == [3, 3, 3, 3, 3, 3, 1]
+    assert [r["source"] for r in sorted(records, key=lambda r: r["trial"])] == ["random"] * 2 + [
+        "guided"
+    ] * 5
+    assert all(r["status"] == "ok" and r["traces"] == 2 for r in records)
+    points = {tuple(sorted(r["params"].items())) for r in records}
+    assert len(points) == 7
+    assert result.traces == 2 and result.counts == {"ok": 7}
+    assert load_best_model(str(tmp_path)) is not None
+    out = capsys.readouterr().out
+    assert "best: trial" in out
+
+
+def test_a_packed_study_shares_one_structure_per_pack(tmp_path):
+    config = Config(
+        **{**SMALL, "init_points": 4, "n_iter": 2, "epochs": 1, "parallel_trials": 2},
+        output_dir=str(tmp_path),
+        space=["dense_units:choice:16,32", "learning_rate:log:1e-4:1e-2"],
+    )
+    run_study(config)
+    records = sorted(read_journal(tmp_path), key=lambda r: r["trial"])
+    for a, b in zip(records[::2], records[1::2], strict=True):
+        assert a["params"]["dense_units"] == b["params"]["dense_units"]
+    structures = {r["params"]["dense_units"] for r in records}
+    assert max(r["traces"] for r in records) == 2 * len(structures)
+
+
+def test_a_packed_study_journals_a_diverging_tower_as_failed_and_goes_on(tmp_path):
+    config = Config(
+        **{**SMALL, "init_points": 4, "n_iter": 2, "epochs": 1, "parallel_trials": 2},
+        output_dir=str(tmp_path),
+        model="tests.custom_models:diverging",
+        space=["gain:float:0:60"],
+    )
+    result = run_study(config)
+    records = read_journal(tmp_path)
+    assert len(records) == 6
+    failed = [r for r in records if r["status"] == "failed"]
+    assert failed and all(r["params"]["gain"] > 38 for r in failed)
+    assert all(r["params"]["gain"] < 38.6 for r in records if r["status"] == "ok")
+    assert result.counts["ok"] >= 1

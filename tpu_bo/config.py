@@ -63,6 +63,7 @@ class Config:
     mixed_precision: bool = False
     jit_compile: bool = False
     max_programs: int = 4
+    parallel_trials: int = 1
     # Study.
     space: SearchSpace | None = None
     space_file: str = ""
@@ -139,7 +140,14 @@ class Config:
             raise ConfigError(
                 "space_file", "give the space by --param or by --space_file, not both."
             )
-        for name in ("cpu_replicas", "batch_size", "epochs", "steps_per_execution", "max_programs"):
+        for name in (
+            "cpu_replicas",
+            "batch_size",
+            "epochs",
+            "steps_per_execution",
+            "max_programs",
+            "parallel_trials",
+        ):
             _positive(name, getattr(self, name))
         _positive("n_iter", self.n_iter)
         if self.init_points < 1:

@@ -118,7 +118,15 @@ _JIT_COMPILE = flags.DEFINE_boolean(
 _MAX_PROGRAMS = flags.DEFINE_integer(
     "max_programs",
     _D.max_programs,
-    "Compiled programs (one per structure) kept at once; the oldest is dropped.",
+    "Compiled programs (one per structure and pack width) kept at once; the oldest is dropped.",
+    lower_bound=1,
+)
+_PARALLEL_TRIALS = flags.DEFINE_integer(
+    "parallel_trials",
+    _D.parallel_trials,
+    "Trials of one structure trained side by side in one compiled program (a pack), to fill "
+    "an accelerator that one small model leaves idle; bayes_opt proposes each pack's points "
+    "together.",
     lower_bound=1,
 )
 
@@ -200,7 +208,7 @@ _OURS = [
     _DATASET, _DATA_DIR, _TRAIN_SPLIT, _EVAL_SPLIT, _TEST_SPLIT, _BATCH_SIZE, _SHUFFLE_BUFFER,
     _DOWNLOAD,
     _MODEL, _OPTIMIZER, _FIXED, _EPOCHS, _STEPS_PER_EXECUTION, _MIXED_PRECISION, _JIT_COMPILE,
-    _MAX_PROGRAMS,
+    _MAX_PROGRAMS, _PARALLEL_TRIALS,
     _PARAM, _SPACE_FILE, _INIT_POINTS, _N_ITER, _SEED, _OBJECTIVE, _OBJECTIVE_MODE, _ACQUISITION,
     _XI, _KAPPA, _DOMAIN_REDUCTION, _PRUNE, _PRUNE_AFTER, _OUTPUT_DIR,
 ]  # fmt: skip

@@ -49,7 +49,7 @@ class Reporter:
         self._header_printed = False
         self._last_progress = 0.0
         self._live = False
-        self._trial = 0
+        self._label = "trial"
 
     def _print(self, text: str = "") -> None:
         self._clear_live()
@@ -69,9 +69,15 @@ class Reporter:
         self._print("|" + "|".join("-" * (w + 2) for w in self._widths) + "|")
         self._header_printed = True
 
-    def start_trial(self, trial: int) -> None:
-        """Notes the trial about to run, for the progress line."""
-        self._trial = trial
+    def start_trial(self, trial: int | Sequence[int]) -> None:
+        """Notes the trial (or the pack of trials) about to run, for the progress line."""
+        trials = [trial] if isinstance(trial, int) else list(trial)
+        if len(trials) == 1:
+            self._label = f"trial {trials[0]}/{self.total}"
+        elif trials == list(range(trials[0], trials[-1] + 1)):
+            self._label = f"trials {trials[0]}-{trials[-1]}/{self.total}"
+        else:
+            self._label = f"trials {','.join(map(str, trials))}/{self.total}"
         self._last_progress = time.monotonic()
 
     def progress(
@@ -79,7 +85,7 @@ class Reporter:
     ) -> None:
         """Shows training progress of the running trial."""
         text = (
-            f"  trial {self._trial}/{self.total} epoch {epoch}/{epochs} "
+            f"  {self._label} epoch {epoch}/{epochs} "
             f"step {step}/{steps} loss {loss:.4f} {rate:.1f} steps/s"
         )
         if self.stream.isatty():

@@ -53,7 +53,7 @@ from tpu_bo.journal import Journal
 from tpu_bo.report import Reporter, format_value
 from tpu_bo.suggest import Suggester
 from tpu_bo.tb_log import TensorBoardLog
-from tpu_bo.trainer import Trainer, TrialState, best_epoch, load_model_weights
+from tpu_bo.trainer import Trainer, TrialResult, TrialState, best_epoch, load_model_weights
 
 log = logging.getLogger("tpu_bo")
 
@@ -64,6 +64,17 @@ PLOT_FILE = "summary.png"
 BEST_DIR = "best"
 BEST_WEIGHTS = "model.weights.h5"
 BEST_TRIAL = "trial.json"
+
+
+@dataclasses.dataclass
+class _Member:
+    """One trial of a pack: its number, point, seed, origin and any state to continue."""
+
+    trial: int
+    params: dict[str, Any]
+    seed: int
+    source: str
+    state: TrialState | None = None
 
 
 @dataclasses.dataclass
@@ -159,7 +170,6 @@ class _Study:
         self.reporter = Reporter(self.space.names, total=config.total_trials)
         self.trainer: Trainer | None = None
         self.datasets: Datasets | None = None
-        self.best_candidate: tuple[float, list[np.ndarray]] | None = None
 
     # The flow.
 
@@ -193,19 +203,18 @@ class _Study:
         best = self._best_record()
         for record in self.records:
             self.reporter.trial(record, new_best=record is best)
-        resume = self._inflight()
+        pack = self._inflight()
+        if pack:
+            self.reporter.line(
+                f"continuing trial(s) {', '.join(str(m.trial) for m in pack)} after epoch "
+                f"{pack[0].state.epoch} of {config.epochs}"
+            )
         try:
             while len(self.records) < config.total_trials:
-                if resume is not None:
-                    trial, params, seed, source, state = resume
-                    resume = None
-                else:
-                    trial = max((r["trial"] for r in self.records), default=0) + 1
-                    source = "guided" if len(self.records) >= config.init_points else "random"
-                    params = self.suggester.suggest(random=source == "random")
-                    seed = (config.seed * 100_003 + trial) % 2**31
-                    state = None
-                self._run_trial(trial, params, seed, source, state)
+                if not pack:
+                    pack = self._new_pack()
+                self._run_pack(pack)
+                pack = []
         except KeyboardInterrupt:
             self.reporter.line(
                 f"interrupted after {len(self.records)} of {config.total_trials} trials; every "
@@ -235,77 +244,115 @@ class _Study:
         if self.records:
             line(f"resuming: {len(self.records)} trial(s) already in the journal")
 
-    def _run_trial(
-        self,
-        trial: int,
-        params: dict[str, Any],
-        seed: int,
-        source: str,
-        state: TrialState | None,
-    ) -> None:
-        config, trainer = self.config, self.trainer
-        self.reporter.start_trial(trial)
-        self.tensorboard.start_trial(trial, params)
-        if state is not None:
-            self.reporter.line(
-                f"  trial {trial}: continuing after epoch {state.epoch} of {config.epochs}"
+    def _new_pack(self) -> list[_Member]:
+        """The next pack's trials: numbers, points (random or guided) and seeds."""
+        config = self.config
+        size = min(config.parallel_trials, config.total_trials - len(self.records))
+        taken = {r["trial"] for r in self.records}
+        numbers: list[int] = []
+        candidate = 1
+        while len(numbers) < size:  # the lowest free numbers: a lost trial's slot is reused
+            if candidate not in taken:
+                numbers.append(candidate)
+            candidate += 1
+        random = [len(self.records) + i < config.init_points for i in range(size)]
+        if size == 1:
+            points = [self.suggester.suggest(random=random[0])]
+        else:
+            points = self.suggester.suggest_batch(random)
+        return [
+            _Member(
+                trial=n,
+                params=p,
+                seed=(config.seed * 100_003 + n) % 2**31,
+                source="random" if r else "guided",
             )
-            for h in state.history:
-                self.tensorboard.epoch(h)
-        self.best_candidate = None
-        if state is not None and state.history and self._is_trial_best(state.history):
-            self.best_candidate = (self._score(state.history), state.model)
+            for n, p, r in zip(numbers, points, random, strict=True)
+        ]
+
+    def _run_pack(self, pack: list[_Member]) -> None:
+        config, trainer = self.config, self.trainer
+        self.reporter.start_trial([m.trial for m in pack])
+        candidates: dict[int, tuple[float, list[np.ndarray]]] = {}
+        for k, member in enumerate(pack):
+            self.tensorboard.start_trial(member.trial, member.params)
+            state = member.state
+            if state is not None:
+                for h in state.history:
+                    self.tensorboard.epoch(member.trial, h)
+                if state.history and self._is_trial_best(state.history):
+                    candidates[k] = (self._score(state.history), state.model)
 
         def progress(epoch: int, step: int, steps: int, loss: float, rate: float) -> None:
             self.reporter.progress(epoch, step, steps, loss, rate, config.epochs)
 
-        def on_epoch(epoch: int, history: list[dict[str, float]], seconds: float) -> bool:
-            self.tensorboard.epoch(history[-1])
+        def on_epoch(k: int, epoch: int, history: list[dict[str, float]], seconds: float) -> bool:
+            self.tensorboard.epoch(pack[k].trial, history[-1])
             if self._is_trial_best(history) and self._could_be_best(self._score(history)):
-                self.best_candidate = (self._score(history), trainer.snapshot(params))
-            if epoch >= config.epochs:
-                return False
-            if self._below_median(history):
-                return True
-            steps = epoch * self.datasets.steps_per_epoch
-            snapshot = trainer.capture(params, history, steps, seconds)
-            self.journal.save_inflight(
-                {
-                    "trial": trial,
-                    "params": params,
-                    "seed": seed,
-                    "source": source,
-                    "epoch": snapshot.epoch,
-                    "history": snapshot.history,
-                    "steps": snapshot.steps,
-                    "seconds": snapshot.seconds,
-                    "num_model": len(snapshot.model),
-                },
-                {
-                    **{f"m{i}": a for i, a in enumerate(snapshot.model)},
-                    **{f"o{i}": a for i, a in enumerate(snapshot.optimizer)},
-                },
-            )
-            return False
+                candidates[k] = (self._score(history), trainer.tower_weights(k))
+            return epoch < config.epochs and self._below_median(history)
 
-        result = trainer.run_trial(
-            params, seed=seed, on_progress=progress, on_epoch=on_epoch, resume=state
+        def on_checkpoint(epoch: int, states: dict[int, TrialState]) -> None:
+            members, arrays = [], {}
+            for k, state in states.items():
+                m = pack[k]
+                members.append(
+                    {
+                        "trial": m.trial,
+                        "params": m.params,
+                        "seed": m.seed,
+                        "source": m.source,
+                        "epoch": state.epoch,
+                        "history": state.history,
+                        "steps": state.steps,
+                        "seconds": state.seconds,
+                        "num_model": len(state.model),
+                        "num_optimizer": len(state.optimizer),
+                    }
+                )
+                arrays.update({f"t{m.trial}m{i}": a for i, a in enumerate(state.model)})
+                arrays.update({f"t{m.trial}o{i}": a for i, a in enumerate(state.optimizer)})
+            self.journal.save_inflight({"pack": members}, arrays)
+
+        def on_finish(k: int, result: TrialResult) -> None:
+            self.tensorboard.close(pack[k].trial)
+            self._journal_trial(pack[k], result, candidates.pop(k, None), len(pack))
+
+        trainer.run_pack(
+            [m.params for m in pack],
+            seeds=[m.seed for m in pack],
+            resume=[m.state for m in pack],
+            on_progress=progress,
+            on_epoch=on_epoch,
+            on_checkpoint=on_checkpoint,
+            on_finish=on_finish,
+            width=config.parallel_trials,
         )
-        self.tensorboard.close()
+        self.journal.clear_inflight()
+
+    def _journal_trial(
+        self,
+        member: _Member,
+        result: TrialResult,
+        candidate: tuple[float, list[np.ndarray]] | None,
+        pack_size: int,
+    ) -> None:
+        config = self.config
         best = best_epoch(result.history, config.objective, maximize=config.maximize)
         scored = result.status in ("ok", "pruned") and bool(best)
         record = {
-            "trial": trial,
+            "trial": member.trial,
             "status": result.status,
             "target": best[config.objective] if scored else None,
-            "params": params,
+            "params": member.params,
             "seconds": round(result.seconds, 3),
-            "traces": trainer.traces,
-            "seed": seed,
-            "source": source,
+            "traces": self.trainer.traces,
+            "seed": member.seed,
+            "source": member.source,
             "steps": result.steps,
             "best_epoch": best.get("best_epoch"),
             "resumed_from_epoch": result.resumed_from_epoch,
+            "pack_size": pack_size,
             "train_seconds": round(result.train_seconds, 3),
             "eval_seconds": round(result.eval_seconds, 3),
             "metrics": {k: v for k, v in best.items() if k not in ("epoch", "best_epoch")},
@@ -316,12 +363,11 @@ class _Study:
             ),
         }
         self.journal.append(record)
-        self.journal.clear_inflight()
         self.records.append(record)
         self._register(record)
         is_new_best = self._best_record() is record
-        if is_new_best and self.best_candidate is not None:
-            self._save_best(record, self.best_candidate[1])
+        if is_new_best and candidate is not None:
+            self._save_best(record, candidate[1])
         self.reporter.trial(record, new_best=is_new_best)
 
     def _register(self, record: dict[str, Any]) -> None:
@@ -397,29 +443,43 @@ class _Study:
                     "the original settings.",
                 )
 
-    def _inflight(self) -> tuple[int, dict[str, Any], int, str, TrialState] | None:
-        """The interrupted trial to continue, if the journal's next trial was in flight."""
+    def _inflight(self) -> list[_Member]:
+        """The interrupted pack's unfinished trials, to continue from their saved epoch."""
         saved = self.journal.load_inflight()
         if saved is None:
-            return None
+            return []
         meta, arrays = saved
-        next_trial = max((r["trial"] for r in self.records), default=0) + 1
-        params = meta.get("params", {})
-        if meta.get("trial") != next_trial or not all(
-            p.name in params and p.contains(params[p.name]) for p in self.space.params
-        ):
+        journaled = {r["trial"] for r in self.records}
+        members = []
+        for m in meta.get("pack", []):
+            if m["trial"] in journaled:
+                continue  # it finished (failed or pruned) after the state was saved
+            params = m["params"]
+            if not all(p.name in params and p.contains(params[p.name]) for p in self.space.params):
+                self.journal.clear_inflight()
+                return []
+            state = TrialState(
+                epoch=m["epoch"],
+                history=m["history"],
+                model=[arrays[f"t{m['trial']}m{i}"] for i in range(m["num_model"])],
+                optimizer=[arrays[f"t{m['trial']}o{i}"] for i in range(m["num_optimizer"])],
+                steps=m["steps"],
+                seconds=m["seconds"],
+            )
+            members.append(_Member(m["trial"], params, m["seed"], m["source"], state))
+        room = self.config.total_trials - len(self.records)
+        if not members or len(members) > min(room, self.config.parallel_trials):
+            # Nothing left, or saved by a run with a wider pack than this one allows.
+            if members:
+                log.warning(
+                    "the interrupted pack of %d trials does not fit --parallel_trials=%d; "
+                    "its trials start again",
+                    len(members),
+                    self.config.parallel_trials,
+                )
             self.journal.clear_inflight()
-            return None
-        count = meta["num_model"]
-        state = TrialState(
-            epoch=meta["epoch"],
-            history=meta["history"],
-            model=[arrays[f"m{i}"] for i in range(count)],
-            optimizer=[arrays[f"o{i}"] for i in range(len(arrays) - count)],
-            steps=meta["steps"],
-            seconds=meta["seconds"],
-        )
-        return meta["trial"], params, meta["seed"], meta["source"], state
+            return []
+        return members
 
     def _save_best(self, record: dict[str, Any], weights: list[np.ndarray]) -> None:
         if not self.journal.writer:

@@ -33,8 +33,7 @@ class TensorBoardLog:
         self.logdir = os.path.join(output_dir, "tensorboard")
         self.writer = writer
         self._params = {p.name: _hparam(p) for p in space.params}
-        self._trial_writer: Any = None
-        self._trial = 0
+        self._writers: dict[int, Any] = {}
         if writer:
             with tf.summary.create_file_writer(self.logdir).as_default():
                 hp.hparams_config(
@@ -43,35 +42,35 @@ class TensorBoardLog:
                 )
 
     def start_trial(self, trial: int, params: Mapping[str, Any]) -> None:
-        """Opens the trial's run and records its hyperparameters."""
+        """Opens the trial's run and records its hyperparameters (several may be open)."""
         if not self.writer:
             return
-        self.close()
-        self._trial = trial
-        self._trial_writer = tf.summary.create_file_writer(
-            os.path.join(self.logdir, f"trial_{trial:04d}")
-        )
-        with self._trial_writer.as_default():
+        self.close(trial)
+        writer = tf.summary.create_file_writer(os.path.join(self.logdir, f"trial_{trial:04d}"))
+        self._writers[trial] = writer
+        with writer.as_default():
             hp.hparams(
                 {self._params[n]: _plain(v) for n, v in params.items() if n in self._params},
                 trial_id=f"trial_{trial:04d}",
             )
 
-    def epoch(self, metrics: Mapping[str, float]) -> None:
-        """Records one finished epoch's metrics in the running trial."""
-        if self._trial_writer is None:
+    def epoch(self, trial: int, metrics: Mapping[str, float]) -> None:
+        """Records one finished epoch's metrics of a running trial."""
+        writer = self._writers.get(trial)
+        if writer is None:
             return
-        with self._trial_writer.as_default():
+        with writer.as_default():
             for name in METRICS:
                 if name in metrics:
                     tf.summary.scalar(name, metrics[name], step=int(metrics["epoch"]))
-        self._trial_writer.flush()
+        writer.flush()
 
-    def close(self) -> None:
-        """Closes the running trial's run."""
-        if self._trial_writer is not None:
-            self._trial_writer.close()
-            self._trial_writer = None
+    def close(self, trial: int | None = None) -> None:
+        """Closes one trial's run, or every open one."""
+        for t in [trial] if trial is not None else list(self._writers):
+            writer = self._writers.pop(t, None)
+            if writer is not None:
+                writer.close()
 
 
 def _hparam(param: Param) -> Any:

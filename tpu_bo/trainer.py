@@ -27,7 +27,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -101,24 +101,66 @@ class TrialState:
 
 
 EpochFn = Callable[[int, list[dict[str, float]], float], bool]
+PackEpochFn = Callable[[int, int, list[dict[str, float]], float], bool]
+CheckpointFn = Callable[[int, dict[int, "TrialState"]], None]
+FinishFn = Callable[[int, "TrialResult"], None]
 
 
-class _Program:
-    """One compiled structure: model, optimizer, hyperparameter variables and tf.functions."""
+class _Tower:
+    """One trial's slot in a program: its own model, optimizer and hyperparameter variables."""
 
-    def __init__(self, key: tuple[Any, ...]) -> None:
-        self.key = key
+    def __init__(self) -> None:
         self.model: Any = None
         self.optimizer: Any = None
         self.hp_values: dict[str, Any] = {}
         self.runtime_vars: dict[str, tf.Variable] = {}
         self.optimizer_snapshot: list[np.ndarray] = []
+
+
+class _Program:
+    """One compiled (structure, width): ``width`` towers and the tf.functions that run them."""
+
+    def __init__(self, key: tuple[Any, ...], width: int) -> None:
+        self.key = key
+        self.width = width
+        self.towers: list[_Tower] = []
         self.train_fn: Any = None
         self.eval_fn: Any = None
 
 
+class _Slot:
+    """A trial running in tower ``k`` of a pack (bookkeeping of :meth:`Trainer.run_pack`)."""
+
+    def __init__(self, k: int, resume: TrialState | None, start: float) -> None:
+        self.k = k
+        self.resume = resume
+        self.start = start - (resume.seconds if resume else 0.0)
+        self.history: list[dict[str, float]] = list(resume.history) if resume else []
+        self.steps = resume.steps if resume else 0
+        self.loss_sum = 0.0
+
+    def result(
+        self, status: str, error: str | None, train_seconds: float, eval_seconds: float
+    ) -> TrialResult:
+        return TrialResult(
+            status=status,
+            history=self.history,
+            error=error,
+            steps=self.steps,
+            seconds=time.perf_counter() - self.start,
+            train_seconds=train_seconds,
+            eval_seconds=eval_seconds,
+            resumed_from_epoch=self.resume.epoch if self.resume else None,
+        )
+
+
 class Trainer:
-    """Runs trials on shared datasets, compiling once per structure.
+    """Runs trials on shared datasets, compiling once per structure and pack width.
+
+    A program holds ``width`` towers of one structure (DESIGN.md contract 4). Every tower reads
+    the same batch from the study's one pipeline; the towers' losses are summed, so each
+    tower's weights receive exactly their own gradients, and each tower has its own seeded
+    weights, optimizer and runtime-hyperparameter variables. ``width=1`` is the sequential case.
 
     Args:
       config: The study's configuration (epochs, optimizer, steps_per_execution,
@@ -147,7 +189,9 @@ class Trainer:
         self._programs: collections.OrderedDict[tuple[Any, ...], _Program] = (
             collections.OrderedDict()
         )
-        # bfloat16 is the TPU's native type and needs no loss scaling.
+        self._running: _Program | None = None
+        # bfloat16 is the TPU's native type and needs no loss scaling, so no scale shared by
+        # the towers of a pack can couple them.
         keras.mixed_precision.set_global_policy(
             "mixed_bfloat16" if config.mixed_precision else "float32"
         )
@@ -165,6 +209,7 @@ class Trainer:
         on_progress: ProgressFn | None = None,
         on_epoch: EpochFn | None = None,
         resume: TrialState | None = None,
+        width: int = 1,
     ) -> TrialResult:
         """Trains and evaluates one trial for ``config.epochs`` epochs.
 
@@ -175,175 +220,275 @@ class Trainer:
             ``on_progress(epoch, step_in_epoch, steps_per_epoch, mean_loss, steps_per_second)``.
           on_epoch: Called after every epoch's evaluation as
             ``on_epoch(epoch, history, seconds_so_far)``; returning True stops the trial as
-            ``pruned``. The program still holds the epoch's weights during the call, so it
-            may :meth:`capture` them.
+            ``pruned``.
           resume: Continue this state instead of starting from fresh weights.
+          width: The program width to run in (tower 0 of it; the rest stay idle).
 
         Returns:
           The trial's :class:`TrialResult`.
         """
-        start = time.perf_counter() - (resume.seconds if resume else 0.0)
-        history: list[dict[str, float]] = list(resume.history) if resume else []
-        steps_done = resume.steps if resume else 0
-        first_epoch = resume.epoch + 1 if resume else 1
-        train_seconds = eval_seconds = 0.0
+        epoch_fn = None
+        if on_epoch is not None:
+
+            def epoch_fn(k: int, epoch: int, history: list[dict[str, float]], sec: float) -> bool:
+                return on_epoch(epoch, history, sec)
+
+        return self.run_pack(
+            [params],
+            seeds=[seed],
+            resume=[resume],
+            on_progress=on_progress,
+            on_epoch=epoch_fn,
+            width=width,
+        )[0]
+
+    def run_pack(
+        self,
+        params: Sequence[Mapping[str, Any]],
+        *,
+        seeds: Sequence[int],
+        resume: Sequence[TrialState | None] | None = None,
+        on_progress: ProgressFn | None = None,
+        on_epoch: PackEpochFn | None = None,
+        on_checkpoint: CheckpointFn | None = None,
+        on_finish: FinishFn | None = None,
+        width: int | None = None,
+    ) -> list[TrialResult]:
+        """Trains up to ``width`` trials of one structure side by side in one program.
+
+        A tower whose loss becomes NaN/Inf, or that ``on_epoch`` prunes, is frozen (its
+        learning rate set to 0) and finished on its own; the others train on unaffected, since
+        each tower's gradients depend only on its own loss. Towers beyond ``len(params)`` are
+        idle (frozen from the start), so a short last pack reuses the same program.
+
+        Args:
+          params: One point per trial; all must have the same structural values.
+          seeds: One seed per trial.
+          resume: Per trial, a state to continue instead of fresh weights (all resumed
+            trials of a pack stand at the same epoch).
+          on_progress: As for :meth:`run_trial`; the loss is the mean over running towers.
+          on_epoch: ``on_epoch(k, epoch, history, seconds)`` after each epoch's evaluation
+            of running tower ``k``; True prunes it. :meth:`tower_weights` reads its weights.
+          on_checkpoint: ``on_checkpoint(epoch, {k: TrialState})`` after each epoch but the
+            last, with the state of every tower still running.
+          on_finish: ``on_finish(k, result)`` as soon as trial ``k`` ends, whatever the status.
+          width: The program's tower count; ``config.parallel_trials`` by default.
+
+        Returns:
+          One :class:`TrialResult` per trial, in order.
+        """
+        width = width or self.config.parallel_trials
+        if not 1 <= len(params) <= width or len(seeds) != len(params):
+            raise ValueError(f"a pack takes 1 to {width} trials with one seed each")
+        keys = {self.space.structure_key(p) for p in params}
+        if len(keys) != 1:
+            raise ValueError("the trials of a pack must share their structural values")
+        resume = list(resume or [None] * len(params))
+        started = {s.epoch for s in resume if s is not None}
+        if len(started) > 1 or (started and None in resume):
+            raise ValueError("the resumed trials of a pack must stand at the same epoch")
+        first_epoch = started.pop() + 1 if started else 1
+        now = time.perf_counter()
+        slots = [_Slot(k, resume[k], now) for k in range(len(params))]
+        running = {s.k: s for s in slots}
+        results: dict[int, TrialResult] = {}
+        times = {"train": 0.0, "eval": 0.0}
         spe = self.datasets.steps_per_epoch
         per_call = self.config.steps_per_execution
 
-        def result(status: str, error: str | None = None) -> TrialResult:
-            return TrialResult(
-                status=status,
-                history=history,
-                error=error,
-                steps=steps_done,
-                seconds=time.perf_counter() - start,
-                train_seconds=train_seconds,
-                eval_seconds=eval_seconds,
-                resumed_from_epoch=resume.epoch if resume else None,
-            )
+        def finish(slot: _Slot, status: str, error: str | None = None) -> None:
+            program.towers[slot.k].runtime_vars["learning_rate"].assign(0.0)  # freeze
+            running.pop(slot.k)
+            results[slot.k] = slot.result(status, error, times["train"], times["eval"])
+            if on_finish is not None:
+                on_finish(slot.k, results[slot.k])
 
         try:
-            program = self._program(params)
-            if resume is None:
-                self._reset(program, params, seed)
-            else:
-                self._restore(program, params, resume)
+            program = self._program(params[0], width)
+            self._running = program
+            for k, tower in enumerate(program.towers):
+                if k >= len(params):
+                    self._assign_runtime(tower, params[0])
+                    tower.runtime_vars["learning_rate"].assign(0.0)  # idle
+                elif resume[k] is None:
+                    self._reset(tower, params[k], seeds[k])
+                else:
+                    self._restore(tower, params[k], resume[k])
             for epoch in range(first_epoch, self.config.epochs + 1):
-                loss_sum, done, epoch_start = 0.0, 0, time.perf_counter()
-                while done < spe:
+                done, epoch_start = 0, time.perf_counter()
+                for slot in running.values():
+                    slot.loss_sum = 0.0
+                while done < spe and running:
                     n = min(per_call, spe - done)
                     call_start = time.perf_counter()
-                    loss = float(program.train_fn(self.datasets.train_iterator, tf.constant(n)))
-                    train_seconds += time.perf_counter() - call_start
+                    losses = program.train_fn(self.datasets.train_iterator, tf.constant(n))
+                    losses = losses.numpy().astype(float)
+                    times["train"] += time.perf_counter() - call_start
                     done += n
-                    steps_done += n
-                    if not math.isfinite(loss):
-                        return result("failed", f"loss became {loss} in epoch {epoch}, step {done}")
-                    loss_sum += loss
-                    if on_progress is not None:
+                    for slot in list(running.values()):
+                        slot.steps += n
+                        if not math.isfinite(losses[slot.k]):
+                            finish(
+                                slot,
+                                "failed",
+                                f"loss became {losses[slot.k]} in epoch {epoch}, step {done}",
+                            )
+                        else:
+                            slot.loss_sum += losses[slot.k]
+                    if on_progress is not None and running:
                         rate = done / max(time.perf_counter() - epoch_start, 1e-9)
-                        on_progress(epoch, done, spe, loss_sum / done, rate)
+                        mean = sum(s.loss_sum for s in running.values()) / len(running)
+                        on_progress(epoch, done, spe, mean / done, rate)
+                if not running:
+                    break
                 epoch_seconds = time.perf_counter() - epoch_start
                 call_start = time.perf_counter()
-                val = self.evaluate(program, self.datasets.eval)
-                eval_seconds += time.perf_counter() - call_start
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "loss": loss_sum / spe,
-                        "val_loss": val["loss"],
-                        "val_accuracy": val["accuracy"],
-                        "steps_per_second": spe / max(epoch_seconds, 1e-9),
-                    }
-                )
-                if not math.isfinite(val["loss"]):
-                    return result(
-                        "failed", f"validation loss became {val['loss']} in epoch {epoch}"
+                vals = self._evaluate_all(program, self.datasets.eval)
+                times["eval"] += time.perf_counter() - call_start
+                for slot in list(running.values()):
+                    val = vals[slot.k]
+                    slot.history.append(
+                        {
+                            "epoch": epoch,
+                            "loss": slot.loss_sum / spe,
+                            "val_loss": val["loss"],
+                            "val_accuracy": val["accuracy"],
+                            "steps_per_second": spe / max(epoch_seconds, 1e-9),
+                        }
                     )
-                if on_epoch is not None and on_epoch(epoch, history, time.perf_counter() - start):
-                    return result("pruned")
+                    if not math.isfinite(val["loss"]):
+                        finish(
+                            slot, "failed", f"validation loss became {val['loss']} in epoch {epoch}"
+                        )
+                    elif on_epoch is not None and on_epoch(
+                        slot.k, epoch, slot.history, time.perf_counter() - slot.start
+                    ):
+                        finish(slot, "pruned")
+                if running and epoch < self.config.epochs and on_checkpoint is not None:
+                    on_checkpoint(epoch, {k: self._capture(program, s) for k, s in running.items()})
+            for slot in list(running.values()):
+                finish(slot, "ok")
         except tf.errors.ResourceExhaustedError as e:
-            # The program may hold fragmented memory; a later trial of this structure rebuilds.
-            self._programs.pop(self.space.structure_key(params), None)
-            return result("failed", f"out of memory: {str(e).strip().splitlines()[0][:200]}")
-        return result("ok")
+            # The program may hold fragmented memory; a later pack of this structure rebuilds.
+            self._programs.pop((self.space.structure_key(params[0]), width), None)
+            reason = f"out of memory: {str(e).strip().splitlines()[0][:200]}"
+            if width > 1:
+                reason += f" (a pack of {width}; a smaller --parallel_trials may fit)"
+            for slot in list(running.values()):
+                results[slot.k] = slot.result("failed", reason, times["train"], times["eval"])
+                running.pop(slot.k)
+                if on_finish is not None:
+                    on_finish(slot.k, results[slot.k])
+        finally:
+            self._running = None
+        return [results[k] for k in range(len(params))]
+
+    def tower_weights(self, k: int) -> list[np.ndarray]:
+        """Host copies of tower ``k``'s current weights, during :meth:`run_pack`'s callbacks."""
+        if self._running is None:
+            raise RuntimeError("tower_weights is only available while a pack runs")
+        return _host_values(self._running.towers[k].model.variables)
 
     def evaluate(self, program: _Program, data: EvalData) -> dict[str, float]:
-        """Scores the program's current weights on every example of ``data`` exactly once.
+        """Scores tower 0's current weights on every example of ``data`` exactly once."""
+        return self._evaluate_all(program, data)[0]
+
+    def _evaluate_all(self, program: _Program, data: EvalData) -> list[dict[str, float]]:
+        """Scores every tower on every example of ``data`` exactly once.
 
         Returns:
-          ``{"loss": mean loss, "accuracy": accuracy, "examples": examples counted}``.
+          Per tower ``{"loss": mean loss, "accuracy": accuracy, "examples": examples}``.
         """
-        loss, correct, count = program.eval_fn(data.iterator, tf.constant(data.steps)).numpy()
-        if round(float(count)) != data.num_examples:
-            raise RuntimeError(
-                f"evaluation counted {count} examples of {data.split}, expected "
-                f"{data.num_examples}; the padded eval pipeline is broken."
+        sums = program.eval_fn(data.iterator, tf.constant(data.steps)).numpy()
+        scores = []
+        for loss, correct, count in sums:
+            if round(float(count)) != data.num_examples:
+                raise RuntimeError(
+                    f"evaluation counted {count} examples of {data.split}, expected "
+                    f"{data.num_examples}; the padded eval pipeline is broken."
+                )
+            scores.append(
+                {
+                    "loss": float(loss / count),
+                    "accuracy": float(correct / count),
+                    "examples": float(count),
+                }
             )
-        return {
-            "loss": float(loss / count),
-            "accuracy": float(correct / count),
-            "examples": float(count),
-        }
+        return scores
 
     def model(self, params: Mapping[str, Any]) -> Any:
-        """The Keras model of the program for ``params``'s structure (weights of the last trial)."""
-        return self._program(params).model
+        """A Keras model of ``params``'s structure (tower 0 of a cached program)."""
+        return self._any_program(params).towers[0].model
 
     def snapshot(self, params: Mapping[str, Any]) -> list[np.ndarray]:
-        """Copies to the host the current weights of the program for ``params``'s structure."""
-        return _host_values(self._program(params).model.variables)
-
-    def capture(
-        self,
-        params: Mapping[str, Any],
-        history: list[dict[str, float]],
-        steps: int,
-        seconds: float,
-    ) -> TrialState:
-        """The running trial's state at the end of its latest epoch (see ``on_epoch``)."""
-        program = self._program(params)
-        return TrialState(
-            epoch=len(history),
-            history=list(history),
-            model=self.snapshot(params),
-            optimizer=_host_values(program.optimizer.variables),
-            steps=steps,
-            seconds=seconds,
-        )
+        """Host copies of :meth:`model`'s current weights."""
+        return _host_values(self.model(params).variables)
 
     def save_weights(self, params: Mapping[str, Any], weights: list[np.ndarray], path: str) -> None:
-        """Writes a :meth:`snapshot` as a Keras ``.weights.h5`` file (local or ``gs://``)."""
-        program = self._program(params)
-        for variable, value in zip(program.model.variables, weights, strict=True):
+        """Writes a weight list (as :meth:`tower_weights` gives) as a Keras ``.weights.h5``."""
+        model = self.model(params)
+        for variable, value in zip(model.variables, weights, strict=True):
             variable.assign(value)
-        save_model_weights(program.model, path)
+        save_model_weights(model, path)
 
     def evaluate_saved(
         self, params: Mapping[str, Any], path: str, data: EvalData
     ) -> dict[str, float]:
-        """Loads saved ``.weights.h5`` into the program for ``params`` and evaluates on ``data``."""
-        program = self._program(params)
-        load_model_weights(program.model, path)
+        """Loads saved ``.weights.h5`` into tower 0 of a program for ``params`` and evaluates."""
+        program = self._any_program(params)
+        load_model_weights(program.towers[0].model, path)
         return self.evaluate(program, data)
 
     # Programs.
 
-    def _program(self, params: Mapping[str, Any]) -> _Program:
-        key = self.space.structure_key(params)
+    def _any_program(self, params: Mapping[str, Any]) -> _Program:
+        """A cached program of ``params``'s structure, of any width (else a new one of 1)."""
+        structure = self.space.structure_key(params)
+        for (key, _width), program in reversed(self._programs.items()):
+            if key == structure:
+                return program
+        return self._program(params, 1)
+
+    def _program(self, params: Mapping[str, Any], width: int) -> _Program:
+        key = (self.space.structure_key(params), width)
         program = self._programs.get(key)
         if program is not None:
             self._programs.move_to_end(key)
             return program
         while len(self._programs) >= self.config.max_programs:
-            old_key, _ = self._programs.popitem(last=False)
+            (old_key, _width), _ = self._programs.popitem(last=False)
             log.info("program cache full: dropped the program for %s", dict(old_key))
-        program = self._build(key, params)
+        program = self._build(key[0], width, params)
         self._programs[key] = program
         return program
 
-    def _build(self, key: tuple[Any, ...], params: Mapping[str, Any]) -> _Program:
-        program = _Program(key)
+    def _build(self, key: tuple[Any, ...], width: int, params: Mapping[str, Any]) -> _Program:
+        program = _Program(key, width)
         runtime = set(self.space.runtime_names())
         with self.strategy.scope():
-            for name in sorted(runtime | {"learning_rate", "label_smoothing"}):
-                program.runtime_vars[name] = tf.Variable(
-                    0.0, trainable=False, dtype=tf.float32, name=f"hp_{name}"
+            for _ in range(width):
+                tower = _Tower()
+                for name in sorted(runtime | {"learning_rate", "label_smoothing"}):
+                    tower.runtime_vars[name] = tf.Variable(
+                        0.0, trainable=False, dtype=tf.float32, name=f"hp_{name}"
+                    )
+                values = dict(self.config.fixed)
+                for name, value in params.items():
+                    values[name] = (
+                        RuntimeValue(name, tower.runtime_vars[name]) if name in runtime else value
+                    )
+                tower.hp_values = values
+                tower.model = self._call_builder(values)
+                tower.optimizer = _make_optimizer(
+                    values.get("optimizer", self.config.optimizer), tower.runtime_vars
                 )
-            values = dict(self.config.fixed)
-            for name, value in params.items():
-                values[name] = (
-                    RuntimeValue(name, program.runtime_vars[name]) if name in runtime else value
-                )
-            program.hp_values = values
-            program.model = self._call_builder(values)
-            program.optimizer = _make_optimizer(
-                values.get("optimizer", self.config.optimizer), program.runtime_vars
-            )
-            program.optimizer.build(program.model.trainable_variables)
-        program.optimizer_snapshot = _host_values(program.optimizer.variables)
+                tower.optimizer.build(tower.model.trainable_variables)
+                program.towers.append(tower)
+        for tower in program.towers:
+            tower.optimizer_snapshot = _host_values(tower.optimizer.variables)
         program.train_fn, program.eval_fn = self._functions(program)
-        log.info("built the program for structure %s", dict(key) or "(runtime-only space)")
+        what = dict(key) or "(runtime-only space)"
+        log.info("built the program for structure %s%s", what, f", {width} towers" * (width > 1))
         return program
 
     def _call_builder(self, values: Mapping[str, Any]) -> Any:
@@ -373,37 +518,53 @@ class Trainer:
         return model
 
     def _functions(self, program: _Program) -> tuple[Any, Any]:
-        strategy, model, optimizer = self.strategy, program.model, program.optimizer
+        strategy, towers, width = self.strategy, program.towers, program.width
         replicas = strategy.num_replicas_in_sync
         global_batch = self.datasets.global_batch
-        probabilities = models.outputs_probabilities(model)
-        smoothing = program.runtime_vars["label_smoothing"]
+        probabilities = [models.outputs_probabilities(t.model) for t in towers]
+        smoothing = [t.runtime_vars["label_smoothing"] for t in towers]
+        variables = [t.model.trainable_variables for t in towers]
 
-        def per_example_loss(logits: tf.Tensor, labels: tf.Tensor, smooth: bool) -> tf.Tensor:
+        def per_example_loss(
+            k: int, logits: tf.Tensor, labels: tf.Tensor, smooth: bool
+        ) -> tf.Tensor:
             outputs = tf.cast(logits, tf.float32)
-            if probabilities:
+            if probabilities[k]:
                 log_probs = tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0))
             else:
                 log_probs = tf.nn.log_softmax(outputs)
             nll = -tf.gather(log_probs, labels, axis=1, batch_dims=1)
             if not smooth:
                 return nll
-            return (1.0 - smoothing) * nll - smoothing * tf.reduce_mean(log_probs, axis=-1)
+            return (1.0 - smoothing[k]) * nll - smoothing[k] * tf.reduce_mean(log_probs, axis=-1)
 
-        def loss_and_grads(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        def loss_and_grads(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
             with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                # Scaled by the global batch so that summing over replicas gives the mean.
-                loss = tf.reduce_sum(per_example_loss(logits, y, True)) / global_batch
-                if model.losses:
-                    loss += tf.add_n(model.losses) / replicas
-            return loss, tape.gradient(loss, model.trainable_variables)
+                losses = []
+                for k, tower in enumerate(towers):
+                    logits = tower.model(x, training=True)
+                    # Scaled by the global batch so that summing over replicas gives the mean.
+                    loss = tf.reduce_sum(per_example_loss(k, logits, y, True)) / global_batch
+                    if tower.model.losses:
+                        loss += tf.add_n(tower.model.losses) / replicas
+                    losses.append(loss)
+                # Each tower's variables appear only in its own loss, so the gradient of the
+                # sum with respect to them is exactly that tower's gradient.
+                total = tf.add_n(losses)
+            grads = tape.gradient(total, variables)
+            return tf.stack(losses), grads
 
-        def eval_step_body(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            logits = model(x, training=False)
-            loss = per_example_loss(logits, y, False)
-            hit = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y), tf.float32)
-            return tf.reduce_sum(loss * w), tf.reduce_sum(hit * w), tf.reduce_sum(w)
+        def eval_step_body(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+            rows = []
+            for k, tower in enumerate(towers):
+                logits = tower.model(x, training=False)
+                loss = per_example_loss(k, logits, y, False)
+                predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+                hit = tf.cast(tf.equal(predicted, y), tf.float32)
+                rows.append(
+                    tf.stack([tf.reduce_sum(loss * w), tf.reduce_sum(hit * w), tf.reduce_sum(w)])
+                )
+            return tf.stack(rows)
 
         if self.config.jit_compile:
             # XLA on the computation; the optimizer update (an all-reduce under Mirrored)
@@ -414,21 +575,22 @@ class Trainer:
         # Sums live in per-replica, sum-on-read variables (as Keras metrics do), so a loop of
         # steps never sends a per-step value back to the host.
         with strategy.scope():
-            train_sum = _sum_variable([], "train_loss_sum")
-            eval_sums = _sum_variable([3], "eval_sums")
+            train_sum = _sum_variable([width], "train_loss_sum")
+            eval_sums = _sum_variable([width, 3], "eval_sums")
 
         def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> None:
-            loss, grads = loss_and_grads(*batch)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            train_sum.assign_add(loss)
+            losses, grads = loss_and_grads(*batch)
+            for tower, tower_grads, tower_vars in zip(towers, grads, variables, strict=True):
+                tower.optimizer.apply_gradients(zip(tower_grads, tower_vars, strict=True))
+            train_sum.assign_add(losses)
 
         def eval_step(batch: tuple[tf.Tensor, ...]) -> None:
-            eval_sums.assign_add(tf.stack(eval_step_body(*batch)))
+            eval_sums.assign_add(eval_step_body(*batch))
 
         @tf.function
         def train_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
             self.traces += 1  # runs only while tracing
-            train_sum.assign(tf.zeros([]))
+            train_sum.assign(tf.zeros([width]))
             for _ in tf.range(steps):
                 strategy.run(train_step, (next(iterator),))
             return train_sum.read_value()
@@ -436,7 +598,7 @@ class Trainer:
         @tf.function
         def eval_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
             self.traces += 1  # runs only while tracing
-            eval_sums.assign(tf.zeros([3]))
+            eval_sums.assign(tf.zeros([width, 3]))
             for _ in tf.range(steps):
                 strategy.run(eval_step, (next(iterator),))
             return eval_sums.read_value()
@@ -445,18 +607,18 @@ class Trainer:
 
     # Per-trial state.
 
-    def _reset(self, program: _Program, params: Mapping[str, Any], seed: int) -> None:
+    def _reset(self, tower: _Tower, params: Mapping[str, Any], seed: int) -> None:
         # A fresh, seeded draw of every initial weight (and dropout RNG state), made by
         # building the same structure again on the host and copying its values in place.
         keras.utils.set_random_seed(seed)
         fresh = self.builder(
-            models.HParams(program.hp_values),
+            models.HParams(tower.hp_values),
             tuple(self.datasets.input_shape),
             self.datasets.num_classes,
         )
         if not fresh.built:
             fresh.build((None, *self.datasets.input_shape))
-        targets, sources = program.model.variables, fresh.variables
+        targets, sources = tower.model.variables, fresh.variables
         if [tuple(v.shape) for v in targets] != [tuple(v.shape) for v in sources]:
             raise ConfigError(
                 "model",
@@ -467,13 +629,13 @@ class Trainer:
             target.assign(source.value)
         del fresh
         for variable, value in zip(
-            program.optimizer.variables, program.optimizer_snapshot, strict=True
+            tower.optimizer.variables, tower.optimizer_snapshot, strict=True
         ):
             variable.assign(value)
-        self._assign_runtime(program, params)
+        self._assign_runtime(tower, params)
 
-    def _restore(self, program: _Program, params: Mapping[str, Any], state: TrialState) -> None:
-        model_vars, opt_vars = program.model.variables, program.optimizer.variables
+    def _restore(self, tower: _Tower, params: Mapping[str, Any], state: TrialState) -> None:
+        model_vars, opt_vars = tower.model.variables, tower.optimizer.variables
         if [tuple(v.shape) for v in model_vars] != [np.shape(a) for a in state.model] or len(
             opt_vars
         ) != len(state.optimizer):
@@ -482,11 +644,22 @@ class Trainer:
             variable.assign(value)
         for variable, value in zip(opt_vars, state.optimizer, strict=True):
             variable.assign(value)
-        self._assign_runtime(program, params)
+        self._assign_runtime(tower, params)
 
-    def _assign_runtime(self, program: _Program, params: Mapping[str, Any]) -> None:
+    def _capture(self, program: _Program, slot: _Slot) -> TrialState:
+        tower = program.towers[slot.k]
+        return TrialState(
+            epoch=len(slot.history),
+            history=list(slot.history),
+            model=_host_values(tower.model.variables),
+            optimizer=_host_values(tower.optimizer.variables),
+            steps=slot.steps,
+            seconds=time.perf_counter() - slot.start,
+        )
+
+    def _assign_runtime(self, tower: _Tower, params: Mapping[str, Any]) -> None:
         values = {**self.config.fixed, **params}
-        for name, variable in program.runtime_vars.items():
+        for name, variable in tower.runtime_vars.items():
             if name in values:
                 variable.assign(float(values[name]))
             elif name == "learning_rate":
