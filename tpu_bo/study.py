@@ -316,7 +316,7 @@ class _Study:
 
         def on_finish(k: int, result: TrialResult) -> None:
             self.tensorboard.close(pack[k].trial)
-            self._journal_trial(pack[k], result, candidates.pop(k, None), len(pack))
+            self._journal_trial(pack[k], result, candidates.pop(k, None), pack)
 
         trainer.run_pack(
             [m.params for m in pack],
@@ -335,7 +335,7 @@ class _Study:
         member: _Member,
         result: TrialResult,
         candidate: tuple[float, list[np.ndarray]] | None,
-        pack_size: int,
+        pack: list[_Member],
     ) -> None:
         config = self.config
         best = best_epoch(result.history, config.objective, maximize=config.maximize)
@@ -352,7 +352,8 @@ class _Study:
             "steps": result.steps,
             "best_epoch": best.get("best_epoch"),
             "resumed_from_epoch": result.resumed_from_epoch,
-            "pack_size": pack_size,
+            "pack": min(m.trial for m in pack),
+            "pack_size": len(pack),
             "train_seconds": round(result.train_seconds, 3),
             "eval_seconds": round(result.eval_seconds, 3),
             "metrics": {k: v for k, v in best.items() if k not in ("epoch", "best_epoch")},
@@ -548,7 +549,7 @@ class _Study:
                     "training_steps": sum(r["steps"] for r in records),
                     "best_at_edge": edges,
                     "seconds_this_session": round(seconds, 3),
-                    "seconds_all_trials": round(sum(r["seconds"] for r in records), 3),
+                    "seconds_all_trials": round(_trial_seconds(records), 3),
                 }
             ),
         )
@@ -593,6 +594,15 @@ class _Study:
             seconds=seconds,
             output_dir=journal.output_dir,
         )
+
+
+def _trial_seconds(records: list[dict[str, Any]]) -> float:
+    """Wall time spent in trials; the trials of a pack share theirs, so it counts once."""
+    packs: dict[Any, float] = {}
+    for r in records:
+        key = r.get("pack", ("trial", r["trial"]))
+        packs[key] = max(packs.get(key, 0.0), r["seconds"])
+    return sum(packs.values())
 
 
 def _json(obj: Any) -> str:

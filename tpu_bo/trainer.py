@@ -13,9 +13,16 @@ Contract (DESIGN.md 1-3):
   distributed iterator. The same code runs under TPUStrategy, MirroredStrategy and the
   default strategy.
 * ``Trainer.traces`` counts every trace of a train or eval program; a study records it.
+* A program may hold K *towers* (DESIGN.md contract 4, ``parallel_trials``): K copies of the
+  model of one structure, each with its own weights, optimizer and runtime variables, fed the
+  same batch. The towers' losses are summed, so each receives exactly its own gradients;
+  :meth:`Trainer.run_pack` trains up to K trials at once and ``run_trial`` is a pack of one.
+  Towers are separate Keras models, the form measured fastest on CPU (DESIGN.md); they are
+  built in ``_build`` and run in ``_functions``, the two places a fused form would change.
 
 A trial whose loss becomes NaN/Inf, or that runs out of memory, ends as ``failed`` with the
-reason; other errors are bugs or configuration mistakes and propagate.
+reason (in a pack, a NaN tower is frozen alone; out of memory fails the pack); other errors are
+bugs or configuration mistakes and propagate.
 """
 
 from __future__ import annotations
