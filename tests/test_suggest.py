@@ -92,3 +92,25 @@ def test_a_failed_region_is_predicted_worse_than_every_success():
         x = s.suggest()["x"]
         s.observe({"x": x}, 0.6 - 0.01 * abs(x - 2))
         assert x < 8.0
+
+
+def test_batches_spread_out_share_one_structure_and_work_with_choices():
+    """bayes_opt 3.4's own ConstantLiar fails on a choice parameter; ours must not."""
+
+    def score(v):
+        return -((math.log10(v["lr"]) + 3) ** 2) - (v["units"] != 32) - (v["p"] - 0.3) ** 2
+
+    s = Suggester(SPACE, seed=0, batch=4)
+    first = s.suggest_batch([True] * 4)
+    for v in first:
+        s.observe(v, score(v))
+    for _ in range(3):
+        batch = s.suggest_batch([False] * 4)
+        assert len({v["units"] for v in batch}) == 1
+        assert len({(round(math.log10(v["lr"]), 3), round(v["p"], 3)) for v in batch}) == 4
+        assert all(SPACE[n].contains(x) for v in batch for n, x in v.items())
+        for v in batch:
+            s.observe(v, score(v))
+    assert s.observed == 16 and max(registered(s)) > -0.3
+    with pytest.raises(ValueError, match="batch > 1"):
+        Suggester(SPACE).suggest_batch([False, False])

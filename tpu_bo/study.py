@@ -256,10 +256,7 @@ class _Study:
                 numbers.append(candidate)
             candidate += 1
         random = [len(self.records) + i < config.init_points for i in range(size)]
-        if size == 1:
-            points = [self.suggester.suggest(random=random[0])]
-        else:
-            points = self.suggester.suggest_batch(random)
+        points = self.suggester.suggest_batch(random)
         return [
             _Member(
                 trial=n,
