@@ -234,3 +234,11 @@ def test_every_flag_in_helpfull_is_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     missing = [n for n in names if f"`--{n}`" not in readme and f"`--[no]{n}`" not in readme]
     assert not missing, f"flags missing from README.md: {missing}"
+
+
+def test_an_output_dir_without_write_permission_is_one_sentence():
+    run = run_cli("--epochs=1", "--init_points=1", "--n_iter=1", "--output_dir=/sys/tpu_bo_study")
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith("error: --output_dir: permission denied")

@@ -265,6 +265,20 @@ def main(argv: list[str]) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        # Storage that refuses us (a gs:// bucket without rights, a read-only path) is a setup
+        # problem with one fix, not a bug: say which flag's path it is and what to check.
+        if type(e).__name__ not in ("PermissionDeniedError", "UnauthenticatedError"):
+            raise
+        text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        flag = "data_dir" if config.data_dir and config.data_dir in text else "output_dir"
+        print(
+            f"error: --{flag}: permission denied ({text}); check that this machine's account "
+            "may read and write there (for gs://, e.g. roles/storage.objectAdmin on the bucket "
+            "for the VM's service account, or `gcloud auth application-default login`).",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
