@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import nbformat
 import pytest
@@ -74,6 +75,9 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
     assert "tpu_bo is already installed" in text
     assert "DefaultStrategy with 1 replica(s)" in text or "replica(s)" in text
     assert "best trial:" in text and "best model on 10000 test images" in text
+    reloaded = re.search(r"best model on 10000 test images: accuracy ([0-9.]+)", text)
+    measured = re.search(r"the study's own test score: ([0-9.]+)", text)
+    assert reloaded and measured and reloaded.group(1) == measured.group(1)
     images = [
         out
         for cell in nb.cells
