@@ -13,20 +13,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tpu_bo.accelerator import get_strategy
-from tpu_bo.config import Config
-from tpu_bo.input_pipeline import load_datasets
-from tpu_bo.trainer import Trainer
+from tests.test_trainer import make_trainer
 
-BASE = {
-    "dataset": "digits",
-    "train_split": "train[:1280]",
-    "eval_split": "train[1280:]",
-    "batch_size": 128,
-    "shuffle_buffer": 1,
-    "epochs": 1,
-    "steps_per_execution": 4,
-}
 POINTS = [
     {"dropout_2": 0.1, "learning_rate": 1e-3},
     {"dropout_2": 0.5, "learning_rate": 3e-3},
@@ -34,12 +22,7 @@ POINTS = [
     {"dropout_2": 0.2, "learning_rate": 1e-2},
 ]
 SEEDS = [11, 12, 13, 14]
-
-
-def make_trainer(replicas: int = 1, **fields) -> Trainer:
-    config = Config(**{**BASE, **fields}).validate()
-    strategy = get_strategy("cpu", cpu_replicas=replicas)
-    return Trainer(config, strategy, load_datasets(config, strategy))
+ONE_EPOCH = {"epochs": 1, "steps_per_execution": 4}
 
 
 def run_pack_keeping_weights(trainer, points, seeds, **kwargs):
@@ -55,6 +38,7 @@ def run_pack_keeping_weights(trainer, points, seeds, **kwargs):
 
 def check_pack_matches_alone(replicas: int = 1, **fields) -> None:
     """Each tower of a pack of 4 ends where the same trial trained alone ends."""
+    fields = {**ONE_EPOCH, **fields}
     trainer = make_trainer(replicas, parallel_trials=4, **fields)
     packed, packed_weights = run_pack_keeping_weights(trainer, POINTS, SEEDS)
     assert trainer.traces == 2
@@ -149,7 +133,7 @@ def test_a_pruned_tower_stops_and_is_reported_at_once_while_the_others_go_on():
 
 
 def test_a_short_pack_reuses_the_program_with_idle_towers():
-    trainer = make_trainer(parallel_trials=4)
+    trainer = make_trainer(parallel_trials=4, **ONE_EPOCH)
     trainer.run_pack(POINTS, seeds=SEEDS)
     short = trainer.run_pack(POINTS[:2], seeds=SEEDS[:2])
     assert [r.status for r in short] == ["ok", "ok"]
