@@ -42,11 +42,8 @@ Reported: the median over seeds of the simple regret (best found minus the minim
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
-import pathlib
-import platform
 import statistics
 import time
 import warnings
@@ -55,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import default_out, write_results
 from tpu_bo.space import SearchSpace
 from tpu_bo.suggest import Suggester
 
@@ -247,7 +245,9 @@ def main() -> None:
         action="store_true",
         help="also run the tpu_bo variants the defaults were chosen against",
     )
-    parser.add_argument("--out", default="bench/results/optimizer_quality.json")
+    parser.add_argument(
+        "--out", default="", help="default bench/results/optimizer_quality[_quick].json"
+    )
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.budget = 2, 12
@@ -289,29 +289,21 @@ def main() -> None:
             print(row)
     total = time.perf_counter() - started
     print(f"\n{len(jobs)} runs in {total:.0f} s on {args.processes} processes")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "optimizer_quality",
-                "seeds": args.seeds,
-                "budget": args.budget,
-                "init_points": INIT_POINTS,
-                "median_regret": {
-                    p: {m: {str(c): v for c, v in r.items()} for m, r in d.items()}
-                    for p, d in regrets.items()
-                },
-                "cpu_seconds_by_method": seconds,
-                "wall_seconds": total,
-                "machine": {
-                    "python": platform.python_version(),
-                    "cpus": multiprocessing.cpu_count(),
-                },
+    out = write_results(
+        args.out or default_out("optimizer_quality", quick=args.quick),
+        {
+            "benchmark": "optimizer_quality",
+            "seeds": args.seeds,
+            "budget": args.budget,
+            "init_points": INIT_POINTS,
+            "median_regret": {
+                p: {m: {str(c): v for c, v in r.items()} for m, r in d.items()}
+                for p, d in regrets.items()
             },
-            indent=2,
-        )
-        + "\n"
+            "cpu_seconds_by_method": seconds,
+            "wall_seconds": total,
+        },
+        tensorflow=False,
     )
     print(f"wrote {out}")
 

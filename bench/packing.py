@@ -23,15 +23,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
-import pathlib
-import platform
 import resource
 import statistics
 import tempfile
 import time
 from typing import Any
+
+from bench.common import default_out, write_results
 
 
 def run_one(k: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -90,7 +89,7 @@ def main() -> None:
     parser.add_argument("--model", default="mnist_cnn", choices=["mnist_cnn", "mlp"])
     parser.add_argument("--jit_compile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="digits, 4 trials, K = 1, 2")
-    parser.add_argument("--out", default="bench/results/packing.json")
+    parser.add_argument("--out", default="", help="default bench/results/packing[_quick].json")
     args = parser.parse_args()
     if args.quick:
         args.ks, args.trials, args.init_points = "1,2", 4, 2
@@ -113,29 +112,17 @@ def main() -> None:
             f"{r['ratio_vs_k1']:>6.2f} {r['first_pack_seconds']:>11.1f} {r['traces']:>7} "
             f"{r['best_val_accuracy']:>9.4f} {r['median_val_accuracy']:>11.4f} {r['failed']:>7}"
         )
-    import tensorflow as tf
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "packing",
-                "workload": "digits (quick)" if args.quick else f"mnist {args.train_split}",
-                "model": args.model,
-                "jit_compile": args.jit_compile,
-                "rows": rows,
-                "peak_rss_mib": peak,
-                "machine": {
-                    "python": platform.python_version(),
-                    "tensorflow": tf.__version__,
-                    "cpus": os.cpu_count(),
-                },
-            },
-            indent=2,
-        )
-        + "\n"
+    out = write_results(
+        args.out or default_out("packing", quick=args.quick),
+        {
+            "benchmark": "packing",
+            "workload": "digits (quick)" if args.quick else f"mnist {args.train_split}",
+            "model": args.model,
+            "jit_compile": args.jit_compile,
+            "rows": rows,
+            "peak_rss_mib": peak,
+        },
     )
     print(f"peak RSS {peak:.0f} MiB; wrote {out}")
 
