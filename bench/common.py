@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -33,3 +34,27 @@ def write_results(out: str, payload: dict[str, Any], *, tensorflow: bool = True)
     payload = {**payload, "machine": machine(tensorflow=tensorflow)}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+class TableOnly(io.TextIOBase):
+    """A stdout for ``contextlib.redirect_stdout`` around ``run_study``: passes tpu_bo's trial
+    table and summary lines through as they come (progress on a long benchmark), drops the
+    rest (headers, live progress lines)."""
+
+    KEEP = ("data:", "|", "trials:", "best:", "test")
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._line = ""
+
+    def write(self, text: str) -> int:
+        self._line += text
+        *lines, self._line = self._line.split("\n")
+        for line in lines:
+            if line.startswith(self.KEEP):
+                self.stream.write(line + "\n")
+                self.stream.flush()
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 
-from bench.common import write_results
+from bench.common import TableOnly, write_results
 
 TRAIN_IMAGES = 54_000  # train[:90%]
 THRESHOLD = 0.989
@@ -94,7 +94,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()) as log:
+        with contextlib.redirect_stdout(TableOnly(sys.stdout)):
             result = run_study(
                 dataset="mnist",
                 data_dir=args.data_dir,
@@ -113,9 +113,6 @@ def main() -> None:
                 output_dir=tmp,
             )
         wall = time.perf_counter() - started
-    for line in log.getvalue().splitlines():
-        if line.startswith(("data:", "|", "trials:", "best:", "test")):
-            print(line)  # tpu_bo's own trial table
     records = sorted(result.trials, key=lambda r: r["trial"])
     ok = [r for r in records if r["status"] == "ok"]
     reached = next((r["trial"] for r in ok if r["target"] >= THRESHOLD), None)
