@@ -432,8 +432,18 @@ class Trainer:
         return _host_values(self.model(params).variables)
 
     def save_weights(self, params: Mapping[str, Any], weights: list[np.ndarray], path: str) -> None:
-        """Writes a weight list (as :meth:`tower_weights` gives) as a Keras ``.weights.h5``."""
-        model = self.model(params)
+        """Writes a weight list (as :meth:`tower_weights` gives) as a Keras ``.weights.h5``.
+
+        Through a fresh host model of ``params``'s structure, so no tower of a running pack is
+        touched.
+        """
+        model = self.builder(
+            models.HParams({**self.config.fixed, **params}),
+            tuple(self.datasets.input_shape),
+            self.datasets.num_classes,
+        )
+        if not model.built:
+            model.build((None, *self.datasets.input_shape))
         for variable, value in zip(model.variables, weights, strict=True):
             variable.assign(value)
         save_model_weights(model, path)
