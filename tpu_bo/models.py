@@ -136,6 +136,16 @@ def get_builder(model: str | Builder) -> Builder:
     return builder
 
 
+def build_model(
+    builder: Builder, values: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> Any:
+    """Calls ``builder`` with ``values`` as :class:`HParams` and builds the model's weights."""
+    model = builder(HParams(values), tuple(input_shape), num_classes)
+    if not model.built:
+        model.build((None, *input_shape))
+    return model
+
+
 def outputs_probabilities(model: Any) -> bool:
     """Whether the model ends in a softmax (so its outputs are probabilities, not logits)."""
     import keras

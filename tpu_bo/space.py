@@ -224,6 +224,10 @@ class SearchSpace:
         """Maps trial values back to the optimizer's space."""
         return {p.name: p.to_optimizer(values[p.name]) for p in self.params}
 
+    def contains(self, values: Mapping[str, Any]) -> bool:
+        """Whether ``values`` gives every parameter a value inside its domain."""
+        return all(p.name in values and p.contains(values[p.name]) for p in self.params)
+
     def structure_key(self, values: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         """The values that select a compiled program: the structural parameters'."""
         return tuple(

@@ -147,11 +147,12 @@ def load_best_model(output_dir: str, *, builder: models.Builder | None = None) -
     info = journal.read_file(os.path.join(BEST_DIR, BEST_TRIAL))
     if info is None:
         raise ConfigError("output_dir", f"{output_dir} holds no best trial (no {BEST_DIR}/).")
-    build = builder or models.get_builder(info["model"])
-    values = {**info["fixed"], **info["params"]}
-    model = build(models.HParams(values), tuple(info["input_shape"]), info["num_classes"])
-    if not model.built:
-        model.build((None, *info["input_shape"]))
+    model = models.build_model(
+        builder or models.get_builder(info["model"]),
+        {**info["fixed"], **info["params"]},
+        tuple(info["input_shape"]),
+        info["num_classes"],
+    )
     load_model_weights(model, os.path.join(output_dir, BEST_DIR, BEST_WEIGHTS))
     return model
 
@@ -453,7 +454,7 @@ class _Study:
             if m["trial"] in journaled:
                 continue  # it finished (failed or pruned) after the state was saved
             params = m["params"]
-            if not all(p.name in params and p.contains(params[p.name]) for p in self.space.params):
+            if not self.space.contains(params):
                 self.journal.clear_inflight()
                 return []
             state = TrialState(

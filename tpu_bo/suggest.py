@@ -87,7 +87,7 @@ class Suggester:
             function = acq.ExpectedImprovement(xi=xi)
         self._base = function
         if batch > 1:
-            function = _ConstantLiar(function, strategy="max")
+            function = _constant_liar(function)
         self._liar = function if batch > 1 else None
         with warnings.catch_warnings():
             # bayes_opt flags int/choice parameters as experimental; tests cover our use of them.
@@ -169,7 +169,7 @@ class Suggester:
         Returns:
           False when ``params`` lie outside the space (nothing was registered).
         """
-        if not all(p.name in params and p.contains(params[p.name]) for p in self.space.params):
+        if not self.space.contains(params):
             return False
         if status == "failed" or score is None or not math.isfinite(score):
             self._pending_failed.append(params)
@@ -191,21 +191,14 @@ class Suggester:
             self.optimizer.set_bounds(transformer.transform(self.optimizer.space))
 
 
-def _liar_class() -> type:
+def _constant_liar(base: Any) -> Any:
+    """bayes_opt's ``ConstantLiar`` ("max" lie) around ``base``, with a target-space copy that
+    keeps choices: bayes_opt 3.4 rebuilds the copy from ``keys`` and ``bounds``, which breaks
+    for a categorical parameter (one key, several one-hot columns); a deep copy does not."""
     from bayes_opt.acquisition import ConstantLiar
 
     class Liar(ConstantLiar):
-        """bayes_opt's ``ConstantLiar`` with a copy of the target space that keeps choices.
-
-        bayes_opt 3.4 rebuilds the copy from ``keys`` and ``bounds``, which breaks for a
-        categorical parameter (one key, several one-hot columns); a deep copy does not.
-        """
-
         def _copy_target_space(self, target_space: Any) -> Any:
             return copy.deepcopy(target_space)
 
-    return Liar
-
-
-def _ConstantLiar(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - reads like the class
-    return _liar_class()(*args, **kwargs)
+    return Liar(base, strategy="max")

@@ -303,8 +303,11 @@ class Trainer:
         spe = self.datasets.steps_per_epoch
         per_call = self.config.steps_per_execution
 
+        program: _Program | None = None
+
         def finish(slot: _Slot, status: str, error: str | None = None) -> None:
-            program.towers[slot.k].runtime_vars["learning_rate"].assign(0.0)  # freeze
+            if program is not None:  # freeze the tower: the others train on
+                program.towers[slot.k].runtime_vars["learning_rate"].assign(0.0)
             running.pop(slot.k)
             results[slot.k] = slot.result(status, error, times["train"], times["eval"])
             if on_finish is not None:
@@ -378,14 +381,12 @@ class Trainer:
         except tf.errors.ResourceExhaustedError as e:
             # The program may hold fragmented memory; a later pack of this structure rebuilds.
             self._programs.pop((self.space.structure_key(params[0]), width), None)
+            program = None  # dropped: nothing to freeze
             reason = f"out of memory: {str(e).strip().splitlines()[0][:200]}"
             if width > 1:
                 reason += f" (a pack of {width}; a smaller --parallel_trials may fit)"
             for slot in list(running.values()):
-                results[slot.k] = slot.result("failed", reason, times["train"], times["eval"])
-                running.pop(slot.k)
-                if on_finish is not None:
-                    on_finish(slot.k, results[slot.k])
+                finish(slot, "failed", reason)
         finally:
             self._running = None
         return [results[k] for k in range(len(params))]
@@ -395,10 +396,6 @@ class Trainer:
         if self._running is None:
             raise RuntimeError("tower_weights is only available while a pack runs")
         return _host_values(self._running.towers[k].model.variables)
-
-    def evaluate(self, program: _Program, data: EvalData) -> dict[str, float]:
-        """Scores tower 0's current weights on every example of ``data`` exactly once."""
-        return self._evaluate_all(program, data)[0]
 
     def _evaluate_all(self, program: _Program, data: EvalData) -> list[dict[str, float]]:
         """Scores every tower on every example of ``data`` exactly once.
@@ -427,23 +424,13 @@ class Trainer:
         """A Keras model of ``params``'s structure (tower 0 of a cached program)."""
         return self._any_program(params).towers[0].model
 
-    def snapshot(self, params: Mapping[str, Any]) -> list[np.ndarray]:
-        """Host copies of :meth:`model`'s current weights."""
-        return _host_values(self.model(params).variables)
-
     def save_weights(self, params: Mapping[str, Any], weights: list[np.ndarray], path: str) -> None:
         """Writes a weight list (as :meth:`tower_weights` gives) as a Keras ``.weights.h5``.
 
         Through a fresh host model of ``params``'s structure, so no tower of a running pack is
         touched.
         """
-        model = self.builder(
-            models.HParams({**self.config.fixed, **params}),
-            tuple(self.datasets.input_shape),
-            self.datasets.num_classes,
-        )
-        if not model.built:
-            model.build((None, *self.datasets.input_shape))
+        model = self._host_model({**self.config.fixed, **params})
         for variable, value in zip(model.variables, weights, strict=True):
             variable.assign(value)
         save_model_weights(model, path)
@@ -454,7 +441,7 @@ class Trainer:
         """Loads saved ``.weights.h5`` into tower 0 of a program for ``params`` and evaluates."""
         program = self._any_program(params)
         load_model_weights(program.towers[0].model, path)
-        return self.evaluate(program, data)
+        return self._evaluate_all(program, data)[0]
 
     # Programs.
 
@@ -624,17 +611,17 @@ class Trainer:
 
     # Per-trial state.
 
+    def _host_model(self, values: Mapping[str, Any]) -> Any:
+        """A fresh model of ``values``' structure, outside every program and strategy."""
+        return models.build_model(
+            self.builder, values, tuple(self.datasets.input_shape), self.datasets.num_classes
+        )
+
     def _reset(self, tower: _Tower, params: Mapping[str, Any], seed: int) -> None:
         # A fresh, seeded draw of every initial weight (and dropout RNG state), made by
         # building the same structure again on the host and copying its values in place.
         keras.utils.set_random_seed(seed)
-        fresh = self.builder(
-            models.HParams(tower.hp_values),
-            tuple(self.datasets.input_shape),
-            self.datasets.num_classes,
-        )
-        if not fresh.built:
-            fresh.build((None, *self.datasets.input_shape))
+        fresh = self._host_model(tower.hp_values)
         targets, sources = tower.model.variables, fresh.variables
         if [tuple(v.shape) for v in targets] != [tuple(v.shape) for v in sources]:
             raise ConfigError(
