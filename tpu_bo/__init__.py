@@ -1,6 +1,8 @@
 """tpu_bo: Bayesian-optimization hyperparameter search that compiles once per structure.
 
-Importing this package does not import TensorFlow; the names below load on first use.
+Importing this package does not import TensorFlow; the names below load on first use. On a
+TPU machine it sets the TPU plugin's environment variables, which TensorFlow reads when it is
+imported, so import tpu_bo before TensorFlow (see :mod:`tpu_bo.tpu_env`).
 
   import tpu_bo
   result = tpu_bo.run_study(dataset="mnist", data_dir="...", epochs=1,
@@ -12,6 +14,11 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from tpu_bo import tpu_env
+
+# Before anything imports TensorFlow: v5e and newer TPUs need the PJRT plugin variables.
+tpu_env.ensure_configured()
 
 __version__ = "0.1.0"
 
