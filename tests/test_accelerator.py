@@ -79,3 +79,82 @@ def test_only_the_chief_writes(monkeypatch, tf_config, chief):
     else:
         monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
     assert accelerator.is_chief() is chief
+
+
+def test_auto_probes_the_tpu_once_per_process(monkeypatch, capsys):
+    calls = []
+    real = tf.distribute.cluster_resolver.TPUClusterResolver
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("tpu"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", counting)
+    monkeypatch.setattr(accelerator, "_NO_TPU", {})
+    for _ in range(3):
+        accelerator.get_strategy("auto")
+    assert calls == ["local"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "accelerator=auto" in line]
+    assert len(lines) == 3 and len(set(lines)) == 1  # the same reason, each time
+
+
+def test_an_explicit_tpu_request_still_probes(monkeypatch):
+    monkeypatch.setattr(accelerator, "_NO_TPU", {"local": "TPUs not found in the cluster"})
+    with pytest.raises(accelerator.NoAcceleratorError):
+        accelerator.get_strategy("tpu")
+
+
+def test_a_tpu_machine_that_tensorflow_cannot_reach_names_the_plugin(monkeypatch):
+    from tpu_bo import tpu_env
+
+    setup = tpu_env.Setup(
+        evidence="/dev/vfio/0",
+        values={tpu_env.LIBRARY_VAR: None, tpu_env.C_API_VAR: None},
+        set_here=(),
+        problem=None,
+    )
+    monkeypatch.setattr(tpu_env, "SETUP", setup)
+    with pytest.raises(accelerator.NoAcceleratorError) as info:
+        accelerator.get_strategy("tpu")
+    message = info.value.for_cli()
+    assert "this machine has a TPU (/dev/vfio/0)" in message
+    assert "TF_PLUGGABLE_DEVICE_LIBRARY_PATH is not set" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("details", "warned"),
+    [
+        ([{"device_name": "Tesla T4", "compute_capability": (7, 5)}], True),
+        ([{"device_name": "NVIDIA A100-SXM4-40GB", "compute_capability": (8, 0)}], False),
+        ([{"device_name": "NVIDIA L4", "compute_capability": (8, 9)}], False),
+        ([], False),
+    ],
+)
+def test_bfloat16_on_a_gpu_without_it_warns(details, warned):
+    warning = accelerator.slow_bfloat16_gpus(details)
+    assert (warning is not None) is warned
+    if warned:
+        assert warning.startswith("--mixed_precision: Tesla T4 (compute capability 7.5)")
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "workers", "index"),
+    [
+        (None, 0, 0),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, 2, 1),
+        ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief"}}, 2, 0),
+        (
+            {"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker"}},
+            2,
+            1,
+        ),
+    ],
+)
+def test_worker_places(monkeypatch, tf_config, workers, index):
+    import json
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert accelerator.num_workers() == workers and accelerator.worker_index() == index

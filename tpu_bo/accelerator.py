@@ -4,15 +4,21 @@
 
 * ``tpu``: ``TPUClusterResolver(tpu=...)`` -> connect -> initialise (once per process and TPU
   name) -> ``TPUStrategy``. ``--tpu=local`` is a TPU VM or Colab; a name (with zone and
-  project taken from the environment) is a remote TPU or a pod slice.
+  project taken from the environment) is a remote TPU or a pod slice. On a pod slice the
+  study runs in *one* process, on worker 0: TensorFlow's single-client TPU runtime drives the
+  chips of every host through the TPU gRPC worker running on each of them (see the README's
+  pod-slice recipe); the other hosts run no tpu_bo process.
 * ``gpu``: ``MirroredStrategy`` over every visible GPU.
 * ``cpu``: the default strategy, or with ``cpu_replicas=N > 1`` a ``MirroredStrategy`` over N
   logical CPU devices; tests use this to run the multi-replica code path without GPUs.
-* ``auto``: TPU, else GPU, else CPU; the choice is logged in one line.
+* ``auto``: TPU, else GPU, else CPU; the choice is logged in one line. The TPU is probed once
+  per process; later calls reuse the answer.
 
 When ``TF_CONFIG`` names more than one worker, GPU and CPU runs use
-``MultiWorkerMirroredStrategy`` (TensorFlow's own multi-host engine). A TPU pod slice runs the
-same program on every host through ``TPUStrategy``.
+``MultiWorkerMirroredStrategy`` (TensorFlow's own multi-host engine), every worker running the
+same study in lockstep. ``auto`` then skips the TPU probe: the probe starts TensorFlow's eager
+context, after which ``MultiWorkerMirroredStrategy`` raises "Collective ops must be configured
+at program startup" (tensorflow/python/eager/context.py, ``configure_collective_ops``).
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from typing import Any
 
 import tensorflow as tf
 
+from tpu_bo import tpu_env
 from tpu_bo.errors import ConfigError
 
 log = logging.getLogger("tpu_bo")
 
 # initialize_tpu_system may run only once per process and TPU; later studies reuse it.
 _TPU_SYSTEMS: dict[str, Any] = {}
+# Why ``auto`` found no TPU, per --tpu: probing again would only repeat TensorFlow's log lines.
+_NO_TPU: dict[str, str] = {}
 
 
 class NoAcceleratorError(ConfigError):
@@ -76,12 +85,17 @@ def get_strategy(
         log.info("accelerator=gpu: %s", describe(strategy))
         return strategy
     if accelerator == "auto":
-        try:
-            strategy = _tpu_strategy(tpu)
-            print(f"accelerator=auto: found a TPU; using {describe(strategy)}", flush=True)
-            return strategy
-        except NoAcceleratorError as tpu_error:
-            tpu_reason = tpu_error.reason
+        if num_workers() > 1:
+            tpu_reason = "not probed: TF_CONFIG names several workers"
+        elif tpu in _NO_TPU:
+            tpu_reason = _NO_TPU[tpu]
+        else:
+            try:
+                strategy = _tpu_strategy(tpu)
+                print(f"accelerator=auto: found a TPU; using {describe(strategy)}", flush=True)
+                return strategy
+            except NoAcceleratorError as tpu_error:
+                tpu_reason = _NO_TPU[tpu] = tpu_error.reason
         if tf.config.list_physical_devices("GPU"):
             strategy = _gpu_strategy()
             print(f"accelerator=auto: no TPU; using {describe(strategy)}", flush=True)
@@ -117,6 +131,37 @@ def accelerator_kind(strategy: tf.distribute.Strategy) -> str:
     return "gpu" if any("GPU" in d.upper() for d in devices) else "cpu"
 
 
+def bfloat16_warning(strategy: tf.distribute.Strategy) -> str | None:
+    """A warning when bfloat16 would run emulated (and slowly) on the strategy's GPUs.
+
+    GPUs before compute capability 8.0 (Ampere), such as Colab's T4 (7.5), have no native
+    bfloat16 arithmetic; float16 with loss scaling is what they accelerate.
+    """
+    if accelerator_kind(strategy) != "gpu":
+        return None
+    details = [
+        tf.config.experimental.get_device_details(g) for g in tf.config.list_physical_devices("GPU")
+    ]
+    return slow_bfloat16_gpus(details)
+
+
+def slow_bfloat16_gpus(details: list[dict[str, Any]]) -> str | None:
+    """The warning of :func:`bfloat16_warning`, from ``get_device_details`` of each GPU."""
+    slow = [
+        f"{d.get('device_name', 'GPU')} (compute capability "
+        f"{'.'.join(str(v) for v in d['compute_capability'])})"
+        for d in details
+        if d.get("compute_capability") and tuple(d["compute_capability"]) < (8, 0)
+    ]
+    if not slow:
+        return None
+    return (
+        f"--mixed_precision: {', '.join(sorted(set(slow)))} has no native bfloat16, so "
+        "bfloat16 runs emulated and is likely slower than float32 there; drop "
+        "--mixed_precision on this GPU (bfloat16 pays off on TPUs and on GPUs from Ampere on)."
+    )
+
+
 def _devices(strategy: tf.distribute.Strategy) -> list[str]:
     try:
         return list(strategy.extended.worker_devices)
@@ -125,6 +170,9 @@ def _devices(strategy: tf.distribute.Strategy) -> list[str]:
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
+    setup = tpu_env.ensure_configured()
+    if setup.evidence is not None:
+        log.info("TPU runtime: %s", setup.describe())
     try:
         if tpu not in _TPU_SYSTEMS:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
@@ -145,11 +193,25 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
             if tpu == "local"
             else "check the TPU name, zone and project"
         )
+        if tpu == "local" and setup.evidence is not None:
+            # The machine has a TPU, so TensorFlow could not reach it: name the likely cause.
+            hint = f"this machine has a TPU ({setup.evidence}) that TensorFlow cannot use: " + (
+                setup.problem or _plugin_hint(setup)
+            )
         raise NoAcceleratorError(
             f"tpu was requested but no TPU was found (--tpu={tpu}: {detail}); {hint}, "
             "or use --accelerator=auto.",
             reason=detail,
         ) from None
+
+
+def _plugin_hint(setup: tpu_env.Setup) -> str:
+    if setup.values.get(tpu_env.LIBRARY_VAR):
+        return (
+            "check that tensorflow-tpu (not tensorflow) is installed and that no other process "
+            "holds the TPU (python -m tpu_bo.smoke shows both)"
+        )
+    return f"{tpu_env.LIBRARY_VAR} is not set; import tpu_bo before TensorFlow"
 
 
 def _gpu_strategy() -> tf.distribute.Strategy:
@@ -160,13 +222,13 @@ def _gpu_strategy() -> tf.distribute.Strategy:
             "machine with a GPU, or use --accelerator=auto.",
             reason="no GPU visible",
         )
-    if _num_workers() > 1:
+    if num_workers() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.MirroredStrategy()
 
 
 def _cpu_strategy(cpu_replicas: int) -> tf.distribute.Strategy:
-    if _num_workers() > 1:
+    if num_workers() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if cpu_replicas <= 1:
         return tf.distribute.get_strategy()
@@ -201,22 +263,23 @@ def is_chief() -> bool:
     when there is no chief, writes the journal and summaries. Without ``TF_CONFIG``, the one
     process is the chief.
     """
-    config = _tf_config()
-    if (
-        len(config.get("cluster", {}).get("worker", []))
-        + len(config.get("cluster", {}).get("chief", []))
-        <= 1
-    ):
-        return True
-    task = config.get("task", {})
-    if "chief" in config.get("cluster", {}):
-        return task.get("type") == "chief"
-    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+    return num_workers() <= 1 or worker_index() == 0
 
 
-def _num_workers() -> int:
+def num_workers() -> int:
+    """The number of processes ``TF_CONFIG`` names (chief and workers); 0 without it."""
     cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def worker_index() -> int:
+    """This process's place among :func:`num_workers`: the chief first, then the workers."""
+    config = _tf_config()
+    task = config.get("task", {})
+    has_chief = bool(config.get("cluster", {}).get("chief"))
+    if task.get("type") == "chief":
+        return 0
+    return int(task.get("index", 0)) + (1 if has_chief else 0)
 
 
 def _tf_config() -> dict[str, Any]:
