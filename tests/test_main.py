@@ -125,8 +125,8 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_journal(tmp_path):
     )
 
 
-def test_two_workers_run_in_lockstep_and_only_the_chief_writes(tmp_path):
-    """TF_CONFIG with two workers: MultiWorkerMirroredStrategy over localhost."""
+def run_two_workers(output_dirs, *args):
+    """Runs ``python -m tpu_bo.main`` as two workers of one TF_CONFIG cluster on localhost."""
     import socket
 
     ports = []
@@ -136,27 +136,46 @@ def test_two_workers_run_in_lockstep_and_only_the_chief_writes(tmp_path):
             ports.append(s.getsockname()[1])
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
-    for index in range(2):
+    for index, output_dir in enumerate(output_dirs):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        procs.append(
-            start_cli(
-                "--accelerator=cpu",
-                "--epochs=2",
-                "--init_points=2",
-                "--n_iter=1",
-                "--batch_size=64",
-                f"--output_dir={tmp_path}",
-                env={"TF_CONFIG": tf_config},
-            )
-        )
-    outs = [p.communicate(timeout=300) for p in procs]
-    for proc, (_, err) in zip(procs, outs, strict=True):
-        assert proc.returncode == 0, err
-        assert "CollectiveAllReduceStrategy with 2 replicas" in err
-    records = journal(tmp_path)
-    assert [r["trial"] for r in records] == [1, 2, 3]  # written once, by the chief
-    best = [line for line in outs[0][0].splitlines() if line.startswith("best:")]
-    assert best and best == [line for line in outs[1][0].splitlines() if line.startswith("best:")]
+        procs.append(start_cli(*args, f"--output_dir={output_dir}", env={"TF_CONFIG": tf_config}))
+    return [(p, *p.communicate(timeout=300)) for p in procs]
+
+
+def test_two_workers_run_in_lockstep_resume_and_only_the_chief_writes(tmp_path):
+    """TF_CONFIG with two workers under --accelerator=auto: MultiWorkerMirroredStrategy.
+
+    auto must not probe for a TPU first (that starts TensorFlow's context, after which the
+    strategy cannot configure its collectives), and both workers must end together, test
+    score included, then resume the same journal.
+    """
+    args = ["--accelerator=auto", "--epochs=2", "--init_points=2", "--batch_size=64"]
+    for n_iter, before in ((1, 0), (2, 3)):
+        runs = run_two_workers([tmp_path, tmp_path], *args, f"--n_iter={n_iter}")
+        for proc, out, err in runs:
+            assert proc.returncode == 0, err[-3000:]
+            assert "no TPU (not probed: TF_CONFIG names several workers)" in out
+            assert "CollectiveAllReduceStrategy with 2 replicas" in out
+            assert ("resuming: 3 trial(s)" in out) is bool(before)
+        ends = [[line for line in out.splitlines() if line.startswith(("best:", "test ("))]
+                for _, out, _ in runs]  # fmt: skip
+        assert len(ends[0]) == 2 and ends[0] == ends[1]
+        records = journal(tmp_path)
+        assert [r["trial"] for r in records] == list(range(1, 3 + n_iter))  # once, by the chief
+    assert not (tmp_path / "workers.check").exists()
+
+
+def test_workers_that_do_not_share_the_output_dir_stop_together(tmp_path):
+    runs = run_two_workers(
+        [tmp_path / "a", tmp_path / "b"], "--accelerator=cpu", "--init_points=1", "--n_iter=1"
+    )
+    for proc, _, err in runs:
+        assert proc.returncode == 2, err[-3000:]
+        assert "Traceback" not in err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "is not one directory shared by every worker" in errors[0]
+        assert errors[0].startswith("error: --output_dir: ") and "worker(s) 1" in errors[0]
+    assert not (tmp_path / "a" / "trials.jsonl").exists()
 
 
 def _inflight_meta(path):

@@ -54,6 +54,7 @@ from tpu_bo.report import Reporter, format_value
 from tpu_bo.suggest import Suggester
 from tpu_bo.tb_log import TensorBoardLog
 from tpu_bo.trainer import Trainer, TrialResult, TrialState, best_epoch, load_model_weights
+from tpu_bo.workers import check_shared_output_dir
 
 log = logging.getLogger("tpu_bo")
 
@@ -171,6 +172,12 @@ class _Study:
         self.reporter = Reporter(self.space.names, total=config.total_trials)
         self.trainer: Trainer | None = None
         self.datasets: Datasets | None = None
+        # Read once at the start: in a multi-worker study every worker must take the same
+        # decisions, and the chief rewrites these files while the others may still read.
+        self.previous_summary: dict[str, Any] = {}
+        self.saved_best: dict[str, Any] = {}
+        # The best trial saved this session: (trial, weights), held on every worker.
+        self.best_weights: tuple[int, list[np.ndarray]] | None = None
 
     # The flow.
 
@@ -178,12 +185,15 @@ class _Study:
         config, journal = self.config, self.journal
         self.records = journal.load()
         self._check_identity()
+        self.previous_summary = journal.read_file(SUMMARY_FILE) or {}
+        self.saved_best = journal.read_file(os.path.join(BEST_DIR, BEST_TRIAL)) or {}
         # Device and data come before any file is written, so a missing TPU or an unknown
         # dataset leaves no half-made study behind.
         strategy = get_strategy(
             config.accelerator, tpu=config.tpu, cpu_replicas=config.cpu_replicas
         )
         self.datasets = load_datasets(config, strategy)
+        check_shared_output_dir(strategy, journal.output_dir, records=len(self.records))
         journal.write_file(STUDY_FILE, _json(config.study_identity()))
         journal.write_file(CONFIG_FILE, config.to_json() + "\n")
         for name, text in extra_files.items():
@@ -481,6 +491,7 @@ class _Study:
         return members
 
     def _save_best(self, record: dict[str, Any], weights: list[np.ndarray]) -> None:
+        self.best_weights = (record["trial"], weights)
         if not self.journal.writer:
             return
         path = os.path.join(self.journal.output_dir, BEST_DIR, BEST_WEIGHTS)
@@ -505,15 +516,20 @@ class _Study:
 
     def _test_metrics(self, best: dict[str, Any]) -> dict[str, Any] | None:
         """The best trial's test-split score: from an earlier summary, or computed once now."""
-        previous = self.journal.read_file(SUMMARY_FILE) or {}
+        previous = self.previous_summary
         if previous.get("best_trial") == best["trial"] and previous.get("test"):
             return previous["test"]
-        saved = self.journal.read_file(os.path.join(BEST_DIR, BEST_TRIAL)) or {}
         test = self.datasets.test if self.datasets else None
-        if test is None or saved.get("trial") != best["trial"] or self.trainer is None:
+        if test is None or self.trainer is None:
             return None
-        path = os.path.join(self.journal.output_dir, BEST_DIR, BEST_WEIGHTS)
-        metrics = self.trainer.evaluate_saved(best["params"], path, test)
+        # Every worker decides from what it holds, never from a file the chief may be writing.
+        if self.best_weights is not None and self.best_weights[0] == best["trial"]:
+            metrics = self.trainer.evaluate_weights(best["params"], self.best_weights[1], test)
+        elif self.saved_best.get("trial") == best["trial"]:
+            path = os.path.join(self.journal.output_dir, BEST_DIR, BEST_WEIGHTS)
+            metrics = self.trainer.evaluate_saved(best["params"], path, test)
+        else:
+            return None
         return {
             "split": test.split,
             "examples": test.num_examples,

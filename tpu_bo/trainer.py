@@ -435,6 +435,15 @@ class Trainer:
             variable.assign(value)
         save_model_weights(model, path)
 
+    def evaluate_weights(
+        self, params: Mapping[str, Any], weights: list[np.ndarray], data: EvalData
+    ) -> dict[str, float]:
+        """Evaluates a weight list (as :meth:`tower_weights` gives) in tower 0 of a program."""
+        program = self._any_program(params)
+        for variable, value in zip(program.towers[0].model.variables, weights, strict=True):
+            variable.assign(value)
+        return self._evaluate_all(program, data)[0]
+
     def evaluate_saved(
         self, params: Mapping[str, Any], path: str, data: EvalData
     ) -> dict[str, float]:
