@@ -184,3 +184,29 @@ def test_out_of_memory_is_a_failed_trial():
     assert oom.status == "failed" and "out of memory" in oom.error
     assert trainer.run_trial({"width": 16, "learning_rate": 1e-3}, seed=1).status == "ok"
     assert trainer.num_programs == 1
+
+
+def _xla_must_compile(trainer) -> bool:
+    """Whether the traced train program holds a function marked for XLA (jit_compile=True)."""
+    import tensorflow as tf
+
+    program = next(iter(trainer._programs.values()))
+    concrete = program.train_fn.get_concrete_function(
+        trainer.datasets.train_iterator, tf.constant(1)
+    )
+    return "_XlaMustCompile" in str(concrete.graph.as_graph_def())
+
+
+@pytest.mark.parametrize("kind", ["cpu", "tpu"])
+def test_jit_compile_is_never_nested_in_a_tpu_program(monkeypatch, caplog, kind):
+    """On a TPU the whole program is XLA-compiled, so --jit_compile is ignored, with a line."""
+    import tpu_bo.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "accelerator_kind", lambda strategy: kind)
+    with caplog.at_level("INFO", logger="tpu_bo"):
+        trainer = make_trainer(jit_compile=True, epochs=1)
+    assert trainer.run_trial(P, seed=1).status == "ok"
+    assert trainer.jit_compile is (kind == "cpu")
+    assert _xla_must_compile(trainer) is (kind == "cpu")
+    ignored = [r for r in caplog.records if "--jit_compile is ignored on a TPU" in r.message]
+    assert len(ignored) == (kind == "tpu")

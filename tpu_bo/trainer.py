@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_bo import models
+from tpu_bo.accelerator import accelerator_kind, bfloat16_warning
 from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError
 from tpu_bo.input_pipeline import Datasets, EvalData
@@ -202,6 +203,15 @@ class Trainer:
         keras.mixed_precision.set_global_policy(
             "mixed_bfloat16" if config.mixed_precision else "float32"
         )
+        if config.mixed_precision:
+            warning = bfloat16_warning(strategy)
+            if warning:
+                log.warning("%s", warning)
+        # A TPU compiles the whole program with XLA; nesting jit_compile=True inside a TPU
+        # program is unsupported (Keras, too, turns jit_compile off under a strategy).
+        self.jit_compile = config.jit_compile and accelerator_kind(strategy) != "tpu"
+        if config.jit_compile and not self.jit_compile:
+            log.info("--jit_compile is ignored on a TPU: XLA compiles every TPU program anyway")
 
     @property
     def num_programs(self) -> int:
@@ -579,7 +589,7 @@ class Trainer:
                 )
             return tf.stack(rows)
 
-        if self.config.jit_compile:
+        if self.jit_compile:
             # XLA on the computation; the optimizer update (an all-reduce under Mirrored)
             # stays outside. A TPU compiles the whole program with XLA regardless.
             loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
