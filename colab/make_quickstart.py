@@ -47,6 +47,7 @@ EPOCHS = 1
 INIT_POINTS = 10  # random starting points
 N_ITER = 10  # guided trials
 PARALLEL_TRIALS = None  # trials per compiled program; None: 4 on a TPU, else 1
+SMOKE_CHECK = True  # run `python -m tpu_bo.smoke` first (about a minute on a CPU)
 REPO_URL = "https://github.com/YOUR_ORG/tpu_bo.git"  # where your copy of tpu_bo lives""",
         ["parameters"],
     ),
@@ -56,7 +57,7 @@ REPO_URL = "https://github.com/YOUR_ORG/tpu_bo.git"  # where your copy of tpu_bo
 ## 1. Install
 
 The cell detects the runtime. On a TPU it installs TensorFlow's TPU build
-(`requirements-tpu.txt`: `tensorflow-tpu==2.20.0` from the libtpu index), on a GPU
+(`requirements-tpu.txt`: `tensorflow-tpu==2.20.0` with a pinned `libtpu`), on a GPU
 `requirements-gpu.txt`, otherwise the CPU set, then tpu_bo itself. It never installs
 `tensorflow` next to `tensorflow-tpu` (both provide the same module) and removes a stray one.
 If tpu_bo is already importable (as in the test suite), it installs nothing.
@@ -131,7 +132,35 @@ else:
         """\
 ## 2. Check the runtime
 
-`accelerator="auto"` picks a TPU, then GPUs, then the CPU, and says which in one line.""",
+First the smoke check (`python -m tpu_bo.smoke`), in a child process before this notebook
+touches the accelerator (a TPU serves one process at a time): versions, the TPU plugin
+variables, devices, a pack of two trials against each trial alone, no retracing, the per-trial
+reset, saved best weights, bfloat16, the speed of 1 against 4 trials per program, and a 3-trial
+study. Paste its output into a bug report.
+
+Then the strategy. On a TPU runtime it asks for the TPU and stops with an error if TensorFlow
+cannot reach it, rather than quietly training on the CPU. `tpu_bo` is imported before
+TensorFlow: it sets the TPU plugin's variables, which TensorFlow reads when it is imported.""",
+        [],
+    ),
+    (
+        CODE,
+        """\
+import tpu_bo  # first: TensorFlow reads the TPU plugin variables it sets when imported
+
+print(tpu_bo.tpu_env.ensure_configured().describe())
+if SMOKE_CHECK:  # before this kernel imports TensorFlow, which may claim the TPU
+    smoke = subprocess.Popen(
+        [sys.executable, "-m", "tpu_bo.smoke", f"--accelerator={RUNTIME}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for line in smoke.stdout:  # one line per check, as it ends
+        if line.startswith(("tpu_bo smoke", "PASS", "FAIL", "INFO", "result")):
+            print(line, end="")
+    if smoke.wait():
+        raise RuntimeError("the smoke check failed: see its FAIL lines above")""",
         [],
     ),
     (
@@ -139,10 +168,10 @@ else:
         """\
 import tensorflow as tf
 
-import tpu_bo
 from tpu_bo.accelerator import get_strategy
 
-strategy = get_strategy("auto")
+# On a TPU runtime, fail loudly rather than fall back to the CPU.
+strategy = get_strategy("tpu" if RUNTIME == "tpu" else "auto")
 ON_TPU = isinstance(strategy, tf.distribute.TPUStrategy)
 print(
     f"TensorFlow {tf.__version__}: {type(strategy).__name__} with "

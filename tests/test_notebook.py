@@ -73,6 +73,9 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
         for out in cell.get("outputs", [])
     )
     assert "tpu_bo is already installed" in text
+    # The smoke check ran before the kernel imported TensorFlow, and passed.
+    assert re.search(r"^result: \d+ PASS, 0 FAIL", text, flags=re.MULTILINE), text[-3000:]
+    assert "PASS  cli study" in text and "PASS  pack = solo" in text
     assert "DefaultStrategy with 1 replica(s)" in text or "replica(s)" in text
     assert "best trial:" in text and "best model on 10000 test images" in text
     reloaded = re.search(r"best model on 10000 test images: accuracy ([0-9.]+)", text)
@@ -90,6 +93,7 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
 
     # A recycled runtime: the same notebook again, with one more guided trial, resumes.
     params["N_ITER"] = 2
+    params["SMOKE_CHECK"] = False  # checked above; the resume is what this run tests
     nb = execute()
     records = [json.loads(line) for line in (output_dir / "trials.jsonl").read_text().splitlines()]
     assert [r["trial"] for r in records] == [1, 2, 3, 4]

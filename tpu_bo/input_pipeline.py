@@ -78,13 +78,17 @@ class Datasets:
     test: EvalData | None
 
 
-def load_datasets(config: Config, strategy: tf.distribute.Strategy) -> Datasets:
+def load_datasets(
+    config: Config, strategy: tf.distribute.Strategy, *, source: Source | None = None
+) -> Datasets:
     """Loads, caches and distributes the study's datasets once.
 
     Args:
       config: Uses ``dataset``, ``data_dir``, ``download``, the three split fields,
         ``batch_size`` (the global batch), ``shuffle_buffer`` and ``seed``.
       strategy: The distribution strategy the iterators feed.
+      source: Where the examples come from instead of ``config.dataset``, e.g.
+        :func:`synthetic_source` (the smoke check measures throughput on it).
 
     Returns:
       The study's :class:`Datasets`.
@@ -101,7 +105,7 @@ def load_datasets(config: Config, strategy: tf.distribute.Strategy) -> Datasets:
             f"the global batch {batch} does not divide by the {replicas} replicas; "
             f"use a multiple of {replicas}.",
         )
-    source = _source(config)
+    source = source or _source(config)
     train, num_train = source.load(config.train_split, "train_split")
     if num_train < batch:
         raise ConfigError(
@@ -171,7 +175,7 @@ def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 @dataclasses.dataclass
-class _Source:
+class Source:
     """A dataset that yields ``(uint8 image, int64 label)`` for a split string."""
 
     input_shape: tuple[int, ...]
@@ -179,13 +183,34 @@ class _Source:
     load: Callable[[str, str], tuple[tf.data.Dataset, int]]
 
 
-def _source(config: Config) -> _Source:
+def _source(config: Config) -> Source:
     if config.dataset == "digits":
         return _digits_source()
     return _tfds_source(config)
 
 
-def _digits_source() -> _Source:
+def synthetic_source(
+    *, train: int, eval: int, input_shape: tuple[int, ...] = (28, 28, 1), seed: int = 0
+) -> Source:
+    """Random MNIST-shaped images and labels, for measuring speed offline; nothing to learn.
+
+    Its splits are ``train`` and ``eval`` with the given numbers of examples.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = {"train": train, "eval": eval}
+
+    def load(split: str, flag: str) -> tuple[tf.data.Dataset, int]:
+        if split not in sizes:
+            raise ConfigError(flag, f"{split!r} is not a synthetic split (train, eval).")
+        n = sizes[split]
+        images = rng.integers(0, 256, size=(n, *input_shape), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n).astype(np.int64)
+        return tf.data.Dataset.from_tensor_slices((images, labels)), n
+
+    return Source(input_shape=tuple(input_shape), num_classes=10, load=load)
+
+
+def _digits_source() -> Source:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -206,7 +231,7 @@ def _digits_source() -> _Source:
         x, y = x[lo:hi], y[lo:hi]
         return tf.data.Dataset.from_tensor_slices((x, y)), len(x)
 
-    return _Source(input_shape=(8, 8, 1), num_classes=10, load=load)
+    return Source(input_shape=(8, 8, 1), num_classes=10, load=load)
 
 
 def _parse_slice(
@@ -234,7 +259,7 @@ def _resolve(bound: str | None, n: int) -> int | None:
     return max(0, min(n, value))
 
 
-def _tfds_source(config: Config) -> _Source:
+def _tfds_source(config: Config) -> Source:
     import tensorflow_datasets as tfds
 
     name = config.dataset
@@ -295,7 +320,7 @@ def _tfds_source(config: Config) -> _Source:
             ) from None
         return ds, n
 
-    return _Source(input_shape=shape, num_classes=int(num_classes), load=load)
+    return Source(input_shape=shape, num_classes=int(num_classes), load=load)
 
 
 def _first_line(e: BaseException, limit: int = 160) -> str:

@@ -113,7 +113,8 @@ _MIXED_PRECISION = flags.DEFINE_boolean(
 _JIT_COMPILE = flags.DEFINE_boolean(
     "jit_compile",
     _D.jit_compile,
-    "Compile steps with XLA on CPU/GPU (a TPU always does); rejects dynamic shapes like a TPU.",
+    "Compile steps with XLA on CPU/GPU; rejects dynamic shapes like a TPU. Ignored on a TPU, "
+    "which compiles every program with XLA anyway.",
 )
 _MAX_PROGRAMS = flags.DEFINE_integer(
     "max_programs",

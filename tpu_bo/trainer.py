@@ -1,6 +1,6 @@
 """The compile-once trainer: one traced program per structure, reused by every trial.
 
-Contract (DESIGN.md 1-3):
+Contract (docs/DESIGN.md contracts 1-3 and 5):
 
 * A *program* is a model, its optimizer and two ``tf.function``s (train, eval), built inside the
   strategy's scope for one combination of structural hyperparameter values. Programs live in a
@@ -13,12 +13,12 @@ Contract (DESIGN.md 1-3):
   distributed iterator. The same code runs under TPUStrategy, MirroredStrategy and the
   default strategy.
 * ``Trainer.traces`` counts every trace of a train or eval program; a study records it.
-* A program may hold K *towers* (DESIGN.md contract 4, ``parallel_trials``): K copies of the
-  model of one structure, each with its own weights, optimizer and runtime variables, fed the
-  same batch. The towers' losses are summed, so each receives exactly its own gradients;
+* A program may hold K *towers* (docs/DESIGN.md contract 4, ``parallel_trials``): K copies of
+  the model of one structure, each with its own weights, optimizer and runtime variables, fed
+  the same batch. The towers' losses are summed, so each receives exactly its own gradients;
   :meth:`Trainer.run_pack` trains up to K trials at once and ``run_trial`` is a pack of one.
-  Towers are separate Keras models, the form measured fastest on CPU (DESIGN.md); they are
-  built in ``_build`` and run in ``_functions``, the two places a fused form would change.
+  Towers are separate Keras models, the form measured in bench/RESULTS.md; they are built in
+  ``_build`` and run in ``_functions``, the two places a fused form would change.
 
 A trial whose loss becomes NaN/Inf, or that runs out of memory, ends as ``failed`` with the
 reason (in a pack, a NaN tower is frozen alone; out of memory fails the pack); other errors are
@@ -165,8 +165,8 @@ class _Slot:
 class Trainer:
     """Runs trials on shared datasets, compiling once per structure and pack width.
 
-    A program holds ``width`` towers of one structure (DESIGN.md contract 4). Every tower reads
-    the same batch from the study's one pipeline; the towers' losses are summed, so each
+    A program holds ``width`` towers of one structure (docs/DESIGN.md contract 4). Every tower
+    reads the same batch from the study's one pipeline; the towers' losses are summed, so each
     tower's weights receive exactly their own gradients, and each tower has its own seeded
     weights, optimizer and runtime-hyperparameter variables. ``width=1`` is the sequential case.
 

@@ -1,0 +1,70 @@
+"""``python -m tpu_bo.smoke`` on this CPU, run as a user runs it: every check for real."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def smoke(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict[str, dict]]:
+    report = tmp_path / "smoke.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "tpu_bo.smoke", f"--json={report}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    checks = {c["name"]: c for c in json.loads(report.read_text())["checks"]}
+    return run, checks
+
+
+def test_every_check_passes_on_the_cpu_and_the_report_is_complete(tmp_path):
+    run, checks = smoke(tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr[-2000:]
+    assert list(checks) == [
+        "versions", "tpu plugin", "cli study", "devices", "throughput", "pack = solo",
+        "no retrace", "reset", "best weights", "bfloat16",
+    ]  # fmt: skip
+    failed = {n: c["detail"] for n, c in checks.items() if c["ok"] is False}
+    assert not failed, failed
+    assert "tensorflow" in checks["versions"]["detail"] and "keras" in checks["versions"]["detail"]
+    assert "3 trials (ok)" in checks["cli study"]["detail"]
+    devices = checks["devices"]["detail"]
+    assert "replica" in devices and "eager ops on" in devices
+    assert "K=4 / K=1 = " in checks["throughput"]["detail"]
+    assert "float32 tolerance" in checks["pack = solo"]["detail"]
+    assert checks["bfloat16"]["ok"] is None  # mixed precision is off on a CPU by default
+    lines = run.stdout.splitlines()
+    assert lines[-1].startswith("result: 8 PASS, 0 FAIL, 2 INFO")
+
+
+def test_bfloat16_is_checked_with_mixed_precision(tmp_path):
+    run, checks = smoke(tmp_path, "--mixed_precision=on", "--skip=cli,throughput")
+    assert run.returncode == 0, run.stdout + run.stderr[-2000:]
+    assert checks["bfloat16"]["ok"] is True
+    assert "layers compute in bfloat16" in checks["bfloat16"]["detail"]
+    assert "bfloat16 tolerance" in checks["pack = solo"]["detail"]
+
+
+def test_a_missing_tpu_is_a_fail_line_and_a_non_zero_exit(tmp_path):
+    run, checks = smoke(tmp_path, "--accelerator=tpu", "--skip=cli,throughput")
+    assert run.returncode == 1
+    assert checks["devices"]["ok"] is False
+    assert checks["devices"]["detail"].startswith("--accelerator: tpu was requested")
+    assert "Traceback" not in run.stdout + run.stderr
+    assert "FAIL  devices" in run.stdout
+
+
+def test_an_unknown_skip_is_a_usage_error():
+    run = subprocess.run(
+        [sys.executable, "-m", "tpu_bo.smoke", "--skip=everything"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "--skip: unknown check(s) everything" in run.stderr

@@ -1,0 +1,220 @@
+r"""``python -m tpu_bo.smoke``: the check to run first on a new accelerator (minutes, not hours).
+
+  python -m tpu_bo.smoke                      # auto: the TPU, else the GPUs, else the CPU
+  python -m tpu_bo.smoke --accelerator=tpu    # a TPU VM or Colab's TPU runtime
+  python -m tpu_bo.smoke --json=smoke.json    # also write the report as JSON
+
+It prints one line per check, PASS, FAIL or INFO, and exits with status 1 if any check failed.
+Paste the whole output into a bug report: it names the packages, the TPU plugin variables,
+the devices and the strategy, besides the results.
+
+The checks, in order:
+
+1. ``versions``: tensorflow / tensorflow-tpu / libtpu / keras; fails if a CPU/GPU TensorFlow
+   is installed next to tensorflow-tpu (both provide the ``tensorflow`` module).
+2. ``tpu plugin``: the PJRT plugin variables (:mod:`tpu_bo.tpu_env`).
+3. ``cli study``: a 3-trial study of the offline digits set through ``python -m tpu_bo.main``,
+   run *before* this process touches the accelerator (a TPU is held by one process at a time).
+4. ``devices``: the devices, the strategy, its replicas and the default eager device.
+5. ``throughput``: the blog CNN on MNIST-shaped random data, trial-steps per second of one
+   trial per program against four (``--parallel_trials=4``), and their ratio.
+6. ``pack = solo``: each trial of a pack of two ends with the weights and score it has when
+   trained alone (tolerances fit bfloat16, which a TPU uses for float32 matmuls too).
+7. ``no retrace``: a second trial on a traced program traces nothing.
+8. ``reset``: a trial run after another one on the same program gives the history it gives
+   on a fresh program (weights, optimizer state and dropout draws are all reset).
+9. ``best weights``: saved and reloaded (through the program and through a fresh Keras
+   model, as ``load_best_model`` does), they score what the trial scored.
+10. ``bfloat16``: with mixed precision (default on a TPU), layers really compute in bfloat16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tpu_bo import tpu_env
+from tpu_bo.errors import ConfigError
+
+PACKAGES = (
+    "tensorflow",
+    "tensorflow-cpu",
+    "tensorflow-tpu",
+    "libtpu",
+    "keras",
+    "tensorflow-datasets",
+    "bayesian-optimization",
+    "numpy",
+    "tpu_bo",
+)
+POINTS = ({"dropout_2": 0.1, "learning_rate": 1e-3}, {"dropout_2": 0.4, "learning_rate": 3e-3})
+SEEDS = (11, 12)
+
+
+@dataclasses.dataclass
+class Check:
+    """One line of the report: ``ok`` is True (PASS), False (FAIL) or None (INFO)."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+    def line(self) -> str:
+        mark = {True: "PASS", False: "FAIL", None: "INFO"}[self.ok]
+        return f"{mark}  {self.name:<13} {self.detail}"
+
+
+class Report:
+    """Collects checks and prints each as it ends, so a slow device shows progress."""
+
+    def __init__(self) -> None:
+        self.checks: list[Check] = []
+        self.started = time.perf_counter()
+
+    def add(self, name: str, run: Callable[[], tuple[bool | None, str]]) -> bool:
+        """Runs one check; an exception is its FAIL line. Returns whether it did not fail."""
+        try:
+            ok, detail = run()
+        except ConfigError as e:
+            ok, detail = False, e.for_cli()
+        except Exception as e:  # noqa: BLE001 - every failure is a report line, not a crash
+            ok, detail = False, f"{type(e).__name__}: {_first_line(e)}"
+        self.checks.append(Check(name, ok, detail))
+        print(self.checks[-1].line(), flush=True)
+        return ok is not False
+
+    def summary(self) -> str:
+        counts = {mark: 0 for mark in ("PASS", "FAIL", "INFO")}
+        for check in self.checks:
+            counts[check.line()[:4]] += 1
+        seconds = time.perf_counter() - self.started
+        return ", ".join(f"{n} {m}" for m, n in counts.items()) + f" in {seconds:.0f} s"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checks": [dataclasses.asdict(c) for c in self.checks], "summary": self.summary()}
+
+
+def versions() -> tuple[bool, str]:
+    """Installed packages; a TensorFlow next to tensorflow-tpu is a FAIL."""
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    shown = ", ".join(f"{n} {v}" for n, v in found.items())
+    python = f"python {platform.python_version()} ({platform.system()} {platform.machine()})"
+    clash = [n for n in ("tensorflow", "tensorflow-cpu") if n in found]
+    if "tensorflow-tpu" in found and clash:
+        return False, (
+            f"{shown}; {python}: {' and '.join(clash)} next to tensorflow-tpu shadow its module; "
+            "pip uninstall them and reinstall requirements-tpu.txt"
+        )
+    if not {"tensorflow", "tensorflow-cpu", "tensorflow-tpu"} & set(found):
+        return False, f"{shown}; {python}: TensorFlow is not installed"
+    return True, f"{shown}; {python}"
+
+
+def plugin() -> tuple[bool, str]:
+    """The PJRT plugin variables, set before TensorFlow was imported."""
+    setup = tpu_env.ensure_configured()
+    path = setup.values.get(tpu_env.LIBRARY_VAR)
+    if path and not os.path.exists(path):
+        return False, f"{setup.describe()}; {path} does not exist"
+    return setup.problem is None, setup.describe()
+
+
+def cli_study(accelerator: str, tpu: str, workdir: str) -> tuple[bool, str]:
+    """Runs a 3-trial digits study through the CLI in a child process."""
+    output_dir = os.path.join(workdir, "cli_study")
+    command = [
+        sys.executable, "-m", "tpu_bo.main", "--dataset=digits", "--epochs=1",
+        "--init_points=2", "--n_iter=1", f"--accelerator={accelerator}", f"--tpu={tpu}",
+        f"--output_dir={output_dir}",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - started
+    journal = os.path.join(output_dir, "trials.jsonl")
+    records = []
+    if os.path.exists(journal):
+        with open(journal) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    if run.returncode != 0 or len(records) != 3:
+        last = (run.stderr.strip() or run.stdout.strip() or "no output").splitlines()[-1]
+        return False, f"exit {run.returncode}, {len(records)} of 3 trials journaled: {last}"
+    best = next((line for line in run.stdout.splitlines() if line.startswith("best:")), "")
+    statuses = sorted({r["status"] for r in records})
+    return True, f"3 trials ({', '.join(statuses)}) in {seconds:.0f} s; {best}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs every check; returns 1 if any failed, else 0."""
+    args = _parse(argv)
+    # TensorFlow's C++ start-up chatter would break up the table (the child inherits this).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print(
+        f"tpu_bo smoke check: --accelerator={args.accelerator} --tpu={args.tpu}, "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        flush=True,
+    )
+    report = Report()
+    report.add("versions", versions)
+    report.add("tpu plugin", plugin)
+    with tempfile.TemporaryDirectory() as workdir:
+        if "cli" not in args.skip:
+            report.add("cli study", lambda: cli_study(args.accelerator, args.tpu, workdir))
+        from tpu_bo import smoke_device  # imports TensorFlow, after the child process ended
+
+        smoke_device.run(report, args, workdir)
+    print(f"result: {report.summary()}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_json(), f, indent=2)
+    return 1 if any(c.ok is False for c in report.checks) else 0
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tpu_bo.smoke", description="Checks tpu_bo on this machine's accelerator."
+    )
+    parser.add_argument("--accelerator", choices=("auto", "tpu", "gpu", "cpu"), default="auto")
+    parser.add_argument("--tpu", default="local", help="'local', or a TPU or pod-slice name.")
+    parser.add_argument(
+        "--mixed_precision",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bfloat16 compute; auto: on for a TPU, off elsewhere.",
+    )
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="Comma-separated checks to skip: cli, throughput.",
+    )
+    parser.add_argument("--json", default="", help="Also write the report to this JSON file.")
+    args = parser.parse_args(argv)
+    args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = args.skip - {"cli", "throughput"}
+    if unknown:
+        parser.error(f"--skip: unknown check(s) {', '.join(sorted(unknown))}; use cli, throughput")
+    return args
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = (str(e).strip() or type(e).__name__).splitlines()[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+if __name__ == "__main__":
+    sys.exit(main())
