@@ -171,7 +171,8 @@ import tensorflow as tf
 from tpu_bo.accelerator import get_strategy
 
 # On a TPU runtime, fail loudly rather than fall back to the CPU.
-strategy = get_strategy("tpu" if RUNTIME == "tpu" else "auto")
+ACCELERATOR = "tpu" if RUNTIME == "tpu" else "auto"
+strategy = get_strategy(ACCELERATOR)
 ON_TPU = isinstance(strategy, tf.distribute.TPUStrategy)
 print(
     f"TensorFlow {tf.__version__}: {type(strategy).__name__} with "
@@ -219,6 +220,7 @@ the study.""",
         CODE,
         """\
 result = tpu_bo.run_study(
+    accelerator=ACCELERATOR,
     dataset="mnist",
     data_dir=DATA_DIR,
     train_split=TRAIN_SPLIT,

@@ -68,3 +68,18 @@ def test_an_unknown_skip_is_a_usage_error():
         timeout=120,
     )
     assert run.returncode == 2 and "--skip: unknown check(s) everything" in run.stderr
+
+
+def test_a_tpu_without_libtpu_fails_the_plugin_check_only_where_a_tpu_may_be_used(monkeypatch):
+    from tpu_bo import smoke, tpu_env
+
+    setup = tpu_env.Setup(
+        evidence="/dev/vfio/0",
+        values={tpu_env.LIBRARY_VAR: None, tpu_env.C_API_VAR: None},
+        set_here=(),
+        problem="libtpu is not installed, so TensorFlow cannot reach the TPU",
+    )
+    monkeypatch.setattr(tpu_env, "SETUP", setup)
+    assert smoke.plugin("tpu")[0] is False and smoke.plugin("auto")[0] is False
+    ok, detail = smoke.plugin("gpu")
+    assert ok is None and "libtpu is not installed" in detail

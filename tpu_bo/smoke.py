@@ -126,13 +126,20 @@ def versions() -> tuple[bool, str]:
     return True, f"{shown}; {python}"
 
 
-def plugin() -> tuple[bool, str]:
-    """The PJRT plugin variables, set before TensorFlow was imported."""
+def plugin(accelerator: str) -> tuple[bool | None, str]:
+    """The PJRT plugin variables, set before TensorFlow was imported.
+
+    A problem fails the check only when a TPU may be used (``tpu`` or ``auto``).
+    """
     setup = tpu_env.ensure_configured()
     path = setup.values.get(tpu_env.LIBRARY_VAR)
-    if path and not os.path.exists(path):
-        return False, f"{setup.describe()}; {path} does not exist"
-    return setup.problem is None, setup.describe()
+    problem = setup.problem or (
+        f"{path} does not exist" if path and not os.path.exists(path) else None
+    )
+    if problem is None:
+        return True, setup.describe()
+    detail = setup.describe() if setup.problem else f"{setup.describe()}; {problem}"
+    return (False if accelerator in ("tpu", "auto") else None), detail
 
 
 def cli_study(accelerator: str, tpu: str, workdir: str) -> tuple[bool, str]:
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = Report()
     report.add("versions", versions)
-    report.add("tpu plugin", plugin)
+    report.add("tpu plugin", lambda: plugin(args.accelerator))
     with tempfile.TemporaryDirectory() as workdir:
         if "cli" not in args.skip:
             report.add("cli study", lambda: cli_study(args.accelerator, args.tpu, workdir))
