@@ -125,8 +125,8 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_journal(tmp_path):
     )
 
 
-def run_two_workers(output_dirs, *args):
-    """Runs ``python -m tpu_bo.main`` as two workers of one TF_CONFIG cluster on localhost."""
+def start_two_workers(output_dirs, *args):
+    """Starts ``python -m tpu_bo.main`` as two workers of one TF_CONFIG cluster on localhost."""
     import socket
 
     ports = []
@@ -139,7 +139,12 @@ def run_two_workers(output_dirs, *args):
     for index, output_dir in enumerate(output_dirs):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         procs.append(start_cli(*args, f"--output_dir={output_dir}", env={"TF_CONFIG": tf_config}))
-    return [(p, *p.communicate(timeout=300)) for p in procs]
+    return procs
+
+
+def run_two_workers(output_dirs, *args):
+    """Runs two workers (see :func:`start_two_workers`) to the end."""
+    return [(p, *p.communicate(timeout=300)) for p in start_two_workers(output_dirs, *args)]
 
 
 def test_two_workers_run_in_lockstep_resume_and_only_the_chief_writes(tmp_path):
@@ -163,6 +168,33 @@ def test_two_workers_run_in_lockstep_resume_and_only_the_chief_writes(tmp_path):
         records = journal(tmp_path)
         assert [r["trial"] for r in records] == list(range(1, 3 + n_iter))  # once, by the chief
     assert not (tmp_path / "workers.check").exists()
+
+
+def test_a_killed_worker_stops_its_peer_in_one_sentence_and_both_resume(tmp_path):
+    import signal
+    import time
+
+    args = ["--epochs=2", "--batch_size=8", "--steps_per_execution=1", "--init_points=1"]
+    args += ["--n_iter=1"]
+    chief, worker = start_two_workers([tmp_path, tmp_path], *args)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (tmp_path / "inflight.npz").exists():
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGKILL)  # a preempted host
+    worker.communicate(timeout=60)
+    _, err = chief.communicate(timeout=300)
+    assert chief.returncode == 1, err[-3000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "another worker of this multi-worker study stopped" in errors[0]
+    assert "start every worker again with the same command" in errors[0]
+
+    runs = run_two_workers([tmp_path, tmp_path], *args)
+    for proc, out, err in runs:
+        assert proc.returncode == 0, err[-3000:]
+        assert "continuing trial(s) 1 after epoch" in out
+    records = journal(tmp_path)
+    assert [r["trial"] for r in records] == [1, 2] and records[0]["resumed_from_epoch"] >= 1
 
 
 def test_workers_that_do_not_share_the_output_dir_stop_together(tmp_path):

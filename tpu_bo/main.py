@@ -267,20 +267,40 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
+        known = _known_failure(e, config)
+        if known is None:
+            raise
+        print(f"error: {known[0]}", file=sys.stderr)
+        return known[1]
+    return 0
+
+
+def _known_failure(e: Exception, config: Config) -> tuple[str, int] | None:
+    """The one sentence and exit status for a failure with one known fix, else ``None``."""
+    text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    if type(e).__name__ in ("PermissionDeniedError", "UnauthenticatedError"):
         # Storage that refuses us (a gs:// bucket without rights, a read-only path) is a setup
         # problem with one fix, not a bug: say which flag's path it is and what to check.
-        if type(e).__name__ not in ("PermissionDeniedError", "UnauthenticatedError"):
-            raise
-        text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         flag = "data_dir" if config.data_dir and config.data_dir in text else "output_dir"
-        print(
-            f"error: --{flag}: permission denied ({text}); check that this machine's account "
+        return (
+            f"--{flag}: permission denied ({text}); check that this machine's account "
             "may read and write there (for gs://, e.g. roles/storage.objectAdmin on the bucket "
             "for the VM's service account, or `gcloud auth application-default login`).",
-            file=sys.stderr,
+            2,
         )
-        return 2
-    return 0
+    from tpu_bo.accelerator import num_workers
+
+    if type(e).__name__ in ("UnavailableError", "CancelledError") and num_workers() > 1:
+        # A worker of a lockstep study died (killed, preempted): the collectives abort.
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        text = next((line for line in lines if "aborted" in line), lines[0])[:200]
+        return (
+            f"another worker of this multi-worker study stopped ({text}); every finished trial "
+            f"is in {config.resolved_output_dir} and the running ones continue from their last "
+            "finished epoch: start every worker again with the same command.",
+            1,
+        )
+    return None
 
 
 def _quiet_tensorflow() -> None:
