@@ -131,3 +131,55 @@ def test_the_notebook_imports_tpu_bo_before_tensorflow():
     nb = nbformat.read(ROOT / "colab" / "quickstart.ipynb", as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert code.index("import tpu_bo") < code.index("import tensorflow")
+
+
+def test_tensorflow_tpu_on_a_machine_without_a_tpu_is_named(monkeypatch):
+    real = tpu_env.importlib.metadata.version
+
+    def version(name):
+        return "2.20.0" if name == "tensorflow-tpu" else real(name)
+
+    monkeypatch.setattr(tpu_env.importlib.metadata, "version", version)
+    no_tpu = tpu_env.configure({})
+    warning = tpu_env.stray_tpu_build(no_tpu, {})
+    assert warning.startswith("tensorflow-tpu is installed but this machine has no TPU device")
+    assert "TPU_SKIP_MDS_QUERY=1" in warning
+    assert tpu_env.stray_tpu_build(no_tpu, {"TPU_SKIP_MDS_QUERY": "1"}) is None
+    on_tpu = tpu_env.configure({"TPU_ACCELERATOR_TYPE": "v5litepod-1", "TPU_LOAD_LIBRARY": "0"})
+    assert tpu_env.stray_tpu_build(on_tpu, {}) is None
+
+
+def fake_tensorflow_tpu(directory) -> dict[str, str]:
+    """An environment in which tensorflow-tpu 2.20.0 looks installed (a dist-info only)."""
+    info = directory / "tensorflow_tpu-2.20.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorflow-tpu\nVersion: 2.20.0\n")
+    return {**os.environ, "PYTHONPATH": f"{directory}{os.pathsep}{ROOT}"}
+
+
+def test_the_smoke_check_stops_before_importing_a_tensorflow_that_would_hang(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "tpu_bo.smoke"],
+        cwd=tmp_path,
+        env=fake_tensorflow_tpu(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stderr[-2000:]
+    lines = [line for line in run.stdout.splitlines() if line[:4] in ("PASS", "FAIL", "INFO")]
+    assert [line.split()[1] for line in lines] == ["versions", "tpu"]  # nothing after
+    assert lines[0].startswith("FAIL  versions") and "tensorflow-tpu" in lines[0]
+
+
+def test_the_cli_warns_about_tensorflow_tpu_without_a_tpu(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "tpu_bo.main", "--dataset=no_such_dataset"],
+        cwd=tmp_path,
+        env={**fake_tensorflow_tpu(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2
+    assert "warning: tensorflow-tpu is installed but this machine has no TPU device" in run.stderr

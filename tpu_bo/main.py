@@ -255,6 +255,11 @@ def main(argv: list[str]) -> int:
         # TensorFlow and TFDS log a lot at INFO; keep tpu_bo's own INFO lines visible.
         logging.set_verbosity(logging.WARNING)
         py_logging.getLogger("tpu_bo").setLevel(py_logging.INFO)
+    from tpu_bo import tpu_env
+
+    stray = tpu_env.stray_tpu_build(tpu_env.ensure_configured())
+    if stray:
+        print(f"warning: {stray}.", file=sys.stderr, flush=True)
     changed = " ".join(flags.FLAGS[h.name].serialize() for h in _OURS if h.present)
     py_logging.getLogger("tpu_bo").info("config: %s", changed or "all defaults")
     from tpu_bo.study import run_study

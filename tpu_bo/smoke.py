@@ -106,7 +106,7 @@ class Report:
 
 
 def versions() -> tuple[bool, str]:
-    """Installed packages; a TensorFlow next to tensorflow-tpu is a FAIL."""
+    """Installed packages; a FAIL where importing TensorFlow would fail or hang."""
     found = {}
     for name in PACKAGES:
         try:
@@ -123,6 +123,9 @@ def versions() -> tuple[bool, str]:
         )
     if not {"tensorflow", "tensorflow-cpu", "tensorflow-tpu"} & set(found):
         return False, f"{shown}; {python}: TensorFlow is not installed"
+    stray = tpu_env.stray_tpu_build(tpu_env.ensure_configured())
+    if stray:
+        return False, f"{shown}; {python}: {stray}"
     return True, f"{shown}; {python}"
 
 
@@ -177,14 +180,20 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     report = Report()
-    report.add("versions", versions)
+    usable = report.add("versions", versions)
     report.add("tpu plugin", lambda: plugin(args.accelerator))
     with tempfile.TemporaryDirectory() as workdir:
+        if not usable:  # importing TensorFlow would fail, or hang for minutes
+            return _finish(report, args)
         if "cli" not in args.skip:
             report.add("cli study", lambda: cli_study(args.accelerator, args.tpu, workdir))
         from tpu_bo import smoke_device  # imports TensorFlow, after the child process ended
 
         smoke_device.run(report, args, workdir)
+    return _finish(report, args)
+
+
+def _finish(report: Report, args: argparse.Namespace) -> int:
     print(f"result: {report.summary()}", flush=True)
     if args.json:
         with open(args.json, "w") as f:

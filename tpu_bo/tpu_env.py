@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -134,6 +135,27 @@ def configure(environ: MutableMapping[str, str] | None = None) -> Setup:
     if evidence is not None:
         log.info("TPU runtime: %s", setup.describe())
     return setup
+
+
+def stray_tpu_build(setup: Setup, environ: MutableMapping[str, str] | None = None) -> str | None:
+    """A warning when tensorflow-tpu is installed on a machine that shows no TPU.
+
+    tensorflow-tpu 2.20 opens libtpu while TensorFlow is imported, whatever the plugin
+    variables say, and libtpu then asks the GCE metadata server about the TPU: measured here,
+    the import was still waiting after ten minutes. ``TPU_SKIP_MDS_QUERY=1`` skips the query.
+    """
+    environ = os.environ if environ is None else environ
+    if setup.evidence is not None or environ.get("TPU_SKIP_MDS_QUERY"):
+        return None
+    try:
+        importlib.metadata.version("tensorflow-tpu")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return (
+        "tensorflow-tpu is installed but this machine has no TPU device (/dev/accel*, "
+        "/dev/vfio/*), and importing it waits minutes for the GCE metadata server; install "
+        "requirements.txt (CPU) or requirements-gpu.txt here, or set TPU_SKIP_MDS_QUERY=1"
+    )
 
 
 SETUP: Setup | None = None
