@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.test_trainer import make_trainer
+from tpu_bo.smoke_device import run_keeping_weights
 
 POINTS = [
     {"dropout_2": 0.1, "learning_rate": 1e-3},
@@ -27,13 +28,8 @@ ONE_EPOCH = {"epochs": 1, "steps_per_execution": 4}
 
 def run_pack_keeping_weights(trainer, points, seeds, **kwargs):
     """Runs a pack; returns its results and each tower's final weights."""
-    weights = {}
-
-    def on_finish(k, result):
-        weights[k] = trainer.tower_weights(k)
-
-    results = trainer.run_pack(points, seeds=seeds, on_finish=on_finish, **kwargs)
-    return results, [weights[k] for k in range(len(points))]
+    pairs = run_keeping_weights(trainer, points, seeds, **kwargs)
+    return [r for r, _ in pairs], [w for _, w in pairs]
 
 
 def check_pack_matches_alone(replicas: int = 1, **fields) -> None:

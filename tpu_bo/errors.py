@@ -24,3 +24,9 @@ class ConfigError(ValueError):
     def for_cli(self) -> str:
         """Returns the message as the CLI shows it, with the flag spelled ``--flag``."""
         return f"--{self.flag}: {self.message}"
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (or its type name), for a one-sentence error."""
+    text = (str(e).strip() or type(e).__name__).splitlines()[0].rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

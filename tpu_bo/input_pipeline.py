@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_bo.config import Config
-from tpu_bo.errors import ConfigError
+from tpu_bo.errors import ConfigError, first_line
 
 _DIGITS_TRAIN = 1500
 _SLICE = re.compile(r"^(?P<name>\w+)(?:\[(?P<start>-?\d+%?)?:(?P<end>-?\d+%?)?\])?$")
@@ -273,7 +273,7 @@ def _tfds_source(config: Config) -> Source:
         ) from None
     except Exception as e:  # noqa: BLE001 - TFDS raises many types for a bad data_dir
         raise ConfigError(
-            "data_dir", f"cannot open {name!r} in {config.data_dir}: {_first_line(e)}."
+            "data_dir", f"cannot open {name!r} in {config.data_dir}: {first_line(e)}."
         ) from None
     if not builder.is_prepared():
         where = config.data_dir or "TFDS's default data dir"
@@ -290,7 +290,7 @@ def _tfds_source(config: Config) -> Source:
             raise ConfigError(
                 "data_dir",
                 f"{name!r} is not prepared in {where} and could not be downloaded "
-                f"({_first_line(e)}); point --data_dir at a prepared TFDS directory.",
+                f"({first_line(e)}); point --data_dir at a prepared TFDS directory.",
             ) from None
     info = builder.info
     features = info.features
@@ -315,14 +315,9 @@ def _tfds_source(config: Config) -> Source:
             available = ", ".join(sorted(info.splits.keys()))
             raise ConfigError(
                 flag,
-                f"cannot read split {split!r} of {name} ({_first_line(e)}); "
+                f"cannot read split {split!r} of {name} ({first_line(e)}); "
                 f"available splits: {available}.",
             ) from None
         return ds, n
 
     return Source(input_shape=shape, num_classes=int(num_classes), load=load)
-
-
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = (str(e).strip() or type(e).__name__).splitlines()[0].rstrip(".")
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tpu_bo import tpu_env
-from tpu_bo.errors import ConfigError
+from tpu_bo.errors import ConfigError, first_line
 
 PACKAGES = (
     "tensorflow",
@@ -70,9 +70,12 @@ class Check:
     ok: bool | None
     detail: str
 
+    @property
+    def mark(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "INFO"}[self.ok]
+
     def line(self) -> str:
-        mark = {True: "PASS", False: "FAIL", None: "INFO"}[self.ok]
-        return f"{mark}  {self.name:<13} {self.detail}"
+        return f"{self.mark}  {self.name:<13} {self.detail}"
 
 
 class Report:
@@ -89,7 +92,7 @@ class Report:
         except ConfigError as e:
             ok, detail = False, e.for_cli()
         except Exception as e:  # noqa: BLE001 - every failure is a report line, not a crash
-            ok, detail = False, f"{type(e).__name__}: {_first_line(e)}"
+            ok, detail = False, f"{type(e).__name__}: {first_line(e, 300)}"
         self.checks.append(Check(name, ok, detail))
         print(self.checks[-1].line(), flush=True)
         return ok is not False
@@ -97,7 +100,7 @@ class Report:
     def summary(self) -> str:
         counts = {mark: 0 for mark in ("PASS", "FAIL", "INFO")}
         for check in self.checks:
-            counts[check.line()[:4]] += 1
+            counts[check.mark] += 1
         seconds = time.perf_counter() - self.started
         return ", ".join(f"{n} {m}" for m, n in counts.items()) + f" in {seconds:.0f} s"
 
@@ -225,11 +228,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--skip: unknown check(s) {', '.join(sorted(unknown))}; use cli, throughput")
     return args
-
-
-def _first_line(e: BaseException, limit: int = 300) -> str:
-    text = (str(e).strip() or type(e).__name__).splitlines()[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

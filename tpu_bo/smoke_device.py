@@ -114,11 +114,11 @@ class Runs:
         if self.trained is None:
             datasets = load_datasets(self.config, self.strategy)
             trainer = Trainer(self.config, self.strategy, datasets)
-            packed = _run(trainer, list(POINTS), list(SEEDS), width=2)
+            packed = run_keeping_weights(trainer, list(POINTS), list(SEEDS), width=2)
             traces_pack = trainer.traces
-            solo = [_run(trainer, [POINTS[0]], [SEEDS[0]], width=1)[0]]
+            solo = [run_keeping_weights(trainer, [POINTS[0]], [SEEDS[0]], width=1)[0]]
             traces_before = trainer.traces
-            solo.append(_run(trainer, [POINTS[1]], [SEEDS[1]], width=1)[0])
+            solo.append(run_keeping_weights(trainer, [POINTS[1]], [SEEDS[1]], width=1)[0])
             self.trained = {
                 "datasets": datasets,
                 "trainer": trainer,
@@ -161,7 +161,7 @@ class Runs:
     def reset(self) -> tuple[bool, str]:
         t = self._train()
         fresh_trainer = Trainer(self.config, self.strategy, t["datasets"])
-        fresh, _ = _run(fresh_trainer, [POINTS[1]], [SEEDS[1]], width=1)[0]
+        fresh, _ = run_keeping_weights(fresh_trainer, [POINTS[1]], [SEEDS[1]], width=1)[0]
         reused = t["solo"][1][0]
         a, b = _history(reused), _history(fresh)
         ok = self._close([a], [b])
@@ -210,16 +210,21 @@ class Runs:
         )
 
 
-def _run(
-    trainer: Trainer, points: list[dict[str, Any]], seeds: list[int], *, width: int
+def run_keeping_weights(
+    trainer: Trainer,
+    points: list[dict[str, Any]],
+    seeds: list[int],
+    *,
+    width: int | None = None,
+    **kwargs: Any,
 ) -> list[tuple[TrialResult, list[np.ndarray]]]:
-    """Runs a pack; returns each trial's result and final weights."""
+    """Runs a pack (``kwargs`` go to ``run_pack``); returns each trial's result and weights."""
     weights: dict[int, list[np.ndarray]] = {}
 
     def keep(k: int, result: TrialResult) -> None:
         weights[k] = trainer.tower_weights(k)
 
-    results = trainer.run_pack(points, seeds=seeds, on_finish=keep, width=width)
+    results = trainer.run_pack(points, seeds=seeds, on_finish=keep, width=width, **kwargs)
     return [(r, weights[k]) for k, r in enumerate(results)]
 
 
