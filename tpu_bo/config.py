@@ -1,11 +1,13 @@
 """The one frozen configuration of a study.
 
-Every field has the same name as its command-line flag in ``tpu_bo/main.py``, so an error about
-a field names the flag too. A notebook builds a :class:`Config` directly (or passes keywords to
-:func:`tpu_bo.run_study`); the CLI builds it from flags. Either way :meth:`Config.validate`
-checks it before any device or data is touched.
+Every field is a command-line flag of the same name (``space`` is set by ``--param``), so an error
+about a field names the flag too. The field's metadata holds the flag's help text, choices and
+lower bound (see :mod:`tpu_bo.flag_fields`); ``tpu_bo/main.py`` defines the absl flags from it.
+A notebook builds a :class:`Config` directly (or passes keywords to :func:`tpu_bo.run_study`);
+the CLI builds it from flags. Either way :meth:`Config.validate` checks it before any device or
+data is touched. A ``--space_file`` is read by :mod:`tpu_bo.space_file`.
 
-This module does not import TensorFlow.
+This module imports neither TensorFlow nor absl.
 """
 
 from __future__ import annotations
@@ -18,14 +20,25 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tpu_bo.errors import ConfigError
+from tpu_bo.flag_fields import check_field
+from tpu_bo.flag_fields import flag_field as _flag
+from tpu_bo.flag_fields import flag_name as flag_name  # re-exported: main.py imports it here
 from tpu_bo.space import TRAINER_PARAMS, SearchSpace
+from tpu_bo.space_file import read_space_file as read_space_file  # re-exported
 
 ACCELERATORS = ("auto", "tpu", "gpu", "cpu")
-OPTIMIZERS = ("rmsprop", "adam", "sgd", "adamw")
+# Optimizer name -> (keras.optimizers class, default learning rate).
+OPTIMIZERS: dict[str, tuple[str, float]] = {
+    "rmsprop": ("RMSprop", 1e-3),
+    "adam": ("Adam", 1e-3),
+    "sgd": ("SGD", 1e-2),
+    "adamw": ("AdamW", 1e-3),
+}
 ACQUISITIONS = ("ei", "ucb", "poi")
 OBJECTIVES = ("val_accuracy", "val_loss", "loss")
 OBJECTIVE_MODES = ("auto", "max", "min")
-PRUNERS = ("none", "median")
+PRUNERS = ("none", "median", "asha", "hyperband")
+SAMPLERS = ("bayes_opt", "tpe", "gp", "random")
 
 # The blog post's study: its CNN's second dropout, learning rate (log scale). `dense_units` is
 # structural and left out of the default so a default study compiles exactly one program.
@@ -36,49 +49,181 @@ DEFAULT_SPACES: dict[str, tuple[str, ...]] = {
 # For a user's own model only the learning rate is known to exist.
 FALLBACK_SPACE: tuple[str, ...] = ("learning_rate:log:1e-4:1e-2",)
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything a study needs; see ``python -m tpu_bo.main --helpfull`` for each field."""
+    """Everything a study needs; see ``python -m tpu_bo.main --helpfull`` for each field.
+
+    Each field is also a flag of ``python -m tpu_bo.main``: its metadata holds the flag's help
+    text, choices and lower bound, and ``main.py`` defines the flags from it.
+    """
 
     # Accelerator.
-    accelerator: str = "auto"
-    tpu: str = "local"
-    cpu_replicas: int = 1
+    accelerator: str = _flag(
+        "auto",
+        "Where to train: auto tries TPU, then GPU, then CPU, and says which it picked.",
+        choices=ACCELERATORS,
+    )
+    tpu: str = _flag(
+        "local",
+        "TPU to connect to: 'local' on a TPU VM or Colab, else a TPU or pod-slice name.",
+    )
+    cpu_replicas: int = _flag(
+        1,
+        "Split the CPU into this many logical devices under a MirroredStrategy (tests the "
+        "multi-replica path without GPUs).",
+        lower_bound=1,
+    )
     # Data.
-    dataset: str = "digits"
-    data_dir: str | None = None
-    train_split: str = "train[:90%]"
-    eval_split: str = "train[90%:]"
-    test_split: str = "test"
-    batch_size: int = 128
-    shuffle_buffer: int = 0
-    download: bool = True
-    # Model and training.
-    model: str | Callable[..., Any] = "mnist_cnn"
-    optimizer: str = "rmsprop"
-    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    epochs: int = 5
-    steps_per_execution: int = 32
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    max_programs: int = 4
-    parallel_trials: int = 1
+    dataset: str = _flag(
+        "digits",
+        "'digits' (8x8 digits shipped with scikit-learn; no download) or a TFDS image "
+        "classification dataset name such as mnist, fashion_mnist, cifar10.",
+    )
+    data_dir: str | None = _flag(None, "TFDS data directory (local or gs://); default: TFDS's own.")
+    train_split: str = _flag("train[:90%]", "Split trials train on.")
+    eval_split: str = _flag(
+        "train[90%:]", "Held-out split that scores every trial (the objective)."
+    )
+    test_split: str = _flag("test", "Split scored once, for the best trial; '' to skip.")
+    batch_size: int = _flag(
+        128,
+        "Global batch (all replicas together); must divide by the number of replicas.",
+        lower_bound=1,
+    )
+    shuffle_buffer: int = _flag(
+        0, "Shuffle buffer in examples; 0 = the whole train split.", lower_bound=0
+    )
+    download: bool = _flag(True, "Let TFDS download and prepare a dataset missing from --data_dir.")
+    # Model and training. A Python caller may pass the builder function itself as `model`.
+    model: str | Callable[..., Any] = _flag(
+        "mnist_cnn",
+        "mnist_cnn, mlp, or package.module:function returning an uncompiled keras.Model from "
+        "(hp, input_shape, num_classes).",
+    )
+    optimizer: str = _flag(
+        "rmsprop", "Optimizer (searchable as a choice param).", choices=OPTIMIZERS
+    )
+    fixed: Mapping[str, Any] = _flag(
+        help="A hyperparameter held fixed for the whole study, NAME=VALUE "
+        "(e.g. --fixed=dense_units=256). Repeatable.",
+        repeated=True,
+        default_factory=dict,
+    )
+    epochs: int = _flag(5, "Epochs per trial.", lower_bound=1)
+    steps_per_execution: int = _flag(
+        32, "Training steps per host call; more keeps a TPU fed.", lower_bound=1
+    )
+    mixed_precision: bool = _flag(False, "Compute in bfloat16 (the TPU's native type).")
+    jit_compile: bool = _flag(
+        False,
+        "Compile steps with XLA on CPU/GPU; rejects dynamic shapes like a TPU. Ignored on a TPU, "
+        "which compiles every program with XLA anyway.",
+    )
+    max_programs: int = _flag(
+        4,
+        "Compiled programs (one per structure and pack width) kept at once; the oldest is dropped.",
+        lower_bound=1,
+    )
+    parallel_trials: int = _flag(
+        1,
+        "Trials of one structure trained side by side in one compiled program (a pack), to fill "
+        "an accelerator that one small model leaves idle; bayes_opt proposes each pack's points "
+        "together.",
+        lower_bound=1,
+    )
     # Study.
-    space: SearchSpace | None = None
-    space_file: str = ""
-    init_points: int = 5
-    n_iter: int = 10
-    seed: int = 0
-    objective: str = "val_accuracy"
-    objective_mode: str = "auto"
-    acquisition: str = "ei"
-    xi: float = 0.0
-    kappa: float = 2.576
-    domain_reduction: bool = False
-    prune: str = "none"
-    prune_after: int = 5
-    output_dir: str = ""
+    space: SearchSpace | None = _flag(
+        None,
+        "A searched hyperparameter: NAME:float:LOW:HIGH, NAME:log:LOW:HIGH, NAME:int:LOW:HIGH or "
+        "NAME:choice:V1,V2,..., optionally ending in :runtime or :structural. Repeatable. "
+        "Default: the model's own space (mnist_cnn: dropout_2:float:0.1:0.5 and "
+        "learning_rate:log:1e-4:1e-2).",
+        flag="param",
+        repeated=True,
+    )
+    space_file: str = _flag(
+        "",
+        'JSON file with the search space instead of --param: {"NAME": {"kind": "log", '
+        '"low": 1e-4, "high": 1e-2}, ...} or a list of such objects with a "name".',
+    )
+    init_points: int = _flag(5, "Random trials before the optimizer takes over.", lower_bound=1)
+    n_iter: int = _flag(10, "Guided trials after the random ones.", lower_bound=1)
+    seed: int = _flag(0, "Seeds the optimizer, data order and trials.")
+    objective: str = _flag(
+        "val_accuracy",
+        "Metric a trial is scored by: its best value over the trial's epochs.",
+        choices=OBJECTIVES,
+    )
+    objective_mode: str = _flag(
+        "auto",
+        "Maximise or minimise the objective; auto minimises losses and maximises the rest.",
+        choices=OBJECTIVE_MODES,
+    )
+    acquisition: str = _flag(
+        "ei",
+        "Acquisition function: ei (expected improvement), ucb, poi.",
+        choices=ACQUISITIONS,
+    )
+    xi: float = _flag(
+        0.0,
+        "Exploration of ei and poi, in standard deviations of the scores so far; 0 (plain "
+        "expected improvement) measured best in bench/RESULTS.md.",
+    )
+    kappa: float = _flag(2.576, "Exploration of ucb.")
+    domain_reduction: bool = _flag(
+        False,
+        "Shrink the search bounds around the best point as the study goes (bayes_opt's "
+        "SequentialDomainReductionTransformer); float and log parameters only.",
+    )
+    prune: str = _flag(
+        "none",
+        "Stop hopeless trials early with Optuna's pruners: median (MedianPruner: below the "
+        "median of earlier trials at the same epoch), asha (SuccessiveHalvingPruner) or "
+        "hyperband (HyperbandPruner); a pruned slot takes the next trial at once.",
+        choices=PRUNERS,
+    )
+    prune_after: int = _flag(
+        5, "Trials that must finish before the median rule prunes anything.", lower_bound=1
+    )
+    min_epochs: int = _flag(
+        1,
+        "Epochs every trial runs before it may be pruned (asha/hyperband: the minimum "
+        "resource; median: warm-up epochs).",
+        lower_bound=1,
+    )
+    reduction_factor: int = _flag(
+        3,
+        "Pruning rate of asha and hyperband: 1 in reduction_factor trials goes on at each rung.",
+        lower_bound=2,
+    )
+    sampler: str = _flag(
+        "bayes_opt",
+        "Which sampler proposes trials: bayes_opt (a Gaussian process from the "
+        "bayesian-optimization package; the default), or Optuna's tpe, gp (needs PyTorch: "
+        "pip install torch==2.13.0) or random.",
+        choices=SAMPLERS,
+    )
+    output_dir: str = _flag(
+        "",
+        "Where the journal and summary go (local or gs://); an existing study there is resumed. "
+        "Default: runs/<dataset>-<model>.",
+    )
+    storage: str = _flag(
+        "",
+        "Optuna storage URL for the study's trials (sqlite:///study.db, postgresql://...); "
+        "default: a journal file inside --output_dir.",
+    )
+    study_name: str = _flag(
+        "",
+        "Name of the study inside --storage; default: the last component of --output_dir.",
+    )
+    wait_for_lock: bool = _flag(
+        False,
+        "When another process is running this study, wait for it to finish instead of exiting.",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", dict(self.fixed))
@@ -99,6 +244,19 @@ class Config:
             return self.output_dir
         model = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model_name)
         return os.path.join("runs", f"{self.dataset}-{model}")
+
+    @property
+    def resolved_study_name(self) -> str:
+        """``study_name``, or the last component of the resolved ``output_dir``.
+
+        ``runs/mnist/`` and ``gs://bucket/studies/mnist`` both give ``mnist``.
+        """
+        if self.study_name:
+            return self.study_name
+        path = self.resolved_output_dir
+        if _URL.match(path):
+            return path.rstrip("/").rsplit("/", 1)[-1]
+        return os.path.basename(os.path.abspath(path))
 
     @property
     def total_trials(self) -> int:
@@ -129,32 +287,11 @@ class Config:
         Raises:
           ConfigError: naming the first field at fault.
         """
-        _choice("accelerator", self.accelerator, ACCELERATORS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("acquisition", self.acquisition, ACQUISITIONS)
-        _choice("objective", self.objective, OBJECTIVES)
-        _choice("objective_mode", self.objective_mode, OBJECTIVE_MODES)
-        _choice("prune", self.prune, PRUNERS)
-        _positive("prune_after", self.prune_after)
+        for field in dataclasses.fields(self):
+            check_field(field, getattr(self, field.name))
         if self.space is not None and self.space_file:
             raise ConfigError(
                 "space_file", "give the space by --param or by --space_file, not both."
-            )
-        for name in (
-            "cpu_replicas",
-            "batch_size",
-            "epochs",
-            "steps_per_execution",
-            "max_programs",
-            "parallel_trials",
-        ):
-            _positive(name, getattr(self, name))
-        _positive("n_iter", self.n_iter)
-        if self.init_points < 1:
-            raise ConfigError("init_points", f"must be at least 1, got {self.init_points}.")
-        if self.shuffle_buffer < 0:
-            raise ConfigError(
-                "shuffle_buffer", f"must be >= 0 (0 = whole split), got {self.shuffle_buffer}."
             )
         if self.xi < 0:
             raise ConfigError("xi", f"must be >= 0, got {self.xi}.")
@@ -174,14 +311,29 @@ class Config:
                 f"the global batch {self.batch_size} does not divide by the "
                 f"{self.cpu_replicas} CPU replicas; use a multiple of {self.cpu_replicas}.",
             )
-        space = self.resolved_space()
+        if self.prune != "none" and self.min_epochs > self.epochs:
+            raise ConfigError(
+                "min_epochs",
+                f"must not exceed --epochs={self.epochs} when pruning, got {self.min_epochs}.",
+            )
+        if self.storage and not _URL.match(self.storage):
+            raise ConfigError(
+                "storage",
+                f"{self.storage!r} is not a storage URL; give one such as sqlite:///study.db "
+                "or postgresql://user@host/db.",
+            )
+        self._check_space(self.resolved_space())
+        return self
+
+    def _check_space(self, space: SearchSpace) -> None:
+        """The rules between the search space and the other fields."""
         clash = sorted(set(self.fixed) & set(space.names))
         if clash:
             raise ConfigError("fixed", f"{clash[0]!r} is both fixed and searched; drop one.")
-        if "optimizer" in self.fixed and self.fixed["optimizer"] not in OPTIMIZERS:
+        if "optimizer" in self.fixed and not _is_optimizer(self.fixed["optimizer"]):
             raise ConfigError("fixed", f"optimizer must be one of {', '.join(OPTIMIZERS)}.")
         if "optimizer" in space.names:
-            bad = [c for c in space["optimizer"].choices if c not in OPTIMIZERS]
+            bad = [c for c in space["optimizer"].choices if not _is_optimizer(c)]
             if space["optimizer"].kind != "choice" or bad:
                 raise ConfigError(
                     "param", f"optimizer must be a choice among {', '.join(OPTIMIZERS)}."
@@ -195,7 +347,6 @@ class Config:
                 isinstance(c, (int, float)) for c in space[name].choices
             ):
                 raise ConfigError("param", f"{name} must take numeric values.")
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record of the configuration, with the space resolved."""
@@ -233,48 +384,5 @@ class Config:
         return {k: d[k] for k in keys}
 
 
-def read_space_file(path: str) -> SearchSpace:
-    """Reads a search space from a JSON file (local or ``gs://``).
-
-    The file holds either a mapping from name to a parameter (``{"learning_rate": {"kind":
-    "log", "low": 1e-4, "high": 1e-2}, "dense_units": ["choice", [128, 256]]}``) or a list of
-    parameters each with a ``name`` (the form ``config.json`` records).
-
-    Raises:
-      ConfigError: naming ``space_file``, for an unreadable file or an invalid space.
-    """
-    try:
-        if "://" in path:
-            import tensorflow as tf
-
-            with tf.io.gfile.GFile(path, "r") as f:
-                text = f.read()
-        else:
-            with open(path) as f:
-                text = f.read()
-    except Exception as e:  # noqa: BLE001 - OSError locally, tf.errors on gs://
-        raise ConfigError("space_file", f"cannot read {path}: {e}.") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError("space_file", f"{path} is not valid JSON ({e}).") from None
-    try:
-        if isinstance(data, list):
-            if not all(isinstance(d, Mapping) and "name" in d for d in data):
-                raise ConfigError("param", "every entry of a list needs a 'name'.")
-            return SearchSpace.from_list(data)
-        if isinstance(data, Mapping):
-            return SearchSpace.from_value(data)
-    except ConfigError as e:
-        raise ConfigError("space_file", f"{path}: {e.message}") from None
-    raise ConfigError("space_file", f"{path} must hold a JSON object or list of parameters.")
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(name, f"{value!r} is not one of {', '.join(allowed)}.")
-
-
-def _positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(name, f"must be a positive whole number, got {value!r}.")
+def _is_optimizer(value: Any) -> bool:
+    return isinstance(value, str) and value in OPTIMIZERS
