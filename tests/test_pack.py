@@ -1,7 +1,12 @@
-"""Packed trials (``parallel_trials=K``): K towers in one program behave like K trials alone.
+"""Packs (``parallel_trials=K``): K slots of one program, each trial trained as if alone.
 
-The equality checks run with ``tf.config.experimental.enable_op_determinism()``, which cannot
-be switched off again, so each runs in its own Python process.
+The data of tests.test_trainer makes every epoch the same ten batches in the same order, so a
+trial's numbers do not depend on where the shared iterator stood when it started: a trial loaded
+into a slot at any epoch boundary must end exactly where the same trial trained alone ends.
+
+The equality checks of the big model run with ``tf.config.experimental.enable_op_determinism()``,
+which cannot be switched off again, so each runs in its own Python process; the small dense
+models below are deterministic on the CPU without it.
 """
 
 from __future__ import annotations
@@ -24,32 +29,56 @@ POINTS = [
 ]
 SEEDS = [11, 12, 13, 14]
 ONE_EPOCH = {"epochs": 1, "steps_per_execution": 4}
+# A small dense model under Adam, whose step count and moments would show any leaked state.
+TINY = {
+    "model": "tests.custom_models:tiny",
+    "space": ["dropout:float:0:0.5", "learning_rate:log:1e-4:1e-1"],
+    "optimizer": "adam",
+}
+A = {"dropout": 0.1, "learning_rate": 1e-2}
+B = {"dropout": 0.4, "learning_rate": 5e-2}
+C = {"dropout": 0.2, "learning_rate": 3e-3}
 
 
 def run_pack_keeping_weights(trainer, points, seeds, **kwargs):
-    """Runs a pack; returns its results and each tower's final weights."""
+    """Runs a pack to the end; returns its results and each slot's final weights."""
     pairs = run_keeping_weights(trainer, points, seeds, **kwargs)
     return [r for r, _ in pairs], [w for _, w in pairs]
 
 
+def alone(fields, point, seed):
+    """The result and final weights of ``point`` trained alone in a fresh width-1 trainer."""
+    (result,), (weights,) = run_pack_keeping_weights(make_trainer(**fields), [point], [seed])
+    return result, weights
+
+
+def assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+def history(result):
+    return np.array([[h["loss"], h["val_loss"], h["val_accuracy"]] for h in result.history])
+
+
 def check_pack_matches_alone(replicas: int = 1, **fields) -> None:
-    """Each tower of a pack of 4 ends where the same trial trained alone ends."""
+    """Each slot of a pack of 4 ends where the same trial trained alone ends."""
     fields = {**ONE_EPOCH, **fields}
     trainer = make_trainer(replicas, parallel_trials=4, **fields)
     packed, packed_weights = run_pack_keeping_weights(trainer, POINTS, SEEDS)
     assert trainer.traces == 2
     alone_trainer = make_trainer(replicas, **fields)
     for k, (point, seed) in enumerate(zip(POINTS, SEEDS, strict=True)):
-        (alone,), (alone_weights,) = run_pack_keeping_weights(
+        (single,), (single_weights,) = run_pack_keeping_weights(
             alone_trainer, [point], [seed], width=1
         )
-        assert packed[k].status == alone.status == "ok"
-        for a, b in zip(packed_weights[k], alone_weights, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert packed[k].status == single.status == "ok"
+        assert_same_weights(packed_weights[k], single_weights)
         assert packed[k].history[0]["val_accuracy"] == pytest.approx(
-            alone.history[0]["val_accuracy"], abs=1e-9
+            single.history[0]["val_accuracy"], abs=1e-9
         )
-        assert packed[k].history[0]["loss"] == pytest.approx(alone.history[0]["loss"], rel=1e-5)
+        assert packed[k].history[0]["loss"] == pytest.approx(single.history[0]["loss"], rel=1e-5)
     # Different points really trained differently.
     accuracies = {round(r.history[0]["val_accuracy"], 6) for r in packed}
     assert len(accuracies) > 1
@@ -79,72 +108,133 @@ def test_each_tower_of_a_pack_matches_its_trial_trained_alone(variant):
     assert run.returncode == 0, run.stderr[-3000:]
 
 
-def test_a_diverging_tower_is_failed_alone_and_the_others_train_undisturbed():
-    fields = {"model": "tests.custom_models:diverging", "space": ["gain:float:0:40"]}
+def test_a_diverging_slot_is_failed_alone_and_the_others_train_undisturbed():
+    fields = {"model": "tests.custom_models:diverging", "space": ["gain:float:0:40"], "epochs": 2}
     points = [{"gain": 0.0}, {"gain": 40.0}, {"gain": 0.5}]
-    trainer = make_trainer(parallel_trials=4, epochs=2, **fields)
-    finished = []
-    results, weights = run_pack_keeping_weights(
-        trainer,
-        points,
-        [1, 2, 3],
-        on_progress=None,
-    )
+    trainer = make_trainer(parallel_trials=4, **fields)
+    pack = trainer.pack(points[0])
+    for k, point in enumerate(points):
+        pack.load(k, point, seed=k + 1)
+    first = pack.run_epoch()
+    assert [(r.slot, r.epoch, r.done) for r in first] == [
+        (0, 1, False),
+        (1, 1, True),
+        (2, 1, False),
+    ]
+    assert first[1].metrics is None and first[1].error.startswith("loss became")
+    assert first[0].error is None and first[0].metrics["epoch"] == 1
+    assert pack.active == [0, 2] and pack.free == [1, 3]
+    assert [r.slot for r in pack.run_epoch()] == [0, 2]
+    results = [pack.result(k) for k in range(3)]
     assert [r.status for r in results] == ["ok", "failed", "ok"]
-    assert "loss became" in results[1].error and results[1].history == []
+    assert results[1].history == [] and results[1].error == first[1].error
     assert trainer.traces == 2
-    alone = make_trainer(**fields, epochs=2)
     for k in (0, 2):
-        (single,), (single_weights,) = run_pack_keeping_weights(
-            alone, [points[k]], [k + 1], width=1
-        )
-        for a, b in zip(weights[k], single_weights, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-        assert results[k].history[-1]["val_accuracy"] == pytest.approx(
-            single.history[-1]["val_accuracy"], abs=2e-3
-        )
-        finished.append(k)
-    assert finished == [0, 2]
+        single, single_weights = alone(fields, points[k], k + 1)
+        assert_same_weights(pack.weights(k), single_weights, rtol=1e-4)
+        np.testing.assert_allclose(history(results[k]), history(single), rtol=1e-4, atol=1e-6)
 
 
-def test_a_pruned_tower_stops_and_is_reported_at_once_while_the_others_go_on():
-    trainer = make_trainer(parallel_trials=3, epochs=3)
-    order = []
+def test_a_stopped_slot_is_pruned_and_frozen_while_the_others_go_on():
+    trainer = make_trainer(parallel_trials=3, epochs=3, **TINY)
+    pack = trainer.pack(A)
+    for k, point in enumerate([A, B, C]):
+        pack.load(k, point, seed=k + 1)
+    pack.run_epoch()
+    stopped = pack.stop(1)
+    assert stopped.status == "pruned" and stopped.steps == 10 and len(stopped.history) == 1
+    assert pack.result(1) == stopped
+    kept = pack.weights(1)
+    while pack.active:
+        assert [r.slot for r in pack.run_epoch()] == [0, 2]
+    assert_same_weights(pack.weights(1), kept, rtol=0, atol=0)  # learning rate 0: frozen
+    assert pack.result(1).status == "pruned" and pack.result(1).seconds == stopped.seconds
+    assert [pack.result(k).steps for k in (0, 2)] == [30, 30]
+    single, single_weights = alone({"epochs": 3, **TINY}, C, 3)
+    assert pack.result(2).status == "ok"
+    assert_same_weights(pack.weights(2), single_weights)
+    with pytest.raises(ValueError, match="not running"):
+        pack.stop(1)
 
-    def on_epoch(k, epoch, history, seconds):
-        return k == 1 and epoch == 1
 
-    def on_finish(k, result):
-        order.append((k, result.status, len(result.history)))
+def test_a_freed_slot_takes_a_new_trial_at_an_epoch_boundary_as_if_alone():
+    """B is stopped after one epoch and C loaded into its slot; C must not inherit B's
+    weights, Adam moments or step count, learning rate, dropout rate or dropout draws."""
+    trainer = make_trainer(parallel_trials=2, epochs=2, **TINY)
+    pack = trainer.pack(A)
+    pack.load(0, A, seed=1)
+    pack.load(1, B, seed=2)
+    assert [(r.slot, r.epoch, r.done) for r in pack.run_epoch()] == [(0, 1, False), (1, 1, False)]
+    traces = trainer.traces
+    pack.stop(1)
+    pack.load(1, C, seed=3)
+    assert [(r.slot, r.epoch, r.done) for r in pack.run_epoch()] == [(0, 2, True), (1, 1, False)]
+    assert [(r.slot, r.epoch, r.done) for r in pack.run_epoch()] == [(1, 2, True)]
+    assert pack.active == [] and trainer.traces == traces == 2
+    assert (pack.computed_tower_epochs, pack.useful_tower_epochs) == (6, 5)
+    for k, point, seed in [(0, A, 1), (1, C, 3)]:
+        single, single_weights = alone({"epochs": 2, **TINY}, point, seed)
+        result = pack.result(k)
+        assert result.status == "ok" and result.steps == 20 and result.resumed_from_epoch is None
+        assert_same_weights(pack.weights(k), single_weights)
+        np.testing.assert_allclose(history(result), history(single), rtol=1e-5)
 
-    results = trainer.run_pack(POINTS[:3], seeds=SEEDS[:3], on_epoch=on_epoch, on_finish=on_finish)
-    assert order == [(1, "pruned", 1), (0, "ok", 3), (2, "ok", 3)]
-    assert [r.status for r in results] == ["ok", "pruned", "ok"]
-    assert results[1].steps == 10 and results[0].steps == 30
-    # The pruned tower's learning rate was set to 0: it no longer moved (eval unchanged).
-    alone = make_trainer(epochs=3).run_trial(POINTS[2], seed=SEEDS[2])
-    assert results[2].history[-1]["val_accuracy"] == pytest.approx(
-        alone.history[-1]["val_accuracy"], abs=2e-3
-    )
+
+def test_a_trial_state_continues_the_trial_exactly_in_another_trainer():
+    fields = {"epochs": 3, **TINY}
+    uninterrupted, uninterrupted_weights = alone(fields, C, 3)
+    first = make_trainer(parallel_trials=2, **fields).pack(C)
+    first.load(0, C, seed=3)
+    first.load(1, A, seed=1)
+    first.run_epoch()
+    state = first.state(0)
+    assert state.epoch == 1 and state.steps == 10 and len(state.history) == 1
+    second = make_trainer(parallel_trials=2, **fields).pack(C)  # as another process would
+    second.load(0, B, seed=2)
+    second.load(1, C, seed=99, state=state)  # the seed is not used
+    assert [(r.slot, r.epoch) for r in second.run_epoch()] == [(0, 1), (1, 2)]
+    while second.active:
+        second.run_epoch()
+    result = second.result(1)
+    assert result.status == "ok" and result.steps == 30 and result.resumed_from_epoch == 1
+    assert result.seconds >= state.seconds
+    assert_same_weights(second.weights(1), uninterrupted_weights)
+    np.testing.assert_allclose(history(result), history(uninterrupted), rtol=1e-5)
 
 
-def test_a_short_pack_reuses_the_program_with_idle_towers():
+def test_a_short_pack_reuses_the_program_with_idle_slots():
     trainer = make_trainer(parallel_trials=4, **ONE_EPOCH)
-    trainer.run_pack(POINTS, seeds=SEEDS)
-    short = trainer.run_pack(POINTS[:2], seeds=SEEDS[:2])
-    assert [r.status for r in short] == ["ok", "ok"]
+    run_pack_keeping_weights(trainer, POINTS, SEEDS)
+    pack = trainer.pack(POINTS[0])
+    assert pack.free == [0, 1, 2, 3] and pack.active == []
+    assert pack.run_epoch() == [] and pack.computed_tower_epochs == 0  # nothing to train
+    for k in range(2):
+        pack.load(k, POINTS[k], seed=SEEDS[k])
+    assert [r.done for r in pack.run_epoch()] == [True, True]
+    assert [pack.result(k).status for k in range(2)] == ["ok", "ok"]
+    assert (pack.computed_tower_epochs, pack.useful_tower_epochs) == (4, 2)
     assert trainer.traces == 2 and trainer.num_programs == 1
 
 
-def test_a_pack_refuses_mixed_structures():
+def test_a_pack_refuses_what_it_cannot_hold():
     trainer = make_trainer(
         parallel_trials=2, space=["dense_units:choice:16,32", "learning_rate:log:1e-4:1e-2"]
     )
+    small, large = (
+        {"dense_units": 16, "learning_rate": 1e-3},
+        {"dense_units": 32, "learning_rate": 1e-3},
+    )
+    pack = trainer.pack(small)
     with pytest.raises(ValueError, match="structural"):
-        trainer.run_pack(
-            [
-                {"dense_units": 16, "learning_rate": 1e-3},
-                {"dense_units": 32, "learning_rate": 1e-3},
-            ],
-            seeds=[1, 2],
-        )
+        pack.load(0, large, seed=1)
+    pack.load(0, small, seed=1)
+    with pytest.raises(ValueError, match="running"):
+        pack.load(0, small, seed=2)
+    with pytest.raises(ValueError, match="not in a pack of 2"):
+        pack.load(2, small, seed=2)
+    with pytest.raises(ValueError, match="held no trial"):
+        pack.result(1)
+    newer = trainer.pack(small)  # takes the program
+    with pytest.raises(RuntimeError, match="newer pack"):
+        pack.run_epoch()
+    assert newer.active == [] and trainer.traces == 0

@@ -123,14 +123,25 @@ def test_xla_on_two_replicas_keeps_static_shapes():
     assert trainer.traces == 2
 
 
-def test_mixed_precision_trains_in_bfloat16():
-    trainer = make_trainer(mixed_precision=True, epochs=3)
-    result = trainer.run_trial(P, seed=1)
+def test_mixed_precision_trains_in_bfloat16_and_leaves_the_global_policy_alone(tmp_path):
+    """The policy is set only while models are built: the caller's global policy survives."""
+    import keras
+
+    keras.config.set_dtype_policy("mixed_float16")  # anything but what a trainer sets
+    try:
+        trainer = make_trainer(mixed_precision=True, epochs=3)
+        result = trainer.run_trial(P, seed=1)
+        trainer.save_weights(P, trainer.pack(P).weights(0), str(tmp_path / "w.weights.h5"))
+        full = make_trainer(epochs=1)
+        assert full.run_trial(P, seed=1).status == "ok"
+        assert keras.config.dtype_policy().name == "mixed_float16"
+    finally:
+        keras.config.set_dtype_policy("float32")
     assert result.status == "ok" and result.metrics["val_accuracy"] > 0.8
     model = trainer.model(P)
     assert model.layers[0].compute_dtype == "bfloat16"
     assert model.layers[-1].compute_dtype == "float32"
-    make_trainer()  # back to float32 for the other tests
+    assert full.model(P).layers[0].compute_dtype == "float32"
 
 
 def test_divergent_trial_fails_and_the_study_can_go_on():
@@ -181,16 +192,51 @@ def test_out_of_memory_is_a_failed_trial():
     space = ["width:choice:16,4000000000000", "learning_rate:log:1e-4:1e-2"]
     trainer = make_trainer(model="tests.custom_models:tiny", space=space)
     oom = trainer.run_trial({"width": 4_000_000_000_000, "learning_rate": 1e-3}, seed=1)
-    assert oom.status == "failed" and "out of memory" in oom.error
+    assert oom.status == "failed" and oom.error.startswith("out of memory: ")
+    assert oom.history == [] and "a pack of" not in oom.error
     assert trainer.run_trial({"width": 16, "learning_rate": 1e-3}, seed=1).status == "ok"
     assert trainer.num_programs == 1
+
+
+def test_out_of_memory_while_training_fails_the_whole_pack_and_drops_its_program(monkeypatch):
+    import tensorflow as tf
+
+    from tpu_bo.programs import Program
+
+    trainer = make_trainer(model="tests.custom_models:tiny", space=["dropout:float:0:0.5"])
+    points = [{"dropout": 0.1}, {"dropout": 0.2}]
+    pack = trainer.pack(points[0], width=3)
+    for k, point in enumerate(points):
+        pack.load(k, point, seed=k)
+    assert [r.done for r in pack.run_epoch()] == [False, False]
+
+    def exhausted(self, iterator, steps):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating\nthe details")
+
+    monkeypatch.setattr(Program, "train", exhausted)
+    results = pack.run_epoch()
+    monkeypatch.undo()
+    reason = "out of memory: OOM when allocating (a pack of 3; a smaller --parallel_trials may fit)"
+    assert [(r.slot, r.epoch, r.metrics, r.error, r.done) for r in results] == [
+        (0, 2, None, reason, True),
+        (1, 2, None, reason, True),
+    ]
+    assert [(pack.result(k).status, len(pack.result(k).history)) for k in (0, 1)] == [
+        ("failed", 1),
+        ("failed", 1),
+    ]
+    assert pack.broken and pack.active == [] and trainer.num_programs == 0
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pack.load(0, points[0], seed=0)
+    assert trainer.run_trial(points[0], seed=0, width=3).status == "ok"  # rebuilt
+    assert trainer.traces == 4
 
 
 def _xla_must_compile(trainer) -> bool:
     """Whether the traced train program holds a function marked for XLA (jit_compile=True)."""
     import tensorflow as tf
 
-    program = next(iter(trainer._programs.values()))
+    program = next(iter(trainer._programs.values()))  # a tpu_bo.programs.Program
     concrete = program.train_fn.get_concrete_function(
         trainer.datasets.train_iterator, tf.constant(1)
     )

@@ -19,6 +19,7 @@ variables every time for the same structural values.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -153,3 +154,28 @@ def outputs_probabilities(model: Any) -> bool:
     last = model.layers[-1] if getattr(model, "layers", None) else None
     activation = getattr(last, "activation", None)
     return activation is keras.activations.softmax or isinstance(last, keras.layers.Softmax)
+
+
+def save_model_weights(model: Any, path: str) -> None:
+    """``model.save_weights`` to any ``tf.io.gfile`` path (Keras writes only local files)."""
+    import tempfile
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(path))
+        model.save_weights(local)
+        tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+        tf.io.gfile.copy(local, path, overwrite=True)
+
+
+def load_model_weights(model: Any, path: str) -> None:
+    """``model.load_weights`` from any ``tf.io.gfile`` path (Keras reads only local files)."""
+    import tempfile
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(path))
+        tf.io.gfile.copy(path, local)
+        model.load_weights(local)

@@ -17,6 +17,7 @@ from tpu_bo import models
 from tpu_bo.accelerator import accelerator_kind, describe, get_strategy
 from tpu_bo.config import Config
 from tpu_bo.input_pipeline import _digits_source, load_datasets, synthetic_source
+from tpu_bo.programs import precision
 from tpu_bo.smoke import POINTS, SEEDS, Report
 from tpu_bo.trainer import Trainer, TrialResult, load_model_weights
 
@@ -89,9 +90,9 @@ def throughput(strategy: tf.distribute.Strategy, kind: str, mixed: bool) -> tupl
     for width in (1, 4):
         points = [POINTS[k % 2] for k in range(width)]
         seeds = list(range(width))
-        trainer.run_pack(points, seeds=seeds, width=width)  # traces and compiles
-        results = trainer.run_pack(points, seeds=seeds, width=width)
-        rates[width] = width * steps / results[0].train_seconds
+        run_keeping_weights(trainer, points, seeds, width=width)  # traces and compiles
+        (result, _), *_ = run_keeping_weights(trainer, points, seeds, width=width)
+        rates[width] = width * steps / result.train_seconds
     return None, (
         f"mnist_cnn, batch {batch}, {steps} steps: K=1 {rates[1]:.1f}, K=4 {rates[4]:.1f} "
         f"trial-steps/s; K=4 / K=1 = {rates[4] / rates[1]:.2f}x"
@@ -177,12 +178,13 @@ class Runs:
         path = os.path.join(self.workdir, "best", "model.weights.h5")
         trainer.save_weights(POINTS[1], weights, path)
         program = trainer.evaluate_saved(POINTS[1], path, datasets.eval)["accuracy"]
-        model = models.build_model(
-            models.get_builder(self.config.model),
-            POINTS[1],
-            datasets.input_shape,
-            datasets.num_classes,
-        )
+        with precision(self.config.mixed_precision):
+            model = models.build_model(
+                models.get_builder(self.config.model),
+                POINTS[1],
+                datasets.input_shape,
+                datasets.num_classes,
+            )
         load_model_weights(model, path)
         images, labels = _digits(self.config.eval_split)
         logits = model.predict(images, batch_size=256, verbose=0)
@@ -216,16 +218,17 @@ def run_keeping_weights(
     seeds: list[int],
     *,
     width: int | None = None,
-    **kwargs: Any,
 ) -> list[tuple[TrialResult, list[np.ndarray]]]:
-    """Runs a pack (``kwargs`` go to ``run_pack``); returns each trial's result and weights."""
-    weights: dict[int, list[np.ndarray]] = {}
+    """Runs ``points`` in slots 0, 1... of one pack to the end; returns results and weights.
 
-    def keep(k: int, result: TrialResult) -> None:
-        weights[k] = trainer.tower_weights(k)
-
-    results = trainer.run_pack(points, seeds=seeds, on_finish=keep, width=width, **kwargs)
-    return [(r, weights[k]) for k, r in enumerate(results)]
+    A finished slot is frozen, so its weights at the end are those it finished with.
+    """
+    pack = trainer.pack(points[0], width)
+    for k, (point, seed) in enumerate(zip(points, seeds, strict=True)):
+        pack.load(k, point, seed=seed)
+    while pack.active:
+        pack.run_epoch()
+    return [(pack.result(k), pack.weights(k)) for k in range(len(points))]
 
 
 def _history(result: TrialResult) -> np.ndarray:

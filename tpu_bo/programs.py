@@ -1,0 +1,293 @@
+"""Programs: K towers of one structure and the two traced functions that run them.
+
+Contract (docs/DESIGN.md contracts 1, 3 and 4):
+
+* A :class:`Program` is ``width`` towers built in the strategy's scope for one combination of
+  structural values, plus a train and an eval ``tf.function``. It is traced once; every trial
+  it ever runs only assigns variables.
+* A :class:`Tower` is one trial's slot: its own Keras model, optimizer and runtime-hyperparameter
+  variables (learning rate, label smoothing, the searched runtime values). The optimizer reads
+  its learning rate from the tower's variable, so a frozen tower (rate 0) computes but never
+  moves.
+* The train function runs ``steps`` steps per host call: it loops
+  ``strategy.run(step, (next(iterator),))`` over ``tf.range(steps)`` on the study's persistent
+  distributed iterator (the same code under TPUStrategy, MirroredStrategy and the default
+  strategy). The towers' losses are summed, so each tower receives exactly its own gradients.
+  It returns each tower's summed loss over the call.
+* The eval function sums, per tower, the weighted loss, the weighted hits and the weights of
+  every batch of a padded split, so every example counts exactly once.
+* Models are built under :func:`precision`, which sets the Keras dtype policy only while they are
+  built and restores the caller's afterwards.
+
+Towers are separate Keras models, the form measured in bench/RESULTS.md; they are built in
+``Trainer._build`` and run in :func:`make_functions`, the two places a fused form would change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tpu_bo import models
+from tpu_bo.config import OPTIMIZERS
+from tpu_bo.errors import first_line
+from tpu_bo.input_pipeline import EvalData
+
+
+@contextlib.contextmanager
+def precision(mixed: bool) -> Iterator[None]:
+    """Builds models in ``mixed_bfloat16`` (or ``float32``), restoring the caller's policy after.
+
+    bfloat16 is the TPU's native type and needs no loss scaling, so no scale shared by the
+    towers of a pack can couple them.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+class Tower:
+    """One trial's slot in a program: its own model, optimizer and hyperparameter variables.
+
+    Attributes:
+      runtime_vars: One float32 variable per runtime hyperparameter name.
+      hp_values: The values the builder received (runtime ones as ``RuntimeValue`` handles).
+      model: The tower's Keras model.
+      optimizer: Its optimizer, whose learning rate reads ``runtime_vars["learning_rate"]``.
+      optimizer_snapshot: Host copies of the freshly built optimizer state.
+    """
+
+    def __init__(self, runtime_names: Iterable[str]) -> None:
+        self.runtime_vars: dict[str, tf.Variable] = {
+            name: tf.Variable(0.0, trainable=False, dtype=tf.float32, name=f"hp_{name}")
+            for name in sorted(runtime_names)
+        }
+        self.hp_values: dict[str, Any] = {}
+        self.model: Any = None
+        self.optimizer: Any = None
+        self.optimizer_snapshot: list[np.ndarray] = []
+
+    def assign_runtime(self, values: Mapping[str, Any], optimizer: str) -> None:
+        """Assigns every runtime variable from ``values`` (else a default) for a new trial."""
+        for name, variable in self.runtime_vars.items():
+            if name in values:
+                variable.assign(float(values[name]))
+            elif name == "learning_rate":
+                variable.assign(OPTIMIZERS[optimizer][1])
+            else:
+                variable.assign(0.0)
+
+    def freeze(self) -> None:
+        """Learning rate 0: the tower still computes its share of each step but no longer moves."""
+        self.runtime_vars["learning_rate"].assign(0.0)
+
+    def fits(self, model_values: list[Any]) -> bool:
+        """Whether ``model_values`` have the shapes of this tower's model variables."""
+        shapes = [tuple(np.shape(v)) for v in model_values]
+        return [tuple(v.shape) for v in self.model.variables] == shapes
+
+    def set_values(self, model_values: list[Any], optimizer_values: list[Any]) -> None:
+        """Assigns the model's and the optimizer's variables in place (no retrace)."""
+        for variable, value in zip(self.model.variables, model_values, strict=True):
+            variable.assign(value)
+        for variable, value in zip(self.optimizer.variables, optimizer_values, strict=True):
+            variable.assign(value)
+
+    def model_values(self) -> list[np.ndarray]:
+        """Host copies of ``model.variables`` (weights and dropout RNG state)."""
+        return host_values(self.model.variables)
+
+    def optimizer_values(self) -> list[np.ndarray]:
+        """Host copies of ``optimizer.variables`` (step count and slots)."""
+        return host_values(self.optimizer.variables)
+
+
+class Program:
+    """One compiled (structure, width): ``width`` towers and the tf.functions that run them.
+
+    Attributes:
+      key: The structural values, as ``SearchSpace.structure_key`` gives them.
+      width: Number of towers.
+      towers: The towers.
+      train_fn: ``train_fn(iterator, steps) -> [width]`` summed losses of ``steps`` steps.
+      eval_fn: ``eval_fn(iterator, steps) -> [width, 3]`` weighted (loss, hits, count) sums.
+      owner: The pack currently driving the towers, if any (see :mod:`tpu_bo.pack`).
+    """
+
+    def __init__(
+        self, key: tuple[Any, ...], towers: list[Tower], functions: tuple[Any, Any]
+    ) -> None:
+        self.key = key
+        self.width = len(towers)
+        self.towers = towers
+        self.train_fn, self.eval_fn = functions
+        self.owner: Any = None
+
+    def train(self, iterator: Any, steps: int) -> np.ndarray:
+        """Runs ``steps`` training steps; returns each tower's summed loss (float64)."""
+        return self.train_fn(iterator, tf.constant(steps)).numpy().astype(float)
+
+    def evaluate(self, data: EvalData) -> list[dict[str, float]]:
+        """Scores every tower on every example of ``data`` exactly once.
+
+        Returns:
+          Per tower ``{"loss": mean loss, "accuracy": accuracy, "examples": examples}``.
+        """
+        sums = self.eval_fn(data.iterator, tf.constant(data.steps)).numpy()
+        scores = []
+        for loss, correct, count in sums:
+            if round(float(count)) != data.num_examples:
+                raise RuntimeError(
+                    f"evaluation counted {count} examples of {data.split}, expected "
+                    f"{data.num_examples}; the padded eval pipeline is broken."
+                )
+            scores.append(
+                {
+                    "loss": float(loss / count),
+                    "accuracy": float(correct / count),
+                    "examples": float(count),
+                }
+            )
+        return scores
+
+
+def out_of_memory(error: tf.errors.ResourceExhaustedError, width: int) -> str:
+    """The one sentence every trial of a program of ``width`` that ran out of memory fails with."""
+    reason = f"out of memory: {first_line(error, 200)}"
+    if width > 1:
+        reason += f" (a pack of {width}; a smaller --parallel_trials may fit)"
+    return reason
+
+
+def make_optimizer(name: str, learning_rate: tf.Variable) -> Any:
+    """The Keras optimizer ``name`` (a key of ``config.OPTIMIZERS``) reading ``learning_rate``."""
+    class_name, _default_rate = OPTIMIZERS[name]
+
+    # A callable reading the variable, so one program serves every rate.
+    def rate() -> tf.Tensor:
+        return learning_rate.read_value()
+
+    return getattr(keras.optimizers, class_name)(learning_rate=rate)
+
+
+def _tower_maths(towers: list[Tower], global_batch: int, replicas: int) -> tuple[Any, Any]:
+    """The per-replica computations: summed-loss gradients, and weighted eval sums."""
+    probabilities = [models.outputs_probabilities(t.model) for t in towers]
+    smoothing = [t.runtime_vars["label_smoothing"] for t in towers]
+    variables = [t.model.trainable_variables for t in towers]
+
+    def per_example_loss(k: int, logits: tf.Tensor, labels: tf.Tensor, smooth: bool) -> tf.Tensor:
+        outputs = tf.cast(logits, tf.float32)
+        if probabilities[k]:
+            log_probs = tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0))
+        else:
+            log_probs = tf.nn.log_softmax(outputs)
+        nll = -tf.gather(log_probs, labels, axis=1, batch_dims=1)
+        if not smooth:
+            return nll
+        return (1.0 - smoothing[k]) * nll - smoothing[k] * tf.reduce_mean(log_probs, axis=-1)
+
+    def loss_and_grads(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
+        with tf.GradientTape() as tape:
+            losses = []
+            for k, tower in enumerate(towers):
+                logits = tower.model(x, training=True)
+                # Scaled by the global batch so that summing over replicas gives the mean.
+                loss = tf.reduce_sum(per_example_loss(k, logits, y, True)) / global_batch
+                if tower.model.losses:
+                    loss += tf.add_n(tower.model.losses) / replicas
+                losses.append(loss)
+            # Each tower's variables appear only in its own loss, so the gradient of the
+            # sum with respect to them is exactly that tower's gradient.
+            total = tf.add_n(losses)
+        return tf.stack(losses), tape.gradient(total, variables)
+
+    def eval_sums(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+        rows = []
+        for k, tower in enumerate(towers):
+            logits = tower.model(x, training=False)
+            loss = per_example_loss(k, logits, y, False)
+            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            hit = tf.cast(tf.equal(predicted, y), tf.float32)
+            rows.append(
+                tf.stack([tf.reduce_sum(loss * w), tf.reduce_sum(hit * w), tf.reduce_sum(w)])
+            )
+        return tf.stack(rows)
+
+    return loss_and_grads, eval_sums
+
+
+def make_functions(
+    towers: list[Tower],
+    strategy: tf.distribute.Strategy,
+    global_batch: int,
+    *,
+    jit_compile: bool,
+    on_trace: Callable[[], None],
+) -> tuple[Any, Any]:
+    """The train and eval ``tf.function``s of a program (``on_trace`` runs at every trace)."""
+    width = len(towers)
+    loss_and_grads, eval_sums = _tower_maths(towers, global_batch, strategy.num_replicas_in_sync)
+    if jit_compile:
+        # XLA on the computation; the optimizer update (an all-reduce under Mirrored) stays
+        # outside. A TPU compiles the whole program with XLA regardless.
+        loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+        eval_sums = tf.function(eval_sums, jit_compile=True)
+
+    # Sums live in per-replica, sum-on-read variables (as Keras metrics do), so a loop of
+    # steps never sends a per-step value back to the host.
+    with strategy.scope():
+        train_sum = _sum_variable([width], "train_loss_sum")
+        eval_sum = _sum_variable([width, 3], "eval_sums")
+
+    def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> None:
+        losses, grads = loss_and_grads(*batch)
+        for tower, tower_grads in zip(towers, grads, strict=True):
+            pairs = zip(tower_grads, tower.model.trainable_variables, strict=True)
+            tower.optimizer.apply_gradients(pairs)
+        train_sum.assign_add(losses)
+
+    def eval_step(batch: tuple[tf.Tensor, ...]) -> None:
+        eval_sum.assign_add(eval_sums(*batch))
+
+    @tf.function
+    def train_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+        on_trace()  # runs only while tracing
+        train_sum.assign(tf.zeros([width]))
+        for _ in tf.range(steps):
+            strategy.run(train_step, (next(iterator),))
+        return train_sum.read_value()
+
+    @tf.function
+    def eval_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+        on_trace()  # runs only while tracing
+        eval_sum.assign(tf.zeros([width, 3]))
+        for _ in tf.range(steps):
+            strategy.run(eval_step, (next(iterator),))
+        return eval_sum.read_value()
+
+    return train_fn, eval_fn
+
+
+def host_values(variables: list[Any]) -> list[np.ndarray]:
+    """Host copies of Keras variables."""
+    # Through the backing tf.Variable: keras' own .numpy() goes via a deprecated __array__.
+    return [np.array(v.value.numpy()) for v in variables]
+
+
+def _sum_variable(shape: list[int], name: str) -> tf.Variable:
+    return tf.Variable(
+        tf.zeros(shape),
+        trainable=False,
+        name=name,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM,
+    )
