@@ -1,8 +1,8 @@
 r"""How fast does the suggestion engine find known optima?  (No TensorFlow involved.)
 
-  python -m bench.optimizer_quality            # 10 seeds, 40 evaluations (about 10 min)
+  python -m bench.optimizer_quality            # 10 seeds, 40 evaluations (about 25 min)
   python -m bench.optimizer_quality --variants # plus the variants behind the defaults
-  python -m bench.optimizer_quality --quick    # 2 seeds, 12 evaluations (CI, seconds)
+  python -m bench.optimizer_quality --quick    # 2 seeds, 10 evaluations (CI, about a minute)
 
 Functions with known minima, each as a tpu_bo search space:
 
@@ -31,6 +31,16 @@ Methods, each with the same budget and seeds:
   bounds (a log parameter becomes a linear range), ints and choices as bayes_opt 3 types,
   its default UCB acquisition.
 
+Optuna's samplers, the ones a tpu_bo study now runs on, each driven by a plain
+``optuna.create_study(direction="minimize", sampler=tpu_bo.sampler.make_sampler(...))`` with
+``study.ask(tpu_bo.sampler.distributions(space))`` and ``study.tell`` (a NaN is told as a
+failed trial), ``init_points`` and the seed as for the others:
+
+``optuna_bayes_opt`` (``sampler="bayes_opt"``, tpu_bo's default: the Suggester above behind
+Optuna's sampler interface), ``optuna_tpe`` (TPESampler), ``optuna_random`` (RandomSampler) and
+``optuna_gp`` (GPSampler; it needs PyTorch and is skipped with a note without ``torch``, and
+in ``--quick``, where it would double the time).
+
 ``--variants`` adds variants of tpu_bo's engine that the defaults were chosen against:
 ``tpu_bo_xi001`` (xi = 0.01 in standard deviations of the scores), ``tpu_bo_raw_xi``
 (xi = 0.01 in raw target units, as bayes_opt applies it) and ``tpu_bo_ucb`` (UCB, kappa 2.576).
@@ -42,10 +52,12 @@ Reported: the median over seeds of the simple regret (best found minus the minim
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import multiprocessing
 import statistics
 import time
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -53,120 +65,76 @@ from typing import Any
 import numpy as np
 
 from bench.common import default_out, write_results
+from bench.problems import PROBLEMS, log_branin_minimum
 from tpu_bo.space import SearchSpace
 from tpu_bo.suggest import Suggester
 
 INIT_POINTS = 5
 
 
-def branin(x1: float, x2: float) -> float:
-    a, b, c = 1.0, 5.1 / (4 * math.pi**2), 5 / math.pi
-    r, s, t = 6.0, 10.0, 1 / (8 * math.pi)
-    return a * (x2 - b * x1**2 + c * x1 - r) ** 2 + s * (1 - t) * math.cos(x1) + s
-
-
-_H_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-_H_A = np.array(
-    [
-        [10, 3, 17, 3.5, 1.7, 8],
-        [0.05, 10, 17, 0.1, 8, 14],
-        [3, 3.5, 1.7, 10, 17, 8],
-        [17, 8, 0.05, 10, 0.1, 14],
-    ]
-)
-_H_P = 1e-4 * np.array(
-    [
-        [1312, 1696, 5569, 124, 8283, 5886],
-        [2329, 4135, 8307, 3736, 1004, 9991],
-        [2348, 1451, 3522, 2883, 3047, 6650],
-        [4047, 8828, 8732, 5743, 1091, 381],
-    ]
-)
-
-
-def hartmann6(*x: float) -> float:
-    v = np.asarray(x)
-    return float(-np.sum(_H_ALPHA * np.exp(-np.sum(_H_A * (v - _H_P) ** 2, axis=1))))
-
-
-def _log_branin(lr: float, x2: int, scale: float) -> float:
-    x1 = -5 + 5 * (math.log10(lr) + 4) / 4
-    return scale * branin(x1, x2)
-
-
-def _log_branin_minimum() -> float:
-    x1 = np.linspace(-5, 0, 100_001)
-    a, b, c = 1.0, 5.1 / (4 * math.pi**2), 5 / math.pi
-    r, s, t = 6.0, 10.0, 1 / (8 * math.pi)
-    best = min(
-        float(np.min(a * (x2 - b * x1**2 + c * x1 - r) ** 2 + s * (1 - t) * np.cos(x1) + s))
-        for x2 in range(16)
-    )
-    return 0.5 * best
-
-
-def _accuracy(lr: float, dropout: float, units: int) -> float:
-    """A smooth stand-in for validation accuracy: best 0.985 at lr=2e-3, dropout 0.25, 256."""
-    return (
-        0.985
-        - 0.006 * (math.log10(lr) + 2.7) ** 2
-        - 0.03 * (dropout - 0.25) ** 2
-        - 0.002 * (units != 256)
-    )
-
-
-def _cliff(lr: float, dropout: float) -> float:
-    """Accuracy rising with log(lr) to a cliff at 0.05 (dead above it, NaN above 1)."""
-    if lr > 1.0:
-        return math.nan
-    if lr > 0.05:
-        return 0.1
-    rise = 1.0 / (1.0 + math.exp(-3.0 * (math.log10(lr) + 3.3)))
-    return 0.1 + 0.885 * rise - 0.03 * (dropout - 0.25) ** 2
-
-
-PROBLEMS: dict[str, dict[str, Any]] = {
-    "branin": {
-        "space": ["x1:float:-5:10", "x2:float:0:15"],
-        "plain": {"x1": (-5, 10), "x2": (0, 15)},
-        "f": lambda v: branin(v["x1"], v["x2"]),
-        "minimum": 0.397887,
-    },
-    "hartmann6": {
-        "space": [f"x{i}:float:0:1" for i in range(6)],
-        "plain": {f"x{i}": (0, 1) for i in range(6)},
-        "f": lambda v: hartmann6(*(v[f"x{i}"] for i in range(6))),
-        "minimum": -3.32237,
-    },
-    "log_branin": {
-        "space": ["lr:log:1e-4:1", "x2:int:0:15", "scale:choice:0.5,1,2"],
-        "plain": {"lr": (1e-4, 1), "x2": (0, 15, int), "scale": [0.5, 1, 2]},
-        "f": lambda v: _log_branin(v["lr"], int(v["x2"]), float(v["scale"])),
-        "minimum": None,  # computed on first use
-    },
-    "accuracy_like": {
-        "space": ["lr:log:1e-4:1e-1", "dropout:float:0:0.6", "units:choice:128,256,384"],
-        "plain": {"lr": (1e-4, 1e-1), "dropout": (0, 0.6), "units": [128, 256, 384]},
-        # Minimised as an error rate, so every problem reads the same way.
-        "f": lambda v: 1.0 - _accuracy(v["lr"], v["dropout"], int(v["units"])),
-        "noise": 0.0015,
-        "minimum": 1.0 - 0.985,
-    },
-    "lr_cliff": {
-        "space": ["lr:log:1e-4:10", "dropout:float:0:0.6"],
-        "plain": {"lr": (1e-4, 10), "dropout": (0, 0.6)},
-        "f": lambda v: 1.0 - _cliff(v["lr"], v["dropout"]),
-        "noise": 0.0015,
-        "failed_value": 0.9,  # a diverged run: chance accuracy
-        "minimum": 1.0 - _cliff(0.05, 0.25),
-    },
-}
 METHODS = ("tpu_bo", "random", "bayes_opt")
+SAMPLERS = {  # method -> tpu_bo.config.Config.sampler
+    "optuna_bayes_opt": "bayes_opt",
+    "optuna_tpe": "tpe",
+    "optuna_random": "random",
+    "optuna_gp": "gp",
+}
 VARIANTS = {
     "tpu_bo_xi001": {"xi": 0.01},
     "tpu_bo_raw_xi": {"xi": 0.01, "scale_xi": False},
     "tpu_bo_ucb": {"acquisition": "ucb"},
 }
+
+
+def run_bayes_opt(spec: dict[str, Any], evaluate: Callable, seed: int, budget: int) -> None:
+    """Plain ``BayesianOptimization.maximize``, as a user would call it."""
+    from bayes_opt import BayesianOptimization
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Non-float parameters")
+
+        def target(**v: Any) -> float:
+            value = evaluate(v)
+            return -(spec["failed_value"] if math.isnan(value) else value)
+
+        opt = BayesianOptimization(
+            f=target,
+            pbounds=spec["plain"],
+            random_state=seed,
+            verbose=0,
+            allow_duplicate_points=True,
+        )
+        opt.maximize(init_points=INIT_POINTS, n_iter=budget - INIT_POINTS)
+
+
+def run_optuna(space: SearchSpace, sampler: str, evaluate: Callable, seed: int, budget: int):
+    """An Optuna study over ``space`` with tpu_bo's ``make_sampler``, by ask and tell."""
+    import optuna
+
+    from tpu_bo.sampler import distributions, make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a note per trial
+    config = types.SimpleNamespace(
+        sampler=sampler,
+        init_points=INIT_POINTS,
+        seed=seed,
+        maximize=False,
+        acquisition="ei",
+        xi=0.0,
+        kappa=2.576,
+        domain_reduction=False,
+    )  # tpu_bo's defaults
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning
+        study = optuna.create_study(direction="minimize", sampler=make_sampler(config, space))
+        wanted = distributions(space)
+        for _ in range(budget):
+            trial = study.ask(wanted)
+            score = evaluate(trial.params)
+            if math.isnan(score):
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, score)
 
 
 def run_one(problem: str, method: str, seed: int, budget: int) -> list[tuple[float, float]]:
@@ -184,26 +152,13 @@ def run_one(problem: str, method: str, seed: int, budget: int) -> list[tuple[flo
         seen.append((true + spec.get("noise", 0.0) * noise.standard_normal(), true))
         return seen[-1][0]
 
-    if method == "bayes_opt":
-        from bayes_opt import BayesianOptimization
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Non-float parameters")
-
-            def target(**v: Any) -> float:
-                value = evaluate(v)
-                return -(spec["failed_value"] if math.isnan(value) else value)
-
-            opt = BayesianOptimization(
-                f=target,
-                pbounds=spec["plain"],
-                random_state=seed,
-                verbose=0,
-                allow_duplicate_points=True,
-            )
-            opt.maximize(init_points=INIT_POINTS, n_iter=budget - INIT_POINTS)
-        return seen
     space = SearchSpace.parse(spec["space"])
+    if method == "bayes_opt":
+        run_bayes_opt(spec, evaluate, seed, budget)
+        return seen
+    if method in SAMPLERS:
+        run_optuna(space, SAMPLERS[method], evaluate, seed, budget)
+        return seen
     suggester = Suggester(space, seed=seed, maximize=False, **VARIANTS.get(method, {}))
     for i in range(budget):
         v = suggester.suggest(random=method == "random" or i < INIT_POINTS)
@@ -234,11 +189,11 @@ def _job(args: tuple[str, str, int, int]) -> tuple[str, str, int, list[Any], flo
     return problem, method, seed, values, time.perf_counter() - start
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=40)
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 12 evaluations")
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 10 evaluations")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument(
         "--variants",
@@ -250,14 +205,33 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.budget = 2, 12
-    checkpoints = [c for c in (10, 20, 40) if c <= args.budget] or [args.budget]
-    PROBLEMS["log_branin"]["minimum"] = _log_branin_minimum()
-    methods = METHODS + (tuple(VARIANTS) if args.variants else ())
-    jobs = [(p, m, s, args.budget) for p in PROBLEMS for m in methods for s in range(args.seeds)]
-    started = time.perf_counter()
-    with multiprocessing.Pool(args.processes, initializer=_one_thread) as pool:
-        results = pool.map(_job, jobs)
+        args.seeds, args.budget = 2, 10
+    return args
+
+
+def methods_to_run(args: argparse.Namespace) -> tuple[str, ...]:
+    samplers = tuple(SAMPLERS)
+    if importlib.util.find_spec("torch") is None:
+        print("note: optuna_gp skipped: Optuna's GPSampler needs PyTorch (torch not installed)")
+        samplers = tuple(m for m in samplers if m != "optuna_gp")
+    elif args.quick:  # it alone costs as much as every other method together
+        print("note: optuna_gp skipped in --quick (slow); run without --quick for it")
+        samplers = tuple(m for m in samplers if m != "optuna_gp")
+    return METHODS + samplers + (tuple(VARIANTS) if args.variants else ())
+
+
+def run_all(jobs: list[tuple[str, str, int, int]], processes: int) -> list[Any]:
+    """Every job on a pool, the slowest kinds first so that no process idles at the end."""
+    slow = {"random": 0, "optuna_random": 0, "optuna_tpe": 1, "optuna_gp": 2}
+    order = sorted(jobs, key=lambda j: (slow.get(j[1], 3), j[0] == "hartmann6"), reverse=True)
+    with multiprocessing.Pool(processes, initializer=_one_thread) as pool:
+        return list(pool.imap_unordered(_job, order, chunksize=1))
+
+
+def median_regrets(
+    results: list[Any], methods: tuple[str, ...], checkpoints: list[int]
+) -> tuple[dict[str, dict[str, dict[int, float]]], dict[str, float]]:
+    """Median regret by problem, method and checkpoint; CPU seconds by method."""
     regrets: dict[str, dict[str, dict[int, float]]] = {}
     seconds: dict[str, float] = {}
     for problem in PROBLEMS:
@@ -270,10 +244,13 @@ def main() -> None:
                 c: statistics.median(simple_regret(r[3], minimum, c) for r in runs)
                 for c in checkpoints
             }
-    width = 14
-    print(
-        f"median simple regret over {args.seeds} seeds (lower is better); ratio = method / tpu_bo"
-    )
+    return regrets, seconds
+
+
+def print_tables(regrets: dict[str, Any], methods: tuple[str, ...], seeds: int) -> None:
+    width = 17
+    checkpoints = list(next(iter(regrets.values()))["tpu_bo"])
+    print(f"median simple regret over {seeds} seeds (lower is better); ratio = method / tpu_bo")
     for problem in PROBLEMS:
         print(f"\n{problem} (minimum {PROBLEMS[problem]['minimum']:.6g})")
         print(
@@ -287,6 +264,18 @@ def main() -> None:
                 ratio = value / ours if ours > 0 else math.inf
                 row += f"{value:>10.4g}{ratio:>8.2f}"
             print(row)
+
+
+def main() -> None:
+    args = parse_args()
+    checkpoints = [c for c in (10, 20, 40) if c <= args.budget] or [args.budget]
+    PROBLEMS["log_branin"]["minimum"] = log_branin_minimum()
+    methods = methods_to_run(args)
+    jobs = [(p, m, s, args.budget) for p in PROBLEMS for m in methods for s in range(args.seeds)]
+    started = time.perf_counter()
+    results = run_all(jobs, args.processes)
+    regrets, seconds = median_regrets(results, methods, checkpoints)
+    print_tables(regrets, methods, args.seeds)
     total = time.perf_counter() - started
     print(f"\n{len(jobs)} runs in {total:.0f} s on {args.processes} processes")
     out = write_results(
@@ -296,6 +285,7 @@ def main() -> None:
             "seeds": args.seeds,
             "budget": args.budget,
             "init_points": INIT_POINTS,
+            "methods": list(methods),
             "median_regret": {
                 p: {m: {str(c): v for c, v in r.items()} for m, r in d.items()}
                 for p, d in regrets.items()

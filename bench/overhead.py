@@ -14,8 +14,9 @@ the rest guided) and the same seed:
 
 * ``tpu_bo``: ``tpu_bo.run_study`` (``accelerator="cpu"``, a temporary ``output_dir``, no test
   split), learning rate on a log scale; one compiled train and eval program for all trials.
-* ``blog``: the blog post's recipe, written here as the baseline. ``bayes_opt``'s
-  ``BayesianOptimization(f, pbounds).maximize(init_points, n_iter)`` over a function that
+* ``blog``: the blog post's recipe, written here (``bench/baselines.py``) as the baseline:
+  ``bayes_opt``'s ``BayesianOptimization(f, pbounds).maximize(init_points, n_iter)`` over a
+  function that
   builds a fresh Keras model, ``compile``\ s it, ``fit``\ s it for one epoch and ``evaluate``\ s
   it. The images are loaded into NumPy once; each trial builds its own ``tf.data`` pipeline
   from them (shuffle, batch 128, normalise, prefetch), which is what ``fit(x, y)`` does inside
@@ -36,9 +37,11 @@ method:
 * ``wall s``: the whole study, from before its data are loaded to the last trial (TensorFlow,
   Keras and KerasTuner imports excluded for all three).
 * ``1st trial s`` and ``median trial s``: a trial is build + compile + train + evaluate (for
-  tpu_bo the journal's ``seconds``: weight redraw, train and eval), the suggestion excluded.
+  tpu_bo its ``TrialRecord.seconds``: weight redraw, train and eval), the suggestion excluded.
 * ``overhead``: the fraction of the wall time spent outside train and eval steps. For tpu_bo,
-  1 - sum(``train_seconds`` + ``eval_seconds``) / wall, from its journal; for the blog recipe,
+  1 - sum(train + eval seconds) / wall, measured by ``bench.common.TrialTimer`` (an observer
+  passed to ``run_study``: train seconds from each epoch's ``steps_per_second``, eval seconds
+  from the last train call to the epoch's metrics); for the blog recipe,
   1 - (time inside ``fit`` and ``evaluate`` calls) / wall; for KerasTuner, 1 - (time inside
   ``fit``, which also evaluates) / wall. ``fit`` and ``evaluate`` include their own tracing
   and data-adapter setup, so the baselines' overhead is an *under*-estimate.
@@ -56,7 +59,8 @@ method:
   is noisy), but the same kind of estimate for every method.
 * ``RSS growth``: resident set size (``psutil.Process().memory_info().rss``) after the last
   trial minus after the first, i.e. growth over the trials once everything is warm; also the
-  RSS before the study and the peak (``ru_maxrss``).
+  RSS before the study and the peak (``ru_maxrss``). tpu_bo's is sampled by
+  ``bench.common.RssMeter``, an observer whose ``on_trial_end`` reads it as each trial ends.
 
 Ratios are method / tpu_bo (above 1: tpu_bo is faster or smaller). ``--jit_compile`` sets
 ``jit_compile=True`` in tpu_bo's Config and in every ``model.compile``; XLA on this CPU is
@@ -67,13 +71,9 @@ slow for the CNN and each baseline trial compiles its own programs, so it defaul
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import pathlib
-import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -81,313 +81,81 @@ import tempfile
 import time
 from typing import Any
 
-from bench.common import default_out, write_results
+from bench import baselines
+from bench.common import (
+    RssMeter,
+    TrialTimer,
+    default_out,
+    fmt,
+    peak_rss_mib,
+    quiet,
+    ratio,
+    rss_mib,
+    write_results,
+)
 
 METHODS = ("tpu_bo", "blog", "kerastuner")
-BATCH = 128
-BOUNDS = {"dropout_2": (0.1, 0.5), "learning_rate": (1e-4, 1e-2)}
+BATCH = baselines.BATCH
 SPACE = ["dropout_2:float:0.1:0.5", "learning_rate:log:1e-4:1e-2"]
 
 
-def rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class TrialRowHook(io.StringIO):
-    """A stdout for ``run_study`` that samples the RSS whenever tpu_bo prints a trial's row."""
-
-    _ROW = re.compile(r"^\|\s+(\d+) \|", re.M)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rss: dict[int, float] = {}
-
-    def write(self, text: str) -> int:
-        for match in self._ROW.finditer(text):
-            self.rss[int(match.group(1))] = rss_mib()
-        return super().write(text)
-
-
-# The Keras side of the baselines.
-
-
-def load_arrays(data_dir: str, split: str) -> tuple[Any, Any]:
-    """A split of MNIST as NumPy arrays (uint8 images, int labels), as the blog loads it."""
-    import tensorflow_datasets as tfds
-
-    ds = tfds.load("mnist", split=split, data_dir=data_dir, download=False, as_supervised=True)
-    images, labels = tfds.as_numpy(ds.batch(100_000).get_single_element())
-    return images, labels
-
-
-def make_dataset(images: Any, labels: Any, *, shuffle_seed: int | None) -> Any:
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(images), seed=shuffle_seed)
-    return (
-        ds.batch(BATCH)
-        .map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def build_cnn(dropout_2: float, learning_rate: float, jit_compile: bool, dense_units: int = 128):
-    """The seed CNN, built and compiled the plain Keras way."""
-    import keras
-
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.Conv2D(64, 3, activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Dropout(0.25),
-            keras.layers.Flatten(),
-            keras.layers.Dense(dense_units, activation="relu"),
-            keras.layers.Dropout(dropout_2),
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.RMSprop(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
-    return model
-
-
-class StepTimer:
-    """Times every train and eval batch of ``fit``/``evaluate`` (steps_per_execution is 1).
-
-    The time a call spends beyond (number of batches x its median batch) is its tracing and
-    setup: the first batch traces the step function, a smaller last batch may retrace it.
-    """
-
-    def __init__(self) -> None:
-        self.setup_seconds = 0.0
-
-    def callback(self) -> Any:
-        import keras
-
-        timer = self
-
-        class Callback(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.times: dict[str, list[float]] = {}
-
-            def _end(self, kind: str) -> None:
-                times = self.times.pop(kind, [])
-                gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-                if gaps:
-                    timer.setup_seconds += sum(gaps) - len(gaps) * statistics.median(gaps)
-
-            def on_train_begin(self, logs: Any = None) -> None:
-                self.times["train"] = [time.perf_counter()]
-
-            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-                self.times["train"].append(time.perf_counter())
-
-            def on_train_end(self, logs: Any = None) -> None:
-                self._end("train")
-
-            def on_test_begin(self, logs: Any = None) -> None:
-                self.times["test"] = [time.perf_counter()]
-
-            def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
-                self.times["test"].append(time.perf_counter())
-
-            def on_test_end(self, logs: Any = None) -> None:
-                self._end("test")
-
-        return Callback()
-
-
-class TraceCounter:
-    """Counts traces of models' train and test steps (their Python body runs only on a trace)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def attach(self, model: Any) -> Any:
-        for name in ("train_step", "test_step"):
-            step = getattr(model, name)
-
-            def counted(data: Any, _step: Any = step) -> Any:
-                self.count += 1
-                return _step(data)
-
-            setattr(model, name, counted)
-        return model
-
-
-def run_blog(args: argparse.Namespace, clear_session: bool = False) -> dict[str, Any]:
-    """The blog recipe: bayes_opt over build + compile + fit + evaluate of a fresh model."""
-    import warnings
-
-    import keras
-    from bayes_opt import BayesianOptimization
-
-    traces = TraceCounter()
-    trials: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    x_train, y_train = load_arrays(args.data_dir, args.train_split)
-    x_eval, y_eval = load_arrays(args.data_dir, args.eval_split)
-
-    def objective(dropout_2: float, learning_rate: float) -> float:
-        trial_start = time.perf_counter()
-        if clear_session:
-            keras.backend.clear_session()  # drops the previous trials' models and functions
-        model = traces.attach(build_cnn(dropout_2, learning_rate, args.jit_compile))
-        train = make_dataset(x_train, y_train, shuffle_seed=args.seed + len(trials))
-        evaluation = make_dataset(x_eval, y_eval, shuffle_seed=None)
-        timer = StepTimer()
-        t0 = time.perf_counter()
-        model.fit(train, epochs=1, verbose=0, callbacks=[timer.callback()])
-        t1 = time.perf_counter()
-        _, accuracy = model.evaluate(evaluation, verbose=0, callbacks=[timer.callback()])
-        t2 = time.perf_counter()
-        trials.append(
-            {
-                "trial": len(trials) + 1,
-                "target": float(accuracy),
-                "params": {"dropout_2": dropout_2, "learning_rate": learning_rate},
-                "seconds": t2 - trial_start,
-                "step_seconds": t2 - t0,
-                "fit_seconds": t1 - t0,
-                "evaluate_seconds": t2 - t1,
-                "trace_setup_seconds": timer.setup_seconds,
-                "rss_mib": rss_mib(),
-            }
-        )
-        return float(accuracy)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optimizer = BayesianOptimization(
-            f=objective, pbounds=BOUNDS, random_state=args.seed, verbose=0
-        )
-        optimizer.maximize(init_points=args.init_points, n_iter=args.trials - args.init_points)
-    return {"wall_seconds": time.perf_counter() - started, "trials": trials, "traces": traces.count}
-
-
-def run_kerastuner(args: argparse.Namespace) -> dict[str, Any]:
-    """KerasTuner's BayesianOptimization tuner over the same CNN."""
-    import keras_tuner
-
-    traces = TraceCounter()
-    trials: list[dict[str, Any]] = []
-
-    class HyperCNN(keras_tuner.HyperModel):
-        def build(self, hp: Any) -> Any:
-            self.trial_start = time.perf_counter()
-            return traces.attach(
-                build_cnn(
-                    hp.Float("dropout_2", 0.1, 0.5),
-                    hp.Float("learning_rate", 1e-4, 1e-2, sampling="log"),
-                    args.jit_compile,
-                )
-            )
-
-        def fit(self, hp: Any, model: Any, *a: Any, **kw: Any) -> Any:
-            timer = StepTimer()
-            kw["callbacks"] = [*kw.get("callbacks", []), timer.callback()]
-            t0 = time.perf_counter()
-            history = model.fit(*a, **kw)
-            t1 = time.perf_counter()
-            trials.append(
-                {
-                    "trial": len(trials) + 1,
-                    "target": float(history.history["val_accuracy"][-1]),
-                    "params": dict(hp.values),
-                    "seconds": t1 - self.trial_start,
-                    "step_seconds": t1 - t0,
-                    "trace_setup_seconds": timer.setup_seconds,
-                    "rss_mib": rss_mib(),
-                }
-            )
-            return history
-
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        x_train, y_train = load_arrays(args.data_dir, args.train_split)
-        x_eval, y_eval = load_arrays(args.data_dir, args.eval_split)
-        tuner = keras_tuner.BayesianOptimization(
-            HyperCNN(),
-            objective="val_accuracy",
-            max_trials=args.trials,
-            num_initial_points=args.init_points,
-            seed=args.seed,
-            directory=tmp,
-            project_name="overhead",
-            overwrite=True,
-        )
-        with contextlib.redirect_stdout(io.StringIO()):
-            tuner.search(
-                make_dataset(x_train, y_train, shuffle_seed=args.seed),
-                validation_data=make_dataset(x_eval, y_eval, shuffle_seed=None),
-                epochs=1,
-                verbose=0,
-            )
-        wall = time.perf_counter() - started
-    return {"wall_seconds": wall, "trials": trials, "traces": traces.count}
-
-
-def run_tpu_bo(args: argparse.Namespace, hook: TrialRowHook | None = None) -> dict[str, Any]:
+def run_tpu_bo(args: argparse.Namespace) -> dict[str, Any]:
+    """The study through ``tpu_bo.run_study``, measured by a ``TrialTimer`` and an ``RssMeter``."""
     from tpu_bo import run_study
 
-    hook = hook or TrialRowHook()
-    with tempfile.TemporaryDirectory() as tmp:
+    timer, meter = TrialTimer(), RssMeter()
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         started = time.perf_counter()
-        with contextlib.redirect_stdout(hook):
-            result = run_study(
-                dataset="mnist",
-                data_dir=args.data_dir,
-                download=False,
-                train_split=args.train_split,
-                eval_split=args.eval_split,
-                test_split="",
-                model="mnist_cnn",
-                space=SPACE,
-                epochs=1,
-                batch_size=BATCH,
-                init_points=args.init_points,
-                n_iter=args.trials - args.init_points,
-                seed=args.seed,
-                jit_compile=args.jit_compile,
-                accelerator="cpu",
-                output_dir=tmp,
-            )
+        result = run_study(
+            dataset="mnist",
+            data_dir=args.data_dir,
+            download=False,
+            train_split=args.train_split,
+            eval_split=args.eval_split,
+            test_split="",
+            model="mnist_cnn",
+            space=SPACE,
+            epochs=1,
+            batch_size=BATCH,
+            init_points=args.init_points,
+            n_iter=args.trials - args.init_points,
+            seed=args.seed,
+            jit_compile=args.jit_compile,
+            accelerator="cpu",
+            output_dir=tmp,
+            observers=[timer, meter],
+        )
         wall = time.perf_counter() - started
-    trials = [
-        {
-            "trial": r["trial"],
-            "target": r["target"],
-            "params": r["params"],
-            "seconds": r["seconds"],
-            "step_seconds": r["train_seconds"] + r["eval_seconds"],
-            "train_seconds": r["train_seconds"],
-            "eval_seconds": r["eval_seconds"],
-            "rss_mib": hook.rss.get(r["trial"]),
-        }
-        for r in sorted(result.trials, key=lambda r: r["trial"])
-    ]
+    trials = []
+    for r in sorted(result.trials, key=lambda r: r.number):
+        train, evaluation = timer.train_seconds(r), timer.eval_seconds.get(r.number, 0.0)
+        trials.append(
+            {
+                "trial": r.number,
+                "status": r.status.value,
+                "target": r.target,
+                "params": r.params,
+                "seconds": r.seconds,
+                "step_seconds": train + evaluation,
+                "train_seconds": train,
+                "eval_seconds": evaluation,
+                "trace_setup_seconds": 0.0,
+                "rss_mib": meter.rss.get(r.number),
+            }
+        )
     # Only the first trial traces: its excess over the later trials' median is the tracing.
     later = [t["step_seconds"] for t in trials[1:]]
-    for t in trials:
-        t["trace_setup_seconds"] = 0.0
     if later:
         trials[0]["trace_setup_seconds"] = trials[0]["step_seconds"] - statistics.median(later)
     return {"wall_seconds": wall, "trials": trials, "traces": result.traces}
+
+
+RUNNERS = {
+    "tpu_bo": run_tpu_bo,
+    "blog": baselines.run_blog,
+    "blog_clear": lambda a: baselines.run_blog(a, clear_session=True),
+    "kerastuner": baselines.run_kerastuner,
+}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -404,13 +172,7 @@ def child(args: argparse.Namespace) -> None:
 
     keras.utils.set_random_seed(args.seed)
     rss_start = rss_mib()
-    runner = {
-        "tpu_bo": run_tpu_bo,
-        "blog": run_blog,
-        "blog_clear": lambda a: run_blog(a, clear_session=True),
-        "kerastuner": run_kerastuner,
-    }[args._child]
-    out = runner(args)
+    out = RUNNERS[args._child](args)
     out.update(method=args._child, rss_start_mib=rss_start, peak_rss_mib=peak_rss_mib())
     pathlib.Path(args._result).write_text(json.dumps(out))
 
@@ -478,16 +240,6 @@ def child_flags(args: argparse.Namespace) -> list[str]:
     return flags + (["--jit_compile"] if args.jit_compile else [])
 
 
-def ratio(value: Any, base: Any) -> float | None:
-    if value is None or base is None or base <= 0:
-        return None  # no meaningful ratio to a zero or negative figure
-    return value / base
-
-
-def fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The workload and measurement settings a results file records (overhead and memory)."""
     return {
@@ -507,7 +259,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, help="default 20, or 8 with --jit_compile")
     parser.add_argument("--init_points", type=int, help="default 5, or 3 with --jit_compile")
@@ -525,9 +277,6 @@ def main() -> None:
     parser.add_argument("--_result", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args._module = "bench.overhead"
-    if args._child:
-        child(args)
-        return
     if args.trials is None:
         args.trials = 8 if args.jit_compile else 20
     if args.init_points is None:
@@ -538,16 +287,11 @@ def main() -> None:
     args.out = args.out or default_out(
         "overhead_jit" if args.jit_compile else "overhead", quick=args.quick
     )
-    methods = [m for m in args.methods.split(",") if m]
-    started = time.perf_counter()
-    rows = []
-    for method in methods:
-        print(f"{method}: {args.trials} trials in a subprocess...", flush=True)
-        rows.append(summarise(spawn(method, args, child_flags(args))))
-        print(f"  {rows[-1]['wall_seconds']:.1f} s", flush=True)
+    return args
+
+
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     base = rows[0]
-    for r in rows:
-        r["ratio_vs_tpu_bo"] = {k: ratio(r[k], base[k]) for k in RATIO_KEYS}
     print(
         f"\n{args.trials} trials, MNIST {args.train_split} -> {args.eval_split}, "
         f"jit_compile={args.jit_compile}; (ratio) = method / {base['method']}"
@@ -570,15 +314,26 @@ def main() -> None:
             f"{r['peak_rss_mib']:>7.0f} ({fmt(q['peak_rss_mib'], '4.2f')}) "
             f"{fmt(r['best_val_accuracy'], '9.4f')}"
         )
+
+
+def main() -> None:
+    args = parse_args()
+    if args._child:
+        child(args)
+        return
+    started = time.perf_counter()
+    rows = []
+    for method in [m for m in args.methods.split(",") if m]:
+        print(f"{method}: {args.trials} trials in a subprocess...", flush=True)
+        rows.append(summarise(spawn(method, args, child_flags(args))))
+        print(f"  {rows[-1]['wall_seconds']:.1f} s", flush=True)
+    for r in rows:
+        r["ratio_vs_tpu_bo"] = {k: ratio(r[k], rows[0][k]) for k in RATIO_KEYS}
+    print_table(rows, args)
     total = time.perf_counter() - started
     out = write_results(
         args.out,
-        {
-            "benchmark": "overhead",
-            **settings(args),
-            "rows": rows,
-            "total_seconds": total,
-        },
+        {"benchmark": "overhead", **settings(args), "rows": rows, "total_seconds": total},
     )
     print(f"{total:.0f} s in all; wrote {out}")
 

@@ -10,8 +10,11 @@ per trial on ``train[:10%]`` of the real MNIST in ``--data_dir`` (5,400 images, 
 128), scored on ``train[90%:]`` (6,000 images), over the model's default space (a dropout rate
 and a log-scale learning rate), with the same seed and budget. Reported per K: the study's wall
 time, trials per minute, its ratio to K=1 (above 1: packing is faster), the seconds of the first
-pack (which includes tracing), the traces, and the best and median validation accuracy, so a
-speed-up that costs search quality would show.
+pack (which includes tracing), the traces, the utilization (``StudyResult.utilization``: useful
+over computed slot-epochs; below 1 when slots sit idle, e.g. while a pack drains at the end of
+the budget), and the best and median validation accuracy, so a speed-up that costs search
+quality would show. ``bench/refill.py`` runs the same kind of study with pruning, where freed
+slots are refilled.
 
 On a CPU the gain is bounded: one small model already keeps both cores busy, and packing only
 removes per-step host overhead and shares the input pipeline. On a TPU a small tower leaves
@@ -21,22 +24,18 @@ most of the chip idle, so a larger gain is expected there (not measurable on thi
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
-import resource
 import statistics
 import tempfile
 import time
 from typing import Any
 
-from bench.common import default_out, write_results
+from bench.common import default_out, fmt, peak_rss_mib, quiet, write_results
 
 
-def run_one(k: int, args: argparse.Namespace) -> dict[str, Any]:
-    from tpu_bo import run_study
-    from tpu_bo.config import Config
-
+def study_fields(k: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields of one K's study (the model's default space: a dropout rate and a
+    log-scale learning rate); ``--quick`` is the offline digits set."""
     fields: dict[str, Any] = dict(
         model=args.model,
         epochs=1,
@@ -46,7 +45,7 @@ def run_one(k: int, args: argparse.Namespace) -> dict[str, Any]:
         parallel_trials=k,
         jit_compile=args.jit_compile,
         accelerator="cpu",
-    )  # the model's default space: a dropout rate and a log-scale learning rate
+    )
     if args.quick:
         fields.update(dataset="digits", batch_size=64)
     else:
@@ -57,25 +56,60 @@ def run_one(k: int, args: argparse.Namespace) -> dict[str, Any]:
             train_split=args.train_split,
             eval_split="train[90%:]",
         )
-    with tempfile.TemporaryDirectory() as tmp:
+    return fields
+
+
+def run_one(k: int, args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """One study with pack width ``k`` (``overrides``: more Config fields); its figures."""
+    from tpu_bo import run_study
+    from tpu_bo.config import Config
+
+    fields = {**study_fields(k, args), **overrides}
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         started = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = run_study(Config(**fields, output_dir=tmp))
+        result = run_study(Config(**fields, output_dir=tmp))
         wall = time.perf_counter() - started
-    records = sorted(result.trials, key=lambda r: r["trial"])
+    records = sorted(result.trials, key=lambda r: r.number)
     first_pack = records[: min(k, len(records))]
-    ok = [r["target"] for r in records if r["status"] == "ok"]
+    ok = [r.target for r in records if r.status.value == "ok" and r.target is not None]
     return {
         "k": k,
         "wall_seconds": wall,
         "trials": len(records),
         "trials_per_minute": 60 * len(records) / wall,
-        "first_pack_seconds": max(r["seconds"] for r in first_pack),
+        "first_pack_seconds": max(r.seconds for r in first_pack),
         "traces": result.traces,
+        "utilization": result.utilization,
+        "counts": dict(result.counts),
+        "epochs_trained": sum(len(r.history) for r in records),
         "best_val_accuracy": max(ok) if ok else None,
         "median_val_accuracy": statistics.median(ok) if ok else None,
-        "failed": sum(r["status"] == "failed" for r in records),
+        "failed": result.counts.get("failed", 0),
+        "per_trial": [
+            {
+                "trial": r.number,
+                "status": r.status.value,
+                "epochs": len(r.history),
+                "target": r.target,
+                "seconds": r.seconds,
+            }
+            for r in records
+        ],
     }
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        f"\n{'K':>3} {'wall s':>8} {'trials/min':>11} {'ratio':>6} {'1st pack s':>11} "
+        f"{'traces':>7} {'util':>6} {'best val':>9} {'median val':>11} {'failed':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['k']:>3} {r['wall_seconds']:>8.1f} {r['trials_per_minute']:>11.2f} "
+            f"{r['ratio_vs_k1']:>6.2f} {r['first_pack_seconds']:>11.1f} {r['traces']:>7} "
+            f"{fmt(r['utilization'], '6.3f')} {fmt(r['best_val_accuracy'], '9.4f')} "
+            f"{fmt(r['median_val_accuracy'], '11.4f')} {r['failed']:>7}"
+        )
 
 
 def main() -> None:
@@ -100,19 +134,10 @@ def main() -> None:
     for k in ks:
         print(f"K={k}: running {args.trials} trials...", flush=True)
         rows.append(run_one(k, args))
-    base = rows[0]["trials_per_minute"]
-    print(
-        f"\n{'K':>3} {'wall s':>8} {'trials/min':>11} {'ratio':>6} {'1st pack s':>11} "
-        f"{'traces':>7} {'best val':>9} {'median val':>11} {'failed':>7}"
-    )
     for r in rows:
-        r["ratio_vs_k1"] = r["trials_per_minute"] / base
-        print(
-            f"{r['k']:>3} {r['wall_seconds']:>8.1f} {r['trials_per_minute']:>11.2f} "
-            f"{r['ratio_vs_k1']:>6.2f} {r['first_pack_seconds']:>11.1f} {r['traces']:>7} "
-            f"{r['best_val_accuracy']:>9.4f} {r['median_val_accuracy']:>11.4f} {r['failed']:>7}"
-        )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        r["ratio_vs_k1"] = r["trials_per_minute"] / rows[0]["trials_per_minute"]
+    print_table(rows)
+    peak = peak_rss_mib()
     out = write_results(
         args.out or default_out("packing", quick=args.quick),
         {

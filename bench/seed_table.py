@@ -19,25 +19,28 @@ the scores remain comparable, only lower because each trial sees fewer images. `
 F = 0.01 (540 images) with 2 random and 2 guided trials.
 
 Reported: the best validation accuracy, the test accuracy of the best trial
-(``result.test_metrics``), the trial at which the validation accuracy first reached 0.989 (or
-"never"), whether the best was a random start, how many guided trials beat the best random
-start and how many guided trials landed on a learning-rate bound (within 1% of the log range),
-next to the post's figures: 0.989 after 4 trials (judged on 640 test images), its best a random
-starting point, none of its 10 guided steps better, most of them on the learning-rate bounds.
+(``result.test_metrics``), how many trials it took for the validation accuracy to first reach
+0.989 (or "never"), whether the best was a random start (trials are numbered from 0, as
+Optuna numbers them), how many guided trials beat the best random start and how many guided
+trials landed on a learning-rate bound (within 1% of the log range), next to the post's
+figures: 0.989 after 4 trials (judged on 640 test images), its best a random starting point,
+none of its 10 guided steps better, most of them on the learning-rate bounds.
+
+tpu_bo's console is silenced; ``bench.common.TrialLog``, an observer, prints a line per
+finished trial as progress.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
+from typing import Any
 
-from bench.common import TableOnly, write_results
+from bench.common import TrialLog, quiet, write_results
 
 TRAIN_IMAGES = 54_000  # train[:90%]
 THRESHOLD = 0.989
@@ -50,12 +53,13 @@ LR_BOUNDS = (1e-4, 1e-2)
 POST = {
     "best_accuracy": 0.989,
     "judged_on": "640 test images",
-    "first_reached_0.989_at_trial": 4,
+    "trials_to_reach_0.989": 4,
     "best_is_random_start": True,
     "guided_better_than_best_random": 0,
     "guided_trials": 10,
     "guided_on_lr_bound": "most",
 }
+POST_ROWS = ["0.989 (640 test images)", "-", "4", "True", "0 of 10", "most of 10"]
 
 
 def train_split(fraction: float) -> str:
@@ -70,7 +74,7 @@ def on_lr_bound(lr: float) -> bool:
     return min(x - lo, hi - x) <= 0.01 * (hi - lo)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train_fraction", type=float, default=1.0)
     parser.add_argument("--init_points", type=int, default=10)
@@ -84,95 +88,104 @@ def main() -> None:
     if args.quick:
         args.train_fraction, args.init_points, args.n_iter = 0.01, 2, 2
     tag = "full" if args.train_fraction >= 1 else f"f{args.train_fraction:g}"
-    tag = "quick" if args.quick else tag
-    out = args.out or f"bench/results/seed_table_{tag}.json"
-    split = train_split(args.train_fraction)
-    total = args.init_points + args.n_iter
-    print(f"tpu_bo: {total} trials of MNIST {split}, 1 epoch each...", flush=True)
+    args.out = args.out or f"bench/results/seed_table_{'quick' if args.quick else tag}.json"
+    return args
 
+
+def run(args: argparse.Namespace, split: str) -> tuple[Any, float]:
+    """The study through ``run_study``, its console silenced; returns it and its wall time."""
     from tpu_bo import run_study
 
-    with tempfile.TemporaryDirectory() as tmp:
+    log = TrialLog()  # the real stdout, before quiet() replaces it
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         started = time.perf_counter()
-        with contextlib.redirect_stdout(TableOnly(sys.stdout)):
-            result = run_study(
-                dataset="mnist",
-                data_dir=args.data_dir,
-                download=False,
-                train_split=split,
-                eval_split="train[90%:]",
-                test_split="test",
-                model="mnist_cnn",
-                space=SPACE,
-                epochs=1,
-                init_points=args.init_points,
-                n_iter=args.n_iter,
-                seed=args.seed,
-                jit_compile=args.jit_compile,
-                accelerator="cpu",
-                output_dir=tmp,
-            )
-        wall = time.perf_counter() - started
-    records = sorted(result.trials, key=lambda r: r["trial"])
-    ok = [r for r in records if r["status"] == "ok"]
-    reached = next((r["trial"] for r in ok if r["target"] >= THRESHOLD), None)
-    random = [r for r in ok if r["source"] == "random"] or ok[: args.init_points]
+        result = run_study(
+            dataset="mnist",
+            data_dir=args.data_dir,
+            download=False,
+            train_split=split,
+            eval_split="train[90%:]",
+            test_split="test",
+            model="mnist_cnn",
+            space=SPACE,
+            epochs=1,
+            init_points=args.init_points,
+            n_iter=args.n_iter,
+            seed=args.seed,
+            jit_compile=args.jit_compile,
+            accelerator="cpu",
+            output_dir=tmp,
+            observers=[log],
+        )
+        return result, time.perf_counter() - started
+
+
+def figures(result: Any, wall: float, init_points: int) -> dict[str, Any]:
+    """What the table reports, from the study's ``TrialRecord``s."""
+    records = sorted(result.trials, key=lambda r: r.number)
+    ok = [r for r in records if r.status.value == "ok"]
+    reached = next((r.number for r in ok if r.target >= THRESHOLD), None)
+    random = [r for r in ok if r.source == "random"] or ok[:init_points]
     guided = [r for r in ok if r not in random]
-    best_random = max((r["target"] for r in random), default=-math.inf)
-    best = next(r for r in records if r["trial"] == result.best_trial)
+    best_random = max((r.target for r in random), default=-math.inf)
+    best = next(r for r in records if r.number == result.best_trial)
     test = result.test_metrics or {}
-    figures = {
+    return {
         "best_val_accuracy": result.best_target,
         "best_trial": result.best_trial,
         "best_params": result.best_params,
         "test_accuracy_of_best": test.get("accuracy"),
         "test_examples": test.get("examples"),
-        "first_reached_0.989_at_trial": reached,
+        "trials_to_reach_0.989": None if reached is None else reached + 1,
         "best_is_random_start": best in random,
-        "guided_better_than_best_random": sum(r["target"] > best_random for r in guided),
+        "guided_better_than_best_random": sum(r.target > best_random for r in guided),
         "guided_trials": len(guided),
-        "guided_on_lr_bound": sum(on_lr_bound(r["params"]["learning_rate"]) for r in guided),
+        "guided_on_lr_bound": sum(on_lr_bound(r.params["learning_rate"]) for r in guided),
         "traces": result.traces,
         "wall_seconds": wall,
-        "median_trial_seconds": statistics.median(r["seconds"] for r in records),
+        "median_trial_seconds": statistics.median(r.seconds for r in records),
     }
+
+
+def print_table(f: dict[str, Any], split: str) -> None:
+    guided = f["guided_trials"]
     rows = [
-        ("best validation accuracy", f"{figures['best_val_accuracy']:.4f} (6,000 val images)"),
+        ("best validation accuracy", f"{f['best_val_accuracy']:.4f} (6,000 val images)"),
         (
             "test accuracy of the best trial",
-            f"{figures['test_accuracy_of_best']:.4f} ({figures['test_examples']} test images)",
+            f"{f['test_accuracy_of_best']:.4f} ({f['test_examples']} test images)",
         ),
-        ("trials to reach 0.989", str(reached or "never")),
+        ("trials to reach 0.989", str(f["trials_to_reach_0.989"] or "never")),
         (
             "best trial is a random start",
-            f"{figures['best_is_random_start']} (trial {result.best_trial})",
+            f"{f['best_is_random_start']} (trial {f['best_trial']})",
         ),
         (
             "guided trials beating the best random",
-            f"{figures['guided_better_than_best_random']} of {len(guided)}",
+            f"{f['guided_better_than_best_random']} of {guided}",
         ),
-        (
-            "guided trials on a learning-rate bound",
-            f"{figures['guided_on_lr_bound']} of {len(guided)}",
-        ),
-    ]
-    post = [
-        "0.989 (640 test images)",
-        "-",
-        "4",
-        "True",
-        "0 of 10",
-        "most of 10",
+        ("guided trials on a learning-rate bound", f"{f['guided_on_lr_bound']} of {guided}"),
     ]
     print(f"\n{'':<40} {'tpu_bo (' + split + ')':<28} {'the post (full MNIST)'}")
-    for (name, ours), theirs in zip(rows, post, strict=True):
+    for (name, ours), theirs in zip(rows, POST_ROWS, strict=True):
         print(f"{name:<40} {ours:<28} {theirs}")
     print(
-        f"wall {wall:.0f} s, median trial {figures['median_trial_seconds']:.1f} s, "
-        f"{result.traces} traces"
+        f"wall {f['wall_seconds']:.0f} s, median trial {f['median_trial_seconds']:.1f} s, "
+        f"{f['traces']} traces"
     )
+
+
+def main() -> None:
+    args = parse_args()
+    split = train_split(args.train_fraction)
+    total = args.init_points + args.n_iter
+    print(f"tpu_bo: {total} trials of MNIST {split}, 1 epoch each...", flush=True)
+    result, wall = run(args, split)
+    found = figures(result, wall, args.init_points)
+    print_table(found, split)
+    keys = ("status", "target", "params", "source", "seconds")
     out = write_results(
-        out,
+        args.out,
         {
             "benchmark": "seed_table",
             "quick": args.quick,
@@ -184,11 +197,11 @@ def main() -> None:
             "n_iter": args.n_iter,
             "seed": args.seed,
             "jit_compile": args.jit_compile,
-            "tpu_bo": figures,
+            "tpu_bo": found,
             "post": POST,
             "trials": [
-                {k: r[k] for k in ("trial", "status", "target", "params", "source", "seconds")}
-                for r in records
+                {"trial": r.number, **{k: r.to_dict()[k] for k in keys}}
+                for r in sorted(result.trials, key=lambda r: r.number)
             ],
         },
     )
