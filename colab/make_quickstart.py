@@ -28,8 +28,8 @@ side by side in one program.
 
 It runs on Colab's **TPU** (Runtime → Change runtime type → v5e-1), a GPU, or a CPU, and
 anywhere else Jupyter runs. The study lives on Google Drive, so when Colab recycles the
-runtime, **run the notebook again from the top**: finished trials are replayed from the
-journal, an interrupted trial continues from its last finished epoch, and only the missing
+runtime, **run the notebook again from the top**: the trials are stored in an Optuna journal
+on Drive, an interrupted trial continues from its last finished epoch, and only the missing
 trials run.
 
 Cells that only make sense on Colab (Drive, `%tensorboard`) check for Colab first.""",

@@ -12,7 +12,21 @@ from tests.conftest import ROOT, run_cli, start_cli
 
 
 def journal(path):
-    return [json.loads(line) for line in (path / "trials.jsonl").read_text().splitlines()]
+    """The study's finished trials, in order, as the user reads them."""
+    from tpu_bo.results import load_records
+
+    return [r for r in load_records(str(path)) if r.status.value != "running"]
+
+
+def checkpoint(path, number):
+    """The saved state's metadata of running trial ``number``, or None."""
+    from tpu_bo.storage import StudyDir
+
+    name = f"inflight/trial_{number:04d}.npz"
+    if not (path / name).exists():
+        return None
+    saved = StudyDir(str(path), writer=False).load_checkpoint(name)
+    return saved[0] if saved else None
 
 
 def test_importing_tpu_bo_does_not_import_tensorflow():
@@ -33,15 +47,15 @@ def test_default_study_runs_offline_and_resumes_from_its_flagfile(tmp_path):
     assert "accelerator=auto: no TPU" in run.stdout and "on CPU" in run.stdout
     assert "study: digits / mnist_cnn, 3 trials" in run.stdout
     assert "best: trial" in run.stdout and "learning_rate=" in run.stdout
-    assert [r["traces"] for r in journal(out_dir)] == [2, 2, 2]
+    assert [r.traces for r in journal(out_dir)] == [2, 2, 2]
     flagfile = (out_dir / "flags.txt").read_text()
     assert "--dataset=digits" in flagfile and "--n_iter=1" in flagfile
     assert json.loads((out_dir / "config.json").read_text())["model"] == "mnist_cnn"
     # The recorded flags repeat the run; a later flag overrides the file (last value wins).
     again = run_cli(f"--flagfile={out_dir / 'flags.txt'}", "--n_iter=2")
     assert again.returncode == 0, again.stderr
-    assert "resuming: 3 trial(s) already in the journal" in again.stdout
-    assert [r["trial"] for r in journal(out_dir)] == [1, 2, 3, 4]
+    assert "resuming: 3 trial(s) already in the study" in again.stdout
+    assert [r.number for r in journal(out_dir)] == [0, 1, 2, 3]
 
 
 def test_mnist_on_two_replicas_with_several_steps_per_call(tmp_path, mnist_dir):
@@ -63,8 +77,8 @@ def test_mnist_on_two_replicas_with_several_steps_per_call(tmp_path, mnist_dir):
     assert "MirroredStrategy with 2 replicas on CPU:0, CPU:1" in run.stderr
     assert "data: mnist train=6000 (46 steps of 128 per epoch)" in run.stdout
     records = journal(tmp_path)
-    assert [r["traces"] for r in records] == [2, 2, 2]
-    assert all(r["steps"] == 46 and r["target"] > 0.8 for r in records)
+    assert [r.traces for r in records] == [2, 2, 2]
+    assert all(r.steps == 46 and r.target > 0.8 for r in records)
 
 
 @pytest.mark.parametrize(
@@ -95,7 +109,7 @@ def test_bad_input_is_one_sentence_naming_the_flag(args, flag, tmp_path):
     lines = [line for line in run.stderr.splitlines() if line.startswith(("error:", "FATAL"))]
     assert len(lines) == 1, run.stderr
     assert f"--{flag}" in lines[0]
-    assert not (tmp_path / "trials.jsonl").exists()
+    assert not (tmp_path / "trials.journal").exists()
     if args != ["--param=dropuot_2:float:0.1:0.5"]:  # found only once the model is built
         assert not any(tmp_path.iterdir()), "a failed start left files behind"
 
@@ -110,19 +124,29 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_journal(tmp_path):
     import time
 
     proc = start_cli("--init_points=2", "--n_iter=50", "--epochs=3", f"--output_dir={tmp_path}")
-    trials = tmp_path / "trials.jsonl"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (trials.exists() and trials.read_text()):
-        time.sleep(0.2)
+    while time.monotonic() < deadline and not (tmp_path / "summary.png").exists():
+        if (tmp_path / "trials.journal").exists() and journal(tmp_path):
+            break
+        time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Rerun the same command to resume" in out
     assert "Traceback" not in err
     records = journal(tmp_path)
-    assert 1 <= len(records) < 52 and [r["trial"] for r in records] == list(
-        range(1, len(records) + 1)
-    )
+    assert 1 <= len(records) < 52
+    assert [r.number for r in records] == list(range(len(records)))
+    assert not (tmp_path / "writer.lock").exists() or _lock_is_free(tmp_path)
+
+
+def _lock_is_free(path):
+    from tpu_bo.storage import WriterLock
+
+    lock = WriterLock(str(path))
+    lock.acquire()
+    lock.release()
+    return True
 
 
 def start_two_workers(output_dirs, *args):
@@ -162,11 +186,12 @@ def test_two_workers_run_in_lockstep_resume_and_only_the_chief_writes(tmp_path):
             assert "no TPU (not probed: TF_CONFIG names several workers)" in out
             assert "CollectiveAllReduceStrategy with 2 replicas" in out
             assert ("resuming: 3 trial(s)" in out) is bool(before)
+            assert "Traceback" not in err
         ends = [[line for line in out.splitlines() if line.startswith(("best:", "test ("))]
                 for _, out, _ in runs]  # fmt: skip
         assert len(ends[0]) == 2 and ends[0] == ends[1]
         records = journal(tmp_path)
-        assert [r["trial"] for r in records] == list(range(1, 3 + n_iter))  # once, by the chief
+        assert [r.number for r in records] == list(range(2 + n_iter))  # once, by the chief
     assert not (tmp_path / "workers.check").exists()
 
 
@@ -178,7 +203,7 @@ def test_a_killed_worker_stops_its_peer_in_one_sentence_and_both_resume(tmp_path
     args += ["--n_iter=1"]
     chief, worker = start_two_workers([tmp_path, tmp_path], *args)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (tmp_path / "inflight.npz").exists():
+    while time.monotonic() < deadline and checkpoint(tmp_path, 0) is None:
         time.sleep(0.1)
     worker.send_signal(signal.SIGKILL)  # a preempted host
     worker.communicate(timeout=60)
@@ -192,9 +217,9 @@ def test_a_killed_worker_stops_its_peer_in_one_sentence_and_both_resume(tmp_path
     runs = run_two_workers([tmp_path, tmp_path], *args)
     for proc, out, err in runs:
         assert proc.returncode == 0, err[-3000:]
-        assert "continuing trial(s) 1 after epoch" in out
+        assert "continuing trial 0 after epoch" in out
     records = journal(tmp_path)
-    assert [r["trial"] for r in records] == [1, 2] and records[0]["resumed_from_epoch"] >= 1
+    assert [r.number for r in records] == [0, 1] and records[0].resumed_from_epoch >= 1
 
 
 def test_workers_that_do_not_share_the_output_dir_stop_together(tmp_path):
@@ -207,24 +232,19 @@ def test_workers_that_do_not_share_the_output_dir_stop_together(tmp_path):
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "is not one directory shared by every worker" in errors[0]
         assert errors[0].startswith("error: --output_dir: ") and "worker(s) 1" in errors[0]
-    assert not (tmp_path / "a" / "trials.jsonl").exists()
+    assert not journal_exists(tmp_path / "a") or not journal(tmp_path / "a")
 
 
-def _inflight_meta(path):
-    import numpy as np
-
-    try:
-        with np.load(path) as data:
-            return json.loads(data["__meta__"].tobytes().decode())
-    except Exception:  # noqa: BLE001 - being written (renamed into place) right now
-        return None
+def journal_exists(path):
+    return (path / "trials.journal").exists()
 
 
-@pytest.mark.parametrize("parallel", [1, 2])
-def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(tmp_path, parallel):
-    """Kill -9 in the 4th trial's 2nd epoch of 3; the rerun finishes 8 trials, none twice.
+@pytest.mark.parametrize(("parallel", "prune"), [(2, "none"), (2, "asha"), (1, "hyperband")])
+def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(tmp_path, parallel, prune):
+    """Kill -9 once trial 2 or later has saved an epoch of 3; the rerun finishes 8 trials.
 
-    With ``parallel=2`` trials 3 and 4 train as one pack, and both continue.
+    With ``parallel=2`` two trials train side by side, and both continue. ASHA and Hyperband
+    (rungs from epoch 1 on) resume the same way.
     """
     import signal
     import time
@@ -233,46 +253,67 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(tmp_path, p
         "--init_points=3",
         "--n_iter=5",
         "--epochs=3",
-        "--batch_size=8",
+        "--batch_size=16",
         "--steps_per_execution=1",
         f"--parallel_trials={parallel}",
+        f"--prune={prune}",
         f"--output_dir={tmp_path}",
     ]
     proc = start_cli(*args)
-    inflight = tmp_path / "inflight.npz"
     deadline = time.monotonic() + 240
+    saved = {}
     while time.monotonic() < deadline and proc.poll() is None:
-        meta = _inflight_meta(inflight) if inflight.exists() else None
-        running = {m["trial"]: m["epoch"] for m in meta["pack"]} if meta else {}
-        if running.get(4) == 1:
+        if any(checkpoint(tmp_path, n) for n in range(2, 8)):  # a later trial saved an epoch
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the study ended before it could be killed"
     before = journal(tmp_path)
-    saved = {m["trial"]: m for m in _inflight_meta(inflight)["pack"]}
-    assert [r["trial"] for r in before] == [1, 2, 3][: 4 - parallel]
-    assert sorted(saved) == [3, 4][2 - parallel :]
-    epoch = saved[4]["epoch"]
-    assert epoch in (1, 2)  # killed in epoch 2 (or, on a slow machine, in epoch 3)
+    saved = {n: checkpoint(tmp_path, n) for n in range(8) if checkpoint(tmp_path, n)}
+    assert max(saved) >= 2 and all(m["epoch"] in (1, 2) for m in saved.values())
 
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
-    numbers = ", ".join(str(t) for t in sorted(saved))
-    assert f"continuing trial(s) {numbers} after epoch {epoch} of 3" in rerun.stdout
+    for number, meta in saved.items():
+        assert f"continuing trial {number} after epoch {meta['epoch']}" in rerun.stdout
     records = journal(tmp_path)
-    assert sorted(r["trial"] for r in records) == list(range(1, 9))
-    assert records[: len(before)] == before
-    for trial, state in saved.items():
-        resumed = next(r for r in records if r["trial"] == trial)
-        assert resumed["resumed_from_epoch"] == state["epoch"]
-        assert resumed["params"] == state["params"] and resumed["seed"] == state["seed"]
-        assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
-        assert resumed["history"][: state["epoch"]] == state["history"]
-        assert resumed["steps"] == 3 * (1350 // 8)
-    assert all(r["resumed_from_epoch"] is None for r in records if r["trial"] not in saved)
-    assert not inflight.exists()
+    assert [r.number for r in records] == list(range(8))
+    told_before = {r.number: r for r in before}
+    for r in records:
+        if r.number in told_before:
+            assert r == told_before[r.number]
+        elif r.number in saved:
+            state = saved[r.number]
+            assert r.resumed_from_epoch == state["epoch"]
+            assert list(r.history[: state["epoch"]]) == state["history"]
+        else:
+            assert r.resumed_from_epoch is None
+        if r.status.value == "ok":
+            assert [h["epoch"] for h in r.history] == [1, 2, 3]
+            assert r.steps == 3 * (1350 // 16)
+    if prune == "asha":  # 1 in 3 goes on at epoch 1 (Hyperband's pruning: tests/test_engine.py)
+        assert any(r.status.value == "pruned" for r in records), [r.status for r in records]
+    assert not list((tmp_path / "inflight").iterdir())
+
+
+def test_a_second_process_on_the_same_study_refuses_in_one_sentence(tmp_path):
+    import time
+
+    args = ["--init_points=2", "--n_iter=2", "--epochs=3", "--batch_size=8"]
+    first = start_cli(*args, f"--output_dir={tmp_path}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and checkpoint(tmp_path, 0) is None:
+        time.sleep(0.1)
+    second = run_cli(*args, f"--output_dir={tmp_path}")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: --output_dir: another process")
+    assert f"pid {first.pid}" in errors[0] and "--wait_for_lock" in errors[0]
+    assert [r.number for r in journal(tmp_path)] == [0, 1, 2, 3]
+    assert [r.status.value for r in journal(tmp_path)] == ["ok"] * 4
 
 
 def test_every_flag_in_helpfull_is_documented_in_the_readme():
@@ -292,4 +333,4 @@ def test_an_output_dir_without_write_permission_is_one_sentence():
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and lines[0].startswith("error: --output_dir: permission denied")
+    assert len(lines) == 1 and lines[0].startswith("error: --output_dir: cannot write")

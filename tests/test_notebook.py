@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -88,15 +87,15 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
         if "image/png" in out.get("data", {})
     ]
     assert images, "summary.png was not shown inline"
-    records = [json.loads(line) for line in (output_dir / "trials.jsonl").read_text().splitlines()]
-    assert len(records) == 3
+    from tpu_bo.results import load_records
+
+    assert len(load_records(str(output_dir))) == 3
 
     # A recycled runtime: the same notebook again, with one more guided trial, resumes.
     params["N_ITER"] = 2
     params["SMOKE_CHECK"] = False  # checked above; the resume is what this run tests
     nb = execute()
-    records = [json.loads(line) for line in (output_dir / "trials.jsonl").read_text().splitlines()]
-    assert [r["trial"] for r in records] == [1, 2, 3, 4]
+    assert [r.number for r in load_records(str(output_dir))] == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("name", ["google.colab"])

@@ -94,23 +94,20 @@ def test_a_failed_region_is_predicted_worse_than_every_success():
         assert x < 8.0
 
 
-def test_batches_spread_out_share_one_structure_and_work_with_choices():
-    """bayes_opt 3.4's own ConstantLiar fails on a choice parameter; ours must not."""
+def test_a_pending_point_is_avoided_and_works_with_choices():
+    """A running trial is registered at the best score so far (ConstantLiar's "max" lie)."""
 
     def score(v):
         return -((math.log10(v["lr"]) + 3) ** 2) - (v["units"] != 32) - (v["p"] - 0.3) ** 2
 
-    s = Suggester(SPACE, seed=0, batch=4)
-    first = s.suggest_batch([True] * 4)
-    for v in first:
+    s = Suggester(SPACE, seed=0)
+    for _ in range(4):
+        v = s.suggest(random=True)
         s.observe(v, score(v))
-    for _ in range(3):
-        batch = s.suggest_batch([False] * 4)
-        assert len({v["units"] for v in batch}) == 1
-        assert len({(round(math.log10(v["lr"]), 3), round(v["p"], 3)) for v in batch}) == 4
-        assert all(SPACE[n].contains(x) for v in batch for n, x in v.items())
-        for v in batch:
-            s.observe(v, score(v))
-    assert s.observed == 16 and max(registered(s)) > -0.3
-    with pytest.raises(ValueError, match="batch > 1"):
-        Suggester(SPACE).suggest_batch([False, False])
+    proposed = s.suggest()
+    s.pending(proposed)
+    assert s.observed == 5 and registered(s)[-1] == max(registered(s)[:4])
+    assert s.suggest() != proposed
+    fresh = Suggester(SPACE, seed=0)
+    fresh.pending(proposed)  # nothing scored yet: no lie to tell
+    assert fresh.observed == 0

@@ -20,7 +20,7 @@ from tpu_bo import tpu_env
 # Before anything imports TensorFlow: v5e and newer TPUs need the PJRT plugin variables.
 tpu_env.ensure_configured()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "Config": "tpu_bo.config",
@@ -29,7 +29,13 @@ _EXPORTS = {
     "SearchSpace": "tpu_bo.space",
     "StudyResult": "tpu_bo.study",
     "run_study": "tpu_bo.study",
-    "load_best_model": "tpu_bo.study",
+    "load_best_model": "tpu_bo.results",
+    "load_records": "tpu_bo.results",
+    "Study": "tpu_bo.engine",
+    "Trial": "tpu_bo.engine",
+    "TrialRecord": "tpu_bo.engine",
+    "Status": "tpu_bo.engine",
+    "Observer": "tpu_bo.observers",
     "get_strategy": "tpu_bo.accelerator",
     "load_datasets": "tpu_bo.input_pipeline",
     "Trainer": "tpu_bo.trainer",

@@ -97,8 +97,8 @@ def load_datasets(
       ConfigError: unknown dataset, unreadable split, a batch larger than the train split or
         not divisible by the replicas.
     """
-    replicas = strategy.num_replicas_in_sync
     batch = config.batch_size
+    replicas = strategy.num_replicas_in_sync
     if batch % replicas:
         raise ConfigError(
             "batch_size",
@@ -113,40 +113,11 @@ def load_datasets(
             f"the global batch {batch} is larger than the {num_train} examples of "
             f"--train_split={config.train_split}.",
         )
-    buffer = config.shuffle_buffer or num_train
-    train = (
-        train.cache()
-        .shuffle(min(buffer, num_train), seed=config.seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(batch, drop_remainder=True)  # static shapes for TPUs
-        .map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    train_iterator = iter(strategy.experimental_distribute_dataset(_shard_by_data(train)))
+    train = _train_pipeline(train, num_train, batch, config.shuffle_buffer, config.seed)
+    train_iterator = _distribute(strategy, train)
 
     def make_eval(split: str, flag: str) -> EvalData:
-        ds, n = source.load(split, flag)
-        if n == 0:
-            raise ConfigError(flag, f"split {split!r} of {config.dataset} has no examples.")
-        steps = -(-n // batch)
-        ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
-        pad = steps * batch - n
-        if pad:
-            blank = (
-                tf.zeros(source.input_shape, tf.uint8),
-                tf.constant(0, tf.int64),
-                tf.constant(0.0),
-            )
-            ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
-        ds = (
-            ds.cache()
-            .batch(batch, drop_remainder=True)
-            .map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
-            .repeat()
-            .prefetch(tf.data.AUTOTUNE)
-        )
-        iterator = iter(strategy.experimental_distribute_dataset(_shard_by_data(ds)))
-        return EvalData(split=split, num_examples=n, steps=steps, iterator=iterator)
+        return _eval_data(source, split, flag, batch, strategy, dataset=config.dataset)
 
     eval_data = make_eval(config.eval_split, "eval_split")
     return Datasets(
@@ -161,6 +132,59 @@ def load_datasets(
         # Built now, so a bad --test_split stops the study before its first trial.
         test=make_eval(config.test_split, "test_split") if config.test_split else None,
     )
+
+
+def _train_pipeline(
+    train: tf.data.Dataset, num_train: int, batch: int, shuffle_buffer: int, seed: int
+) -> tf.data.Dataset:
+    """The endless, shuffled stream of full global batches that every trial draws from."""
+    buffer = shuffle_buffer or num_train
+    return (
+        train.cache()
+        .shuffle(min(buffer, num_train), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch, drop_remainder=True)  # static shapes for TPUs
+        .map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _eval_data(
+    source: Source,
+    split: str,
+    flag: str,
+    batch: int,
+    strategy: tf.distribute.Strategy,
+    *,
+    dataset: str,
+) -> EvalData:
+    """``split`` once per ``steps`` batches, the last padded with examples of weight 0."""
+    ds, n = source.load(split, flag)
+    if n == 0:
+        raise ConfigError(flag, f"split {split!r} of {dataset} has no examples.")
+    steps = -(-n // batch)
+    ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+    pad = steps * batch - n
+    if pad:
+        blank = (
+            tf.zeros(source.input_shape, tf.uint8),
+            tf.constant(0, tf.int64),
+            tf.constant(0.0),
+        )
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
+    ds = (
+        ds.cache()
+        .batch(batch, drop_remainder=True)
+        .map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+        .repeat()
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return EvalData(split=split, num_examples=n, steps=steps, iterator=_distribute(strategy, ds))
+
+
+def _distribute(strategy: tf.distribute.Strategy, ds: tf.data.Dataset) -> Any:
+    """A persistent distributed iterator over ``ds``."""
+    return iter(strategy.experimental_distribute_dataset(_shard_by_data(ds)))
 
 
 def _normalize(image: tf.Tensor, label: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -260,6 +284,29 @@ def _resolve(bound: str | None, n: int) -> int | None:
 
 
 def _tfds_source(config: Config) -> Source:
+    name = config.dataset
+    builder = _tfds_builder(config)
+    info = builder.info
+    shape, num_classes = _image_classification_shape(name, info)
+
+    def load(split: str, flag: str) -> tuple[tf.data.Dataset, int]:
+        try:
+            n = info.splits[split].num_examples
+            ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        except Exception as e:  # noqa: BLE001 - TFDS split errors have no common type
+            available = ", ".join(sorted(info.splits.keys()))
+            raise ConfigError(
+                flag,
+                f"cannot read split {split!r} of {name} ({first_line(e)}); "
+                f"available splits: {available}.",
+            ) from None
+        return ds, n
+
+    return Source(input_shape=shape, num_classes=num_classes, load=load)
+
+
+def _tfds_builder(config: Config) -> Any:
+    """The TFDS builder of ``config.dataset``, prepared (downloaded if allowed and missing)."""
     import tensorflow_datasets as tfds
 
     name = config.dataset
@@ -275,29 +322,37 @@ def _tfds_source(config: Config) -> Source:
         raise ConfigError(
             "data_dir", f"cannot open {name!r} in {config.data_dir}: {first_line(e)}."
         ) from None
-    if not builder.is_prepared():
-        where = config.data_dir or "TFDS's default data dir"
-        if not config.download:
-            raise ConfigError(
-                "data_dir",
-                f"{name!r} is not prepared in {where} and --nodownload is set; point "
-                "--data_dir at a prepared TFDS directory.",
-            )
-        print(f"data: preparing {name} in {where} (downloads it once)...", flush=True)
-        try:
-            builder.download_and_prepare()
-        except Exception as e:  # noqa: BLE001 - network and permission errors vary
-            raise ConfigError(
-                "data_dir",
-                f"{name!r} is not prepared in {where} and could not be downloaded "
-                f"({first_line(e)}); point --data_dir at a prepared TFDS directory.",
-            ) from None
-    info = builder.info
-    features = info.features
+    if builder.is_prepared():
+        return builder
+    where = config.data_dir or "TFDS's default data dir"
+    if not config.download:
+        raise ConfigError(
+            "data_dir",
+            f"{name!r} is not prepared in {where} and --nodownload is set; point "
+            "--data_dir at a prepared TFDS directory.",
+        )
+    print(f"data: preparing {name} in {where} (downloads it once)...", flush=True)
+    try:
+        builder.download_and_prepare()
+    except Exception as e:  # noqa: BLE001 - network and permission errors vary
+        raise ConfigError(
+            "data_dir",
+            f"{name!r} is not prepared in {where} and could not be downloaded "
+            f"({first_line(e)}); point --data_dir at a prepared TFDS directory.",
+        ) from None
+    return builder
+
+
+def _image_classification_shape(name: str, info: Any) -> tuple[tuple[int, ...], int]:
+    """The input shape and number of classes of a TFDS dataset's supervised keys.
+
+    Raises:
+      ConfigError: naming ``dataset``, unless it is a fixed-size image-classification dataset.
+    """
     keys = info.supervised_keys
     if not keys or len(keys) != 2:
         raise ConfigError("dataset", f"{name!r} has no (input, label) supervised keys.")
-    image_feature, label_feature = features[keys[0]], features[keys[1]]
+    image_feature, label_feature = info.features[keys[0]], info.features[keys[1]]
     shape = tuple(getattr(image_feature, "shape", ()) or ())
     num_classes = getattr(label_feature, "num_classes", None)
     if len(shape) != 3 or None in shape or not num_classes:
@@ -306,18 +361,4 @@ def _tfds_source(config: Config) -> Source:
             f"{name!r} is not a fixed-size image-classification dataset "
             f"(input shape {shape}, classes {num_classes}).",
         )
-
-    def load(split: str, flag: str) -> tuple[tf.data.Dataset, int]:
-        try:
-            n = info.splits[split].num_examples
-            ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-        except Exception as e:  # noqa: BLE001 - TFDS split errors have no common type
-            available = ", ".join(sorted(info.splits.keys()))
-            raise ConfigError(
-                flag,
-                f"cannot read split {split!r} of {name} ({first_line(e)}); "
-                f"available splits: {available}.",
-            ) from None
-        return ds, n
-
-    return Source(input_shape=shape, num_classes=int(num_classes), load=load)
+    return shape, int(num_classes)

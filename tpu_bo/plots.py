@@ -13,77 +13,99 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tpu_bo.space import SearchSpace
+from tpu_bo.space import Param, SearchSpace
 
 
 def summary_figure(
     records: Sequence[dict[str, Any]], space: SearchSpace, *, objective: str, maximize: bool
 ) -> Any:
     """Builds the summary figure (a matplotlib ``Figure``) from journal records."""
+    fig, axes = _figure(panels=1 + len(space.params))
+    ok = [r for r in records if r["status"] == "ok" and _finite(r.get("target"))]
+    better = max if maximize else min
+    best = better(ok, key=lambda r: r["target"]) if ok else None
+
+    _progress_panel(axes[0], records, objective=objective, maximize=maximize)
+    for ax, param in zip(axes[1 : len(space.params) + 1], space.params, strict=True):
+        _param_panel(ax, param, records, best, objective=objective)
+    fig.suptitle(
+        f"{len(records)} trials, {len(ok)} ok; best {objective} "
+        + (f"{best['target']:.4f} (trial {best['number']})" if best else "none")
+    )
+    return fig
+
+
+def _figure(panels: int) -> tuple[Any, Any]:
+    """A figure with ``panels`` axes, at most three to a row; the axes flat, spares hidden."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    panels = 1 + len(space.params)
     columns = min(panels, 3)
     rows = math.ceil(panels / columns)
     fig = Figure(figsize=(4.2 * columns, 3.4 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes[panels:]:
         ax.set_visible(False)
+    return fig, axes
 
-    ok = [r for r in records if r["status"] == "ok" and _finite(r.get("target"))]
+
+def _progress_panel(
+    ax: Any, records: Sequence[dict[str, Any]], *, objective: str, maximize: bool
+) -> None:
+    """The best objective so far against the trial number, over every trial's own score."""
     better = max if maximize else min
-    best = better(ok, key=lambda r: r["target"]) if ok else None
-
-    ax = axes[0]
     running, xs, ys = None, [], []
     for r in records:
         if r["status"] == "ok" and _finite(r.get("target")):
             running = r["target"] if running is None else better(running, r["target"])
         if running is not None:
-            xs.append(r["trial"])
+            xs.append(r["number"])
             ys.append(running)
     if xs:
         # One more half step, so that a best found by the last trial shows as a rise.
         ax.step([*xs, xs[-1] + 0.5], [*ys, ys[-1]], where="post", color="C0", label="best so far")
-    _dots(ax, records, lambda r: r["trial"])
+    _dots(ax, records, lambda r: r["number"])
     ax.set_xlabel("trial")
     ax.set_ylabel(objective)
     ax.set_title("progress")
     ax.legend(loc="lower right" if maximize else "upper right", fontsize="small")
 
-    for ax, param in zip(axes[1 : len(space.params) + 1], space.params, strict=True):
-        if param.kind == "choice":
-            position = {c: i for i, c in enumerate(param.choices)}
-            ax.set_xticks(range(len(param.choices)), [str(c) for c in param.choices])
-            _dots(ax, records, lambda r, p=param, pos=position: pos.get(r["params"].get(p.name)))
-            if best is not None and best["params"].get(param.name) in position:
-                ax.plot(
-                    position[best["params"][param.name]],
-                    best["target"],
-                    "*",
-                    color="C3",
-                    markersize=14,
-                )
+
+def _param_panel(
+    ax: Any,
+    param: Param,
+    records: Sequence[dict[str, Any]],
+    best: dict[str, Any] | None,
+    *,
+    objective: str,
+) -> None:
+    """Every trial's score against its value of ``param``, the best trial starred."""
+    if param.kind == "choice":
+        position = {c: i for i, c in enumerate(param.choices)}
+        ax.set_xticks(range(len(param.choices)), [str(c) for c in param.choices])
+        _dots(ax, records, lambda r: position.get(r["params"].get(param.name)))
+        if best is not None and best["params"].get(param.name) in position:
+            ax.plot(
+                position[best["params"][param.name]],
+                best["target"],
+                "*",
+                color="C3",
+                markersize=14,
+            )
+    else:
+        _dots(ax, records, lambda r: r["params"].get(param.name))
+        if best is not None:
+            ax.plot(best["params"][param.name], best["target"], "*", color="C3", markersize=14)
+        if param.kind == "log":
+            ax.set_xscale("log")
+            ax.set_xlim(param.low / 1.25, param.high * 1.25)
         else:
-            _dots(ax, records, lambda r, p=param: r["params"].get(p.name))
-            if best is not None:
-                ax.plot(best["params"][param.name], best["target"], "*", color="C3", markersize=14)
-            if param.kind == "log":
-                ax.set_xscale("log")
-                ax.set_xlim(param.low / 1.25, param.high * 1.25)
-            else:
-                pad = 0.04 * (param.high - param.low)
-                ax.set_xlim(param.low - pad, param.high + pad)
-        ax.set_xlabel(f"{param.name} ({param.kind})")
-        ax.set_ylabel(objective)
-    fig.suptitle(
-        f"{len(records)} trials, {len(ok)} ok; best {objective} "
-        + (f"{best['target']:.4f} (trial {best['trial']})" if best else "none")
-    )
-    return fig
+            pad = 0.04 * (param.high - param.low)
+            ax.set_xlim(param.low - pad, param.high + pad)
+    ax.set_xlabel(f"{param.name} ({param.kind})")
+    ax.set_ylabel(objective)
 
 
 def write_summary_plot(
@@ -95,7 +117,7 @@ def write_summary_plot(
     maximize: bool,
 ) -> None:
     """Renders :func:`summary_figure` as PNG to ``path`` (local or ``gs://``)."""
-    from tpu_bo.journal import write_atomic
+    from tpu_bo.storage import write_atomic
 
     fig = summary_figure(records, space, objective=objective, maximize=maximize)
     buffer = io.BytesIO()

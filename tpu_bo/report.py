@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 
@@ -73,21 +73,16 @@ class Reporter:
         """Notes the trial (or the pack of trials) about to run, for the progress line."""
         trials = [trial] if isinstance(trial, int) else list(trial)
         if len(trials) == 1:
-            self._label = f"trial {trials[0]}/{self.total}"
+            self._label = f"trial {trials[0]} (budget {self.total})"
         elif trials == list(range(trials[0], trials[-1] + 1)):
-            self._label = f"trials {trials[0]}-{trials[-1]}/{self.total}"
+            self._label = f"trials {trials[0]}-{trials[-1]} (budget {self.total})"
         else:
-            self._label = f"trials {','.join(map(str, trials))}/{self.total}"
+            self._label = f"trials {','.join(map(str, trials))} (budget {self.total})"
         self._last_progress = time.monotonic()
 
-    def progress(
-        self, epoch: int, step: int, steps: int, loss: float, rate: float, epochs: int
-    ) -> None:
-        """Shows training progress of the running trial."""
-        text = (
-            f"  {self._label} epoch {epoch}/{epochs} "
-            f"step {step}/{steps} loss {loss:.4f} {rate:.1f} steps/s"
-        )
+    def progress(self, step: int, steps: int, loss: float, rate: float) -> None:
+        """Shows training progress of the running trial(s) within their current epoch."""
+        text = f"  {self._label} step {step}/{steps} loss {loss:.4f} {rate:.1f} steps/s"
         if self.stream.isatty():
             self.stream.write("\r\033[K" + text)
             self.stream.flush()
@@ -96,21 +91,21 @@ class Reporter:
             self._print(text)
             self._last_progress = time.monotonic()
 
-    def trial(self, record: Mapping[str, Any], *, new_best: bool) -> None:
-        """Prints one finished trial's row."""
+    def trial(self, record: Any, *, new_best: bool) -> None:
+        """Prints one finished trial's row (a :class:`tpu_bo.engine.TrialRecord`)."""
         self.header()
-        target = record.get("target")
+        target = record.target
         target_text = "-" if target is None else f"{target:.4f}" + ("*" if new_best else " ")
         cells = [
-            str(record["trial"]),
+            str(record.number),
             target_text,
-            record["status"],
-            f"{record['seconds']:.1f}",
-            str(record["traces"]),
-        ] + [format_value(record["params"].get(n)) for n in self.names]
+            record.status.value,
+            f"{record.seconds:.1f}",
+            str(record.traces),
+        ] + [format_value(record.params.get(n)) for n in self.names]
         self._print(self._row(cells))
-        if record.get("error"):
-            self._print(f"  trial {record['trial']} {record['status']}: {record['error']}")
+        if record.error:
+            self._print(f"  trial {record.number} {record.status.value}: {record.error}")
 
     def line(self, text: str = "") -> None:
         """Prints a free-form line, clearing any live progress first."""

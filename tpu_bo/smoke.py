@@ -159,16 +159,17 @@ def cli_study(accelerator: str, tpu: str, workdir: str) -> tuple[bool, str]:
     started = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - started
-    journal = os.path.join(output_dir, "trials.jsonl")
-    records = []
-    if os.path.exists(journal):
-        with open(journal) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-    if run.returncode != 0 or len(records) != 3:
+    summary_path = os.path.join(output_dir, "summary.json")  # tpu_bo.storage.SUMMARY
+    summary = {}
+    if os.path.exists(summary_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+    told = summary.get("trials", 0)
+    if run.returncode != 0 or told != 3:
         last = (run.stderr.strip() or run.stdout.strip() or "no output").splitlines()[-1]
-        return False, f"exit {run.returncode}, {len(records)} of 3 trials journaled: {last}"
+        return False, f"exit {run.returncode}, {told} of 3 trials told: {last}"
     best = next((line for line in run.stdout.splitlines() if line.startswith("best:")), "")
-    statuses = sorted({r["status"] for r in records})
+    statuses = sorted(summary.get("counts", {}))
     return True, f"3 trials ({', '.join(statuses)}) in {seconds:.0f} s; {best}"
 
 

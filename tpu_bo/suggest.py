@@ -14,19 +14,15 @@
   when ``scale_xi`` is on, instead of bayes_opt's raw target units (see ``bench/`` for the
   measurement behind the default);
 * optional domain reduction, applied after every observation as ``maximize`` would;
-* batches of points for a pack of trials (:meth:`Suggester.suggest_batch`): bayes_opt's
-  ``ConstantLiar`` wraps the acquisition, so each point of a batch is chosen as if the earlier
-  ones had already scored the best target so far (the "max" lie), which pushes the next point
-  away from them. The batch shares the first point's structural values (a pack is one
-  compiled program): later points keep their runtime values and take the first point's
-  structure.
+* pending points (:meth:`Suggester.pending`): a trial still running is registered at the best
+  score so far (the "max" lie of ``ConstantLiar``), which pushes the next point away from it.
+  :class:`tpu_bo.sampler.BayesOptSampler` replays a study through these methods.
 
 This module does not import TensorFlow; ``bench.optimizer_quality`` measures it on its own.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from typing import Any
@@ -49,8 +45,6 @@ class Suggester:
       scale_xi: Measure ``xi`` in standard deviations of the scores so far.
       domain_reduction: Shrink the bounds around the best point as observations arrive
         (bayes_opt's ``SequentialDomainReductionTransformer``; float and log spaces only).
-      batch: Points proposed per round; above 1 the acquisition is wrapped in bayes_opt's
-        ``ConstantLiar`` for :meth:`suggest_batch`.
     """
 
     def __init__(
@@ -64,7 +58,6 @@ class Suggester:
         kappa: float = 2.576,
         scale_xi: bool = True,
         domain_reduction: bool = False,
-        batch: int = 1,
     ) -> None:
         from bayes_opt import (
             BayesianOptimization,
@@ -86,9 +79,6 @@ class Suggester:
         else:
             function = acq.ExpectedImprovement(xi=xi)
         self._base = function
-        if batch > 1:
-            function = _constant_liar(function)
-        self._liar = function if batch > 1 else None
         with warnings.catch_warnings():
             # bayes_opt flags int/choice parameters as experimental; tests cover our use of them.
             warnings.filterwarnings("ignore", message="Non-float parameters")
@@ -106,20 +96,6 @@ class Suggester:
             )
         self._ok_scores: list[float] = []
         self._pending_failed: list[dict[str, Any]] = []
-
-    @classmethod
-    def from_config(cls, config: Any, space: SearchSpace) -> Suggester:
-        """The suggester a :class:`tpu_bo.config.Config` asks for."""
-        return cls(
-            space,
-            seed=config.seed,
-            maximize=config.maximize,
-            acquisition=config.acquisition,
-            xi=config.xi,
-            kappa=config.kappa,
-            domain_reduction=config.domain_reduction,
-            batch=config.parallel_trials,
-        )
 
     @property
     def observed(self) -> int:
@@ -141,20 +117,6 @@ class Suggester:
             else:
                 self._base.xi = self.xi
         return self.space.from_optimizer(self.optimizer.suggest())
-
-    def suggest_batch(self, random: list[bool]) -> list[dict[str, Any]]:
-        """Points for one pack, one per entry of ``random`` (True: a random starting point).
-
-        Guided points after the first are chosen by the constant liar (see the module
-        docstring). Every point takes the first point's structural values.
-        """
-        if len(random) > 1 and self._liar is None:
-            raise ValueError("construct the Suggester with batch > 1 to suggest batches")
-        if self._liar is not None:
-            self._liar.dummies = []  # the previous batch is registered: its lies are spent
-        points = [self.suggest(random=r) for r in random]
-        structure = dict(self.space.structure_key(points[0]))
-        return [{**p, **structure} for p in points]
 
     def observe(self, params: dict[str, Any], score: float | None, *, status: str = "ok") -> bool:
         """Registers a finished trial.
@@ -184,21 +146,16 @@ class Suggester:
             self._register(self._pending_failed.pop(), worst - (best - worst))
         return True
 
+    def pending(self, params: dict[str, Any]) -> None:
+        """Registers a running trial at the best score so far (``ConstantLiar``'s "max" lie).
+
+        The acquisition then sees no gain in proposing that point again, and looks elsewhere.
+        """
+        if self._ok_scores and self.space.contains(params):
+            self._register(params, max(self._ok_scores))
+
     def _register(self, params: dict[str, Any], score: float) -> None:
         self.optimizer.register(params=self.space.to_optimizer(params), target=score)
         transformer = getattr(self.optimizer, "_bounds_transformer", None)
         if transformer is not None and self.observed > 1:
             self.optimizer.set_bounds(transformer.transform(self.optimizer.space))
-
-
-def _constant_liar(base: Any) -> Any:
-    """bayes_opt's ``ConstantLiar`` ("max" lie) around ``base``, with a target-space copy that
-    keeps choices: bayes_opt 3.4 rebuilds the copy from ``keys`` and ``bounds``, which breaks
-    for a categorical parameter (one key, several one-hot columns); a deep copy does not."""
-    from bayes_opt.acquisition import ConstantLiar
-
-    class Liar(ConstantLiar):
-        def _copy_target_space(self, target_space: Any) -> Any:
-            return copy.deepcopy(target_space)
-
-    return Liar(base, strategy="max")

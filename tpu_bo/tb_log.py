@@ -16,6 +16,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from tpu_bo.space import Param, SearchSpace
+from tpu_bo.storage import TENSORBOARD
 
 METRICS = ("val_accuracy", "val_loss", "loss")
 
@@ -30,7 +31,7 @@ class TensorBoardLog:
     """
 
     def __init__(self, output_dir: str, space: SearchSpace, *, writer: bool = True) -> None:
-        self.logdir = os.path.join(output_dir, "tensorboard")
+        self.logdir = os.path.join(output_dir, TENSORBOARD)
         self.writer = writer
         self._params = {p.name: _hparam(p) for p in space.params}
         self._writers: dict[int, Any] = {}

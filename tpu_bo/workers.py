@@ -22,9 +22,8 @@ import tensorflow as tf
 
 from tpu_bo.accelerator import is_chief, num_workers, worker_index
 from tpu_bo.errors import ConfigError
-from tpu_bo.journal import read_json, write_atomic
-
-CHECK_FILE = "workers.check"
+from tpu_bo.storage import WORKERS_CHECK as CHECK_FILE
+from tpu_bo.storage import read_json, write_atomic
 
 
 def check_shared_output_dir(

@@ -1,0 +1,280 @@
+"""The study engine: ask/tell over an Optuna study, with typed trials.
+
+Optuna holds the trials (states, parameters, per-epoch values, attributes) in its storage: by
+default a journal in ``--output_dir`` (:mod:`tpu_bo.storage`), or any ``--storage`` URL. This
+module adds what a tpu_bo study needs on top:
+
+* one writer: :meth:`Study.open` takes the output directory's lock first;
+* identity: a study journaled under one configuration is not continued under another;
+* trials that carry their seed and origin (:class:`Trial`), and finished records that carry
+  their history (:class:`TrialRecord`), built from Optuna's ``FrozenTrial`` in one place;
+* checkpoints: the state of a running trial at its last finished epoch is a file in the output
+  directory, named by the trial's ``checkpoint`` attribute, so :meth:`Study.resumable` can
+  continue it after a crash.
+
+Use it directly to drive trials yourself (see the README's "Ask and tell")::
+
+    study = Study(config).open()
+    trial = study.ask()
+    ...train, calling study.report(trial, metrics) after every epoch...
+    study.tell(trial, result)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tpu_bo.config import Config
+from tpu_bo.errors import ConfigError
+from tpu_bo.records import (  # noqa: F401 - part of this module's API
+    _STATE,
+    _STATUS,
+    Outcome,
+    Status,
+    Trial,
+    TrialRecord,
+    best,
+    best_epoch,
+)
+from tpu_bo.sampler import distributions, make_pruner, make_sampler
+from tpu_bo.storage import JOURNAL, GFileJournal, StudyDir, WriterLock
+
+IDENTITY_ATTR = "tpu_bo_identity"
+
+
+class Study:
+    """One study: its directory, its lock, and its Optuna study.
+
+    Args:
+      config: The validated configuration.
+      writer: Whether this process writes (False on a multi-worker study's other workers,
+        which take the same decisions from an in-memory copy of the chief's journal).
+    """
+
+    def __init__(self, config: Config, *, writer: bool = True) -> None:
+        self.config = config
+        self.space = config.resolved_space()
+        self.dir = StudyDir(config.resolved_output_dir, writer=writer)
+        self.sign = 1.0 if config.maximize else -1.0
+        self._lock = WriterLock(self.dir.output_dir, wait=config.wait_for_lock) if writer else None
+        self._distributions = distributions(self.space)
+        self._live: dict[int, optuna.Trial] = {}
+        self._reported: dict[int, set[int]] = {}  # epochs reported, per running trial
+        self._checkpoints: dict[int, str] = {}  # saved-state files, per running trial
+        self.optuna: optuna.Study | None = None
+
+    # Opening and closing.
+
+    def open(self) -> Study:
+        """Takes the lock, opens (or creates) the Optuna study and checks its identity."""
+        self.dir.check_not_legacy()
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            self.optuna = self._load_or_create()
+            self._check_identity()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _load_or_create(self) -> optuna.Study:
+        storage = self._storage()
+        name = self.config.resolved_study_name
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if not (self.config.study_name or self.config.storage) and len(names) == 1:
+            name = names[0]  # the directory's own study, even after the directory was renamed
+        kwargs = {
+            "study_name": name,
+            "storage": storage,
+            "sampler": make_sampler(self.config, self.space),
+            "pruner": make_pruner(self.config),
+        }
+        if name not in names:
+            direction = "maximize" if self.config.maximize else "minimize"
+            return optuna.create_study(direction=direction, **kwargs)
+        return optuna.load_study(**kwargs)
+
+    def _storage(self) -> optuna.storages.BaseStorage:
+        url = self.config.storage
+        if not url:
+            backend = GFileJournal(self.dir.path(JOURNAL), writer=self.dir.writer)
+            return optuna.storages.JournalStorage(backend)
+        if self.dir.writer:
+            return optuna.storages.get_storage(url)
+        # Another worker of a multi-worker study: an in-memory copy, written by nobody.
+        memory = optuna.storages.InMemoryStorage()
+        name = self.config.resolved_study_name
+        if name in [s.study_name for s in optuna.get_all_study_summaries(url)]:
+            optuna.copy_study(from_study_name=name, from_storage=url, to_storage=memory)
+        return memory
+
+    def _check_identity(self) -> None:
+        identity = _normalise(self.config.study_identity())
+        stored = self.optuna.user_attrs.get(IDENTITY_ATTR)
+        if stored is not None and self.optuna.get_trials(deepcopy=False):
+            for key, value in identity.items():
+                if stored.get(key) != value:
+                    raise ConfigError(
+                        "output_dir",
+                        f"{self.dir.output_dir} holds a different study ({key} was "
+                        f"{stored.get(key)!r}, now {value!r}); use a new --output_dir or the "
+                        "original settings.",
+                    )
+        if stored != identity:
+            self.optuna.set_user_attr(IDENTITY_ATTR, identity)
+
+    def close(self) -> None:
+        """Releases the lock (the storage needs no closing)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    # Reading.
+
+    def records(self) -> list[TrialRecord]:
+        """Every finished trial, by number."""
+        return [
+            TrialRecord.from_frozen(t)
+            for t in self.optuna.get_trials(deepcopy=False)
+            if _STATUS[t.state] is not Status.RUNNING
+        ]
+
+    @property
+    def remaining(self) -> int:
+        """Trials the budget still allows to ask (running ones count as spent)."""
+        asked = [t for t in self.optuna.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+        return max(0, self.config.total_trials - len(asked))
+
+    def resumable(self) -> list[Trial]:
+        """The trials a killed session left RUNNING, with their saved state when there is one.
+
+        This process holds the lock, so no one else runs them. A trial without a readable
+        state starts again from fresh weights, under the same number and parameters.
+        """
+        out = []
+        for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not self._distributions.keys() <= t.params.keys():
+                continue  # asked but never given its parameters: the sampler will ask again
+            self._live[t.number] = optuna.Trial(self.optuna, t._trial_id)
+            self._reported[t.number] = set(t.intermediate_values)
+            if t.user_attrs.get("checkpoint"):
+                self._checkpoints[t.number] = t.user_attrs["checkpoint"]
+            state = self._load_state(t)
+            out.append(Trial(t.number, dict(t.params), t.user_attrs["seed"], "resumed", state))
+        return out
+
+    def _load_state(self, t: FrozenTrial) -> Any:
+        from tpu_bo.pack import TrialState as PackState
+
+        name = t.user_attrs.get("checkpoint")
+        saved = self.dir.load_checkpoint(name) if name else None
+        if saved is None:
+            return None
+        meta, arrays = saved
+        split = meta["num_model"]
+        return PackState(
+            epoch=meta["epoch"],
+            history=meta["history"],
+            model=arrays[:split],
+            optimizer=arrays[split:],
+            steps=meta["steps"],
+            seconds=meta["seconds"],
+        )
+
+    # Ask, report, tell.
+
+    def ask(self, structure: Mapping[str, Any] | None = None) -> Trial:
+        """A new trial, already RUNNING in the storage.
+
+        Args:
+          structure: Structural values the trial must take (to fill a slot of a pack).
+        """
+        if structure:
+            self.optuna.enqueue_trial(dict(structure))
+        live = self.optuna.ask(self._distributions)
+        number = live.number
+        seed = (self.config.seed * 100_003 + number) % 2**31
+        guided = self.config.sampler != "random" and number >= self.config.init_points
+        source = "guided" if guided else "random"
+        live.set_user_attr("seed", seed)
+        live.set_user_attr("source", source)
+        self._live[number] = live
+        self._reported[number] = set()
+        return Trial(number, dict(live.params), seed, source)
+
+    def report(self, trial: Trial, metrics: Mapping[str, float]) -> bool:
+        """Records one epoch's objective; True when the pruner stops the trial here.
+
+        The last epoch is never pruned: stopping there saves nothing.
+        """
+        live = self._live[trial.number]
+        epoch = int(metrics["epoch"])
+        value = float(metrics[self.config.objective])
+        reported = self._reported[trial.number]
+        if epoch not in reported and math.isfinite(value):
+            live.report(value, epoch)
+            reported.add(epoch)
+        return epoch < self.config.epochs and live.should_prune()
+
+    def checkpoint(self, trial: Trial, state: Any) -> None:
+        """Saves a running trial's state and names the file in its attributes."""
+        if not self.dir.writer:
+            return
+        meta = {
+            "epoch": state.epoch,
+            "history": state.history,
+            "steps": state.steps,
+            "seconds": state.seconds,
+            "num_model": len(state.model),
+        }
+        name = self.dir.save_checkpoint(trial.number, meta, [*state.model, *state.optimizer])
+        if self._checkpoints.get(trial.number) != name:
+            self._live[trial.number].set_user_attr("checkpoint", name)
+            self._checkpoints[trial.number] = name
+
+    def tell(self, trial: Trial, result: Any, **attrs: Any) -> TrialRecord:
+        """Records a finished trial (a pack's ``TrialResult``) and returns its record.
+
+        Args:
+          trial: The trial, as asked.
+          result: An :class:`Outcome` (or a pack's ``TrialResult``).
+          **attrs: More attributes to record (``traces``, ``width``).
+        """
+        live = self._live.pop(trial.number)
+        self._reported.pop(trial.number, None)
+        status = Status(result.status)
+        history = list(result.history)
+        objective, target = self.config.objective, None
+        if history and status is not Status.FAILED:
+            epoch = best_epoch(history, objective, maximize=self.config.maximize)
+            target = history[epoch - 1][objective]
+            live.set_user_attr("best_epoch", epoch)
+        values = {
+            "target": target,
+            "history": history,
+            "error": result.error,
+            "steps": result.steps,
+            "seconds": round(result.seconds, 3),
+            "resumed_from_epoch": result.resumed_from_epoch,
+            **attrs,
+        }
+        for key, value in values.items():
+            live.set_user_attr(key, value)
+        if status is Status.OK and target is None:
+            status = Status.FAILED  # nothing was scored
+        state = _STATE.get(status, TrialState.FAIL)
+        self.optuna.tell(live, target if state == TrialState.COMPLETE else None, state=state)
+        name = self._checkpoints.pop(trial.number, None)
+        if name:
+            self.dir.remove(name)
+        return TrialRecord.from_frozen(self.optuna.get_trials(deepcopy=False)[trial.number])
+
+
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True))

@@ -1,0 +1,74 @@
+"""Reading a study's output directory, finished or not, without the trainer.
+
+* :func:`load_records`: every trial of the study, as :class:`tpu_bo.engine.TrialRecord`.
+* :func:`load_best_model`: a fresh Keras model holding the best trial's saved weights.
+* :func:`load_summary`: ``summary.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tpu_bo import models
+from tpu_bo.errors import ConfigError
+from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, JOURNAL, SUMMARY, StudyDir
+
+
+def load_records(output_dir: str, *, storage: str = "", study_name: str = "") -> list[Any]:
+    """Every trial of the study in ``output_dir`` (or in ``storage``), by number.
+
+    Reads only; safe while the study runs.
+
+    Raises:
+      ConfigError: naming ``output_dir`` when it holds no study.
+    """
+    import optuna
+
+    from tpu_bo.engine import TrialRecord
+    from tpu_bo.storage import GFileJournal
+
+    files = StudyDir(output_dir, writer=False)
+    if storage:
+        backend: Any = storage
+    elif files.exists(JOURNAL):
+        backend = optuna.storages.JournalStorage(GFileJournal(files.path(JOURNAL), writer=False))
+    else:
+        raise ConfigError("output_dir", f"{output_dir} holds no study ({JOURNAL} is missing).")
+    names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
+    if not names or (study_name and study_name not in names):
+        raise ConfigError("output_dir", f"{output_dir} holds no study {study_name!r}.")
+    study = optuna.load_study(study_name=study_name or names[0], storage=backend)
+    return [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
+
+
+def load_summary(output_dir: str) -> dict[str, Any] | None:
+    """``summary.json`` of the study, or ``None`` before its first session ended."""
+    return StudyDir(output_dir, writer=False).read_json(SUMMARY)
+
+
+def load_best_model(output_dir: str, *, builder: models.Builder | None = None) -> Any:
+    """Builds a fresh model of a study's best trial and loads its saved weights.
+
+    Args:
+      output_dir: The study's directory (local or ``gs://``).
+      builder: The model builder, when the study's model was a function defined in a notebook
+        (``__main__``) that cannot be imported by name.
+
+    Returns:
+      An uncompiled ``keras.Model`` holding the best trial's weights from its best epoch.
+
+    Raises:
+      ConfigError: naming ``output_dir``, when the directory holds no saved best trial.
+    """
+    files = StudyDir(output_dir, writer=False)
+    info = files.read_json(BEST_TRIAL)
+    if info is None:
+        raise ConfigError("output_dir", f"{output_dir} holds no best trial (no {BEST_TRIAL}).")
+    model = models.build_model(
+        builder or models.get_builder(info["model"]),
+        {**info["fixed"], **info["params"]},
+        tuple(info["input_shape"]),
+        info["num_classes"],
+    )
+    models.load_model_weights(model, files.path(BEST_WEIGHTS))
+    return model

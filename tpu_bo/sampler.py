@@ -1,0 +1,210 @@
+"""Optuna's samplers and pruners for a study, with ``bayes_opt`` as the default sampler.
+
+:class:`BayesOptSampler` is an ``optuna.samplers.BaseSampler`` over
+:class:`tpu_bo.suggest.Suggester`. For every trial it replays the study's finished trials into
+a fresh ``bayes_opt`` optimizer and asks it for one point:
+
+* the first ``init_points`` trials are random points (seeded by the trial number);
+* completed trials are registered with their target, the best of their epochs;
+* pruned trials with their best partial score plus the median gain that completed trials made
+  after the same epoch (the bare partial score would call an early, still improving point bad);
+* failed trials one spread below the worst success (see :mod:`tpu_bo.suggest`);
+* trials still running are pending points, registered at the best score so far: the "max"
+  lie of ``ConstantLiar``, which pushes the new point away from them.
+
+Replaying from the storage every time makes the sampler stateless, so a resumed or shared
+study proposes exactly what it would have proposed without the interruption.
+
+This module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from tpu_bo.errors import ConfigError
+from tpu_bo.space import SearchSpace
+from tpu_bo.suggest import Suggester
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
+    """The Optuna distribution of every parameter of ``space``."""
+    out: dict[str, BaseDistribution] = {}
+    for p in space.params:
+        if p.kind == "choice":
+            out[p.name] = CategoricalDistribution(p.choices)
+        elif p.kind == "int":
+            out[p.name] = IntDistribution(int(p.low), int(p.high))
+        else:
+            out[p.name] = FloatDistribution(p.low, p.high, log=p.kind == "log")
+    return out
+
+
+class BayesOptSampler(optuna.samplers.BaseSampler):
+    """``bayes_opt``'s Gaussian process as an Optuna sampler (see the module docstring).
+
+    Args:
+      space: The search space.
+      init_points: Trials (by number) that take random points before the GP guides.
+      seed: Seeds the random points and the acquisition's optimiser, with the trial number.
+      maximize: Whether larger objective values are better.
+      **suggester: ``acquisition``, ``xi``, ``kappa``, ``domain_reduction`` for the Suggester.
+    """
+
+    def __init__(
+        self, space: SearchSpace, *, init_points: int, seed: int, maximize: bool, **suggester: Any
+    ) -> None:
+        self.space = space
+        self.init_points = init_points
+        self.seed = seed
+        self.maximize = maximize
+        self.suggester = suggester
+        self._distributions = distributions(space)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self._distributions)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        suggester = Suggester(
+            self.space,
+            seed=(self.seed * 100_003 + trial.number) % 2**31,
+            maximize=self.maximize,
+            **self.suggester,
+        )
+        trials = study.get_trials(deepcopy=False)
+        random = trial.number < self.init_points
+        if not random:
+            random = not replay(suggester, trials, trial.number, maximize=self.maximize)
+        point = suggester.suggest(random=random)
+        return {name: _clip(search_space[name], point[name]) for name in search_space}
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        # Only for a parameter outside the space (a notebook suggesting its own): random.
+        sampler = optuna.samplers.RandomSampler(seed=self.seed * 100_003 + trial.number)
+        return sampler.sample_independent(study, trial, param_name, param_distribution)
+
+
+def replay(
+    suggester: Suggester, trials: Sequence[FrozenTrial], number: int, *, maximize: bool
+) -> bool:
+    """Registers finished trials, then running ones as pending; False if nothing scored."""
+    sign = 1.0 if maximize else -1.0
+    done = [t for t in trials if t.state in FINISHED]
+    ok = [t for t in done if t.state == TrialState.COMPLETE and t.intermediate_values]
+    for t in done:
+        if t.state == TrialState.COMPLETE and t.value is not None:
+            suggester.observe(t.params, t.value)
+        elif t.state == TrialState.PRUNED and t.intermediate_values:
+            suggester.observe(t.params, pruned_estimate(t, ok, sign), status="pruned")
+        else:
+            suggester.observe(t.params, None, status="failed")
+    if suggester.observed == 0:
+        return False
+    for t in trials:
+        if t.state == TrialState.RUNNING and t.number != number and t.params:
+            suggester.pending(t.params)
+    return True
+
+
+def pruned_estimate(trial: FrozenTrial, completed: Sequence[FrozenTrial], sign: float) -> float:
+    """A pruned trial's best partial score plus the median later gain of completed trials.
+
+    In natural units (a minimised objective stays positive).
+    """
+    values = trial.intermediate_values
+    epoch = max(values)
+    gains = [
+        _best(t.intermediate_values, sign)
+        - _best({k: v for k, v in t.intermediate_values.items() if k <= epoch}, sign)
+        for t in completed
+        if max(t.intermediate_values) > epoch and min(t.intermediate_values) <= epoch
+    ]
+    gain = statistics.median(gains) if gains else 0.0
+    return sign * (_best(values, sign) + gain)
+
+
+def _best(values: dict[int, float], sign: float) -> float:
+    """The signed best value (larger is better) among finite ``values``; -inf when none."""
+    finite = [sign * v for v in values.values() if math.isfinite(v)]
+    return max(finite, default=-math.inf)
+
+
+def _clip(distribution: BaseDistribution, value: Any) -> Any:
+    if isinstance(distribution, FloatDistribution):
+        return min(max(float(value), distribution.low), distribution.high)
+    if isinstance(distribution, IntDistribution):
+        return min(max(int(value), distribution.low), distribution.high)
+    return value
+
+
+def make_sampler(config: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The sampler ``config.sampler`` names."""
+    init, seed = config.init_points, config.seed
+    if config.sampler == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=init, seed=seed, constant_liar=True)
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if config.sampler == "gp":
+        if importlib.util.find_spec("torch") is None:
+            raise ConfigError(
+                "sampler",
+                "gp is Optuna's GPSampler, which needs PyTorch: pip install torch==2.13.0 "
+                "(a CPU build), or pick bayes_opt, tpe or random.",
+            )
+        return optuna.samplers.GPSampler(n_startup_trials=init, seed=seed)
+    return BayesOptSampler(
+        space,
+        init_points=init,
+        seed=seed,
+        maximize=config.maximize,
+        acquisition=config.acquisition,
+        xi=config.xi,
+        kappa=config.kappa,
+        domain_reduction=config.domain_reduction,
+    )
+
+
+def make_pruner(config: Any) -> optuna.pruners.BasePruner:
+    """The pruner ``config.prune`` names; every pruner is fed one value per epoch."""
+    if config.prune == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=config.prune_after, n_warmup_steps=config.min_epochs
+        )
+    if config.prune == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=config.min_epochs, reduction_factor=config.reduction_factor
+        )
+    if config.prune == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=config.min_epochs,
+            max_resource=config.epochs,
+            reduction_factor=config.reduction_factor,
+        )
+    return optuna.pruners.NopPruner()

@@ -1,0 +1,89 @@
+"""What a study says about itself: its header lines, and ``summary.json`` with its closing lines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tpu_bo.report import format_value
+
+
+def header_lines(config: Any, data: Any, study: Any) -> list[str]:
+    """The lines printed when a study starts: what it searches, on which data, where."""
+    lines = [
+        f"study: {config.dataset} / {config.model_name}, {config.total_trials} trials "
+        f"({config.init_points} random + {config.n_iter} guided by {config.sampler}), "
+        f"{config.epochs} epoch(s) each, objective {config.objective} "
+        f"({'max' if config.maximize else 'min'}) -> {study.dir.output_dir}"
+    ]
+    lines += [f"  {p.describe()}" for p in study.space.params]
+    lines.append(
+        f"data: {config.dataset} train={data.num_train} ({data.steps_per_epoch} steps of "
+        f"{data.global_batch} per epoch), eval={data.eval.num_examples} ({data.eval.steps} steps)"
+    )
+    if config.prune != "none":
+        lines.append(f"pruning: {config.prune} after epoch {config.min_epochs}")
+    told = len(study.records())
+    if told:
+        lines.append(f"resuming: {told} trial(s) already in the study")
+    return lines
+
+
+def summarize(
+    config: Any,
+    study: Any,
+    records: Sequence[Any],
+    best: Any,
+    test: dict[str, Any] | None,
+    seconds: float,
+    utilization: float | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """``summary.json``'s content and the closing lines of the console."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    edges = study.space.at_edge(best.params) if best else []
+    mode = "max" if config.maximize else "min"
+    summary = {
+        "best_trial": best.number if best else None,
+        "best_target": best.target if best else None,
+        "objective": f"{config.objective} ({mode}, best epoch)",
+        "best_params": best.params if best else {},
+        "best_epoch": best.best_epoch if best else None,
+        "test": test,
+        "counts": counts,
+        "trials": len(records),
+        "budget": config.total_trials,
+        "training_steps": sum(r.steps for r in records),
+        "best_at_edge": edges,
+        "utilization_this_session": None if utilization is None else round(utilization, 4),
+        "seconds_this_session": round(seconds, 3),
+    }
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    lines = ["", f"trials: {len(records)} ({status}); {seconds:.1f} s this session"]
+    if utilization is not None:
+        lines.append(f"slot utilization: {utilization:.3f} (useful / computed slot-epochs)")
+    if best is None:
+        lines.append("best: no trial succeeded.")
+    else:
+        params = " ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
+        lines.append(f"best: trial {best.number} {config.objective} {best.target:.4f} {params}")
+        if test:
+            lines.append(
+                f"test ({test['split']}, {test['examples']} examples): "
+                f"accuracy {test['accuracy']:.4f}"
+            )
+        if edges:
+            lines.append(
+                f"warning: the best point lies at the edge of the space for {', '.join(edges)}; "
+                "consider widening those bounds."
+            )
+    lines.append(f"study: {study.dir.output_dir} (optuna-dashboard {dashboard_target(study)})")
+    return summary, lines
+
+
+def dashboard_target(study: Any) -> str:
+    """What to pass to ``optuna-dashboard`` to see this study."""
+    from tpu_bo.storage import JOURNAL
+
+    return study.config.storage or study.dir.path(JOURNAL)
