@@ -130,8 +130,8 @@ class Config:
     parallel_trials: int = _flag(
         1,
         "Trials of one structure trained side by side in one compiled program (a pack), to fill "
-        "an accelerator that one small model leaves idle; bayes_opt proposes each pack's points "
-        "together.",
+        "an accelerator that one small model leaves idle; a slot whose trial ends takes the next "
+        "trial at once.",
         lower_bound=1,
     )
     # Study.

@@ -235,7 +235,7 @@ class _Loop:
                 self._tell(r.slot, self.pack.stop(r.slot))
             else:
                 self.study.checkpoint(trial, self.pack.state(r.slot))
-        if getattr(self.pack, "broken", False):
+        if self.pack.broken:
             self._close_pack()
 
     def _close_pack(self) -> None:
