@@ -184,3 +184,38 @@ def test_asha_and_hyperband_prune_at_their_rungs(tmp_path, prune):
     finally:
         study.close()
     assert stopped and set(stopped) <= {1, 3}  # the rungs: min_epochs * 3**k
+
+
+def test_a_checkpoint_whose_attribute_was_never_recorded_still_resumes(tmp_path):
+    """Killed between writing a trial's state and recording its name; and a stale file of a
+    trial told before the kill is deleted."""
+    import numpy as np
+
+    from tpu_bo.pack import TrialState
+
+    study = Study(config(tmp_path)).open()
+    told, running = study.ask(), study.ask()
+    state = TrialState(1, history(0.4), [np.ones(2)], [np.zeros(1)], steps=5, seconds=1.0)
+    for trial in (told, running):
+        study.dir.save_checkpoint(trial.number, _meta(state), [*state.model, *state.optimizer])
+    study.tell(told, Result("ok", history(0.4, 0.5, 0.6)))
+    study.close()
+    assert study.dir.exists(study.dir.checkpoint_name(told.number))  # the kill's leftover
+
+    again = Study(config(tmp_path)).open()
+    try:
+        (resumed,) = again.resumable()
+        assert resumed.number == running.number and resumed.resume.epoch == 1
+        assert again.dir.checkpoints() == [again.dir.checkpoint_name(running.number)]
+    finally:
+        again.close()
+
+
+def _meta(state):
+    return {
+        "epoch": state.epoch,
+        "history": state.history,
+        "steps": state.steps,
+        "seconds": state.seconds,
+        "num_model": len(state.model),
+    }

@@ -158,22 +158,31 @@ class Study:
         state starts again from fresh weights, under the same number and parameters.
         """
         out = []
-        for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        running = self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        # A kill between telling a trial and deleting its file leaves a stale one behind.
+        for name in set(self.dir.checkpoints()) - {self._checkpoint(t) for t in running}:
+            self.dir.remove(name)
+        for t in running:
             if not self._distributions.keys() <= t.params.keys():
                 continue  # asked but never given its parameters: the sampler will ask again
             self._live[t.number] = optuna.Trial(self.optuna, t._trial_id)
             self._reported[t.number] = set(t.intermediate_values)
-            if t.user_attrs.get("checkpoint"):
-                self._checkpoints[t.number] = t.user_attrs["checkpoint"]
+            if self.dir.exists(self._checkpoint(t)):
+                self._checkpoints[t.number] = self._checkpoint(t)
             state = self._load_state(t)
             out.append(Trial(t.number, dict(t.params), t.user_attrs["seed"], "resumed", state))
         return out
 
+    def _checkpoint(self, t: FrozenTrial) -> str:
+        # The attribute names the file; a kill between writing the file and recording the
+        # attribute leaves only the file, under the name storage gives every trial.
+        return t.user_attrs.get("checkpoint") or self.dir.checkpoint_name(t.number)
+
     def _load_state(self, t: FrozenTrial) -> Any:
         from tpu_bo.pack import TrialState as PackState
 
-        name = t.user_attrs.get("checkpoint")
-        saved = self.dir.load_checkpoint(name) if name else None
+        name = self._checkpoint(t)
+        saved = self.dir.load_checkpoint(name) if self.dir.exists(name) else None
         if saved is None:
             return None
         meta, arrays = saved

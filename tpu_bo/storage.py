@@ -100,12 +100,22 @@ class StudyDir:
 
         Written to a temporary name and renamed, so a kill leaves the old state or the new one.
         """
-        name = os.path.join(INFLIGHT, f"trial_{number:04d}.npz")
+        name = self.checkpoint_name(number)
         buffer = io.BytesIO()
         encoded = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         np.savez(buffer, __meta__=encoded, **{f"a{i}": a for i, a in enumerate(arrays)})
         self.write_text(name, buffer.getvalue())
         return name
+
+    @staticmethod
+    def checkpoint_name(number: int) -> str:
+        """The saved-state file of running trial ``number``, inside the directory."""
+        return os.path.join(INFLIGHT, f"trial_{number:04d}.npz")
+
+    def checkpoints(self) -> list[str]:
+        """Every saved-state file present, inside the directory."""
+        pattern = os.path.join(self.output_dir, INFLIGHT, "trial_*.npz")
+        return sorted(os.path.join(INFLIGHT, os.path.basename(p)) for p in _gfile().glob(pattern))
 
     def load_checkpoint(self, name: str) -> tuple[dict[str, Any], list[np.ndarray]] | None:
         """A state saved by :meth:`save_checkpoint`, or ``None`` if missing or unreadable."""
