@@ -127,6 +127,7 @@ def test_the_lock_refuses_a_second_writer_and_dies_with_its_holder(tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
+        assert WriterLock(str(tmp_path)).holder()["pid"] == holder.pid  # takes nothing
         with pytest.raises(ConfigError, match=f"pid {holder.pid}") as e:
             WriterLock(str(tmp_path)).acquire()
         assert e.value.flag == "output_dir"
@@ -135,8 +136,11 @@ def test_the_lock_refuses_a_second_writer_and_dies_with_its_holder(tmp_path):
         holder.kill()  # SIGKILL: the kernel releases the lock
         holder.wait()
     lock = WriterLock(str(tmp_path))
+    assert lock.holder() is None
     lock.acquire()
     lock.release()
+    assert WriterLock(str(tmp_path / "never_used")).holder() is None
+    assert not (tmp_path / "never_used").exists()
 
 
 def test_a_lease_on_a_filesystem_without_locks(monkeypatch):

@@ -224,16 +224,41 @@ class WriterLock:
             if holder is None:
                 return
             if not self.wait:
-                raise ConfigError(
-                    "output_dir",
-                    f"another process ({_describe(holder)}) is running the study in "
-                    f"{os.path.dirname(self.path)}; wait for it to end, pass --wait_for_lock, "
-                    "or use another --output_dir.",
-                )
+                raise self.refuse(holder)
             if first:
                 log.warning("waiting for %s to finish the study", _describe(holder))
                 first = False
             time.sleep(2.0 if local else LEASE_RENEW / 2)
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock now, or ``None``; takes nothing and creates no file."""
+        if "://" in self.path:
+            held = read_json(self.path) if _gfile().exists(self.path) else None
+            if held and time.time() - float(held.get("renewed", 0)) < LEASE_TTL:
+                return held
+            return None
+        import fcntl
+
+        try:
+            f = open(self.path)  # noqa: SIM115 - closed below
+        except OSError:
+            return None  # no lock file: nobody has run a study here
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return _parse(f.read())
+        finally:
+            f.close()  # closing releases a lock taken just now
+        return None
+
+    def refuse(self, holder: dict[str, Any]) -> ConfigError:
+        """The one sentence for a study that another process runs."""
+        return ConfigError(
+            "output_dir",
+            f"another process ({_describe(holder)}) is running the study in "
+            f"{os.path.dirname(self.path)}; wait for it to end, pass --wait_for_lock, "
+            "or use another --output_dir.",
+        )
 
     def _try_local(self) -> dict[str, Any] | None:
         import fcntl

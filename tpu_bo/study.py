@@ -36,7 +36,7 @@ from tpu_bo.engine import Study, Trial, TrialRecord, best, best_epoch
 from tpu_bo.input_pipeline import Datasets, load_datasets
 from tpu_bo.observers import Console, Observer, Observers, SummaryPlot, TensorBoard
 from tpu_bo.report import Reporter
-from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, CONFIG, PLOT, SUMMARY
+from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, CONFIG, PLOT, SUMMARY, WriterLock
 from tpu_bo.summary import header_lines, summarize
 from tpu_bo.trainer import Trainer
 from tpu_bo.workers import check_shared_output_dir
@@ -96,6 +96,12 @@ def run_study(
       KeyboardInterrupt: after printing how to resume; every told trial is kept.
     """
     config = dataclasses.replace(config or Config(), **overrides).validate()
+    if is_chief() and not config.wait_for_lock:
+        # Refuse a running study at once, before the device and the data take their time.
+        lock = WriterLock(config.resolved_output_dir)
+        holder = lock.holder()
+        if holder is not None:
+            raise lock.refuse(holder)
     strategy = get_strategy(config.accelerator, tpu=config.tpu, cpu_replicas=config.cpu_replicas)
     datasets = load_datasets(config, strategy)
     trainer = Trainer(config, strategy, datasets, space=config.resolved_space())
