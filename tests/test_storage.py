@@ -117,16 +117,26 @@ from tpu_bo.storage import WriterLock
 lock = WriterLock(sys.argv[1])
 lock.acquire()
 print("held", flush=True)
-time.sleep(60)
+time.sleep(float(sys.argv[2]))
 """
 
 
-def test_the_lock_refuses_a_second_writer_and_dies_with_its_holder(tmp_path):
+def hold_lock(path, seconds):
+    """A process that takes the lock on ``path``, holds it ``seconds`` and exits; returned
+    once it holds the lock."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLD, str(path), str(seconds)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_the_lock_refuses_a_second_writer_and_dies_with_its_holder(tmp_path):
+    holder = hold_lock(tmp_path, 60)
     try:
-        assert holder.stdout.readline().strip() == "held"
         assert WriterLock(str(tmp_path)).holder()["pid"] == holder.pid  # takes nothing
         with pytest.raises(ConfigError, match=f"pid {holder.pid}") as e:
             WriterLock(str(tmp_path)).acquire()
@@ -158,25 +168,9 @@ def test_a_lease_on_a_filesystem_without_locks(monkeypatch):
     second.release()
 
 
-_HOLD_BRIEFLY = """
-import sys, time
-from tpu_bo.storage import WriterLock
-lock = WriterLock(sys.argv[1])
-lock.acquire()
-print("held", flush=True)
-time.sleep(2)
-"""
-
-
 def test_wait_for_lock_waits_for_the_holder_to_end(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_BRIEFLY, str(tmp_path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_lock(tmp_path, 2)
     try:
-        assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
         lock = WriterLock(str(tmp_path), wait=True)
         lock.acquire()

@@ -152,8 +152,8 @@ class _Loop:
         self.draining = False
         self.candidates: dict[int, tuple[float, list[np.ndarray]]] = {}
         self.best_weights: tuple[int, list[np.ndarray]] | None = None
-        self.records = study.records()
-        self.best = best(self.records, maximize=config.maximize)
+        self.told = study.records()  # before this session; replayed to the observers
+        self.best = best(self.told, maximize=config.maximize)
         self.useful = self.computed = 0
         self.started = time.perf_counter()
 
@@ -161,7 +161,7 @@ class _Loop:
         for line in header_lines(self.config, self.datasets, self.study):
             self.reporter.line(line)
         self.observers.on_study_start(self.study)
-        for record in self.records:
+        for record in self.told:
             self.observers.on_trial_end(record, new_best=record is self.best)
         waiting = self.study.resumable()
         if not (waiting or self.study.remaining):
@@ -254,7 +254,6 @@ class _Loop:
         trial = self.slots.pop(slot)
         candidate = self.candidates.pop(slot, None)
         record = self.study.tell(trial, result, traces=self.trainer.traces, width=self.pack.width)
-        self.records.append(record)
         new_best = best(
             [record, *([self.best] if self.best else [])], maximize=self.config.maximize
         )
