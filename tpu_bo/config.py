@@ -19,23 +19,18 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tpu_bo.errors import ConfigError
+from tpu_bo.config_rules import OPTIMIZERS as OPTIMIZERS  # re-exported
+from tpu_bo.config_rules import check_rules
 from tpu_bo.flag_fields import check_field
 from tpu_bo.flag_fields import flag_field as _flag
 from tpu_bo.flag_fields import flag_name as flag_name  # re-exported: main.py imports it here
-from tpu_bo.space import TRAINER_PARAMS, SearchSpace
+from tpu_bo.objectives import infer_maximize
+from tpu_bo.space import SearchSpace
 from tpu_bo.space_file import read_space_file as read_space_file  # re-exported
 
 ACCELERATORS = ("auto", "tpu", "gpu", "cpu")
 # Optimizer name -> (keras.optimizers class, default learning rate).
-OPTIMIZERS: dict[str, tuple[str, float]] = {
-    "rmsprop": ("RMSprop", 1e-3),
-    "adam": ("Adam", 1e-3),
-    "sgd": ("SGD", 1e-2),
-    "adamw": ("AdamW", 1e-3),
-}
 ACQUISITIONS = ("ei", "ucb", "poi")
-OBJECTIVES = ("val_accuracy", "val_loss", "loss")
 OBJECTIVE_MODES = ("auto", "max", "min")
 PRUNERS = ("none", "median", "asha", "hyperband")
 SAMPLERS = ("bayes_opt", "tpe", "gp", "random")
@@ -79,8 +74,29 @@ class Config:
     # Data.
     dataset: str = _flag(
         "digits",
-        "'digits' (8x8 digits shipped with scikit-learn; no download) or a TFDS image "
-        "classification dataset name such as mnist, fashion_mnist, cifar10.",
+        "'digits' (8x8 digits shipped with scikit-learn; no download), a TFDS dataset name "
+        "(mnist, cifar10, any supervised one with --features/--label), or "
+        "package.module:function returning tf.data.Datasets of (features, label) examples "
+        "(see the README's 'Your own data and model').",
+    )
+    features: str = _flag(
+        "",
+        "Feature key(s) of the dataset's examples, comma-separated; several make a dict input "
+        "(a multi-input model). Default: the dataset's supervised input.",
+    )
+    label: str = _flag(
+        "", "Label key of the dataset's examples. Default: the dataset's supervised label."
+    )
+    preprocess: str = _flag(
+        "",
+        "package.module:function mapping one example (features, label) -> (features, label), "
+        "run once before the cache (tf ops only, static output shapes).",
+    )
+    augment: str = _flag(
+        "",
+        "package.module:function mapping one training example (features, label) -> "
+        "(features, label), run after the cache on every epoch, on the host pipeline (tf ops "
+        "only, static output shapes).",
     )
     data_dir: str | None = _flag(None, "TFDS data directory (local or gs://); default: TFDS's own.")
     train_split: str = _flag("train[:90%]", "Split trials train on.")
@@ -100,8 +116,9 @@ class Config:
     # Model and training. A Python caller may pass the builder function itself as `model`.
     model: str | Callable[..., Any] = _flag(
         "mnist_cnn",
-        "mnist_cnn, mlp, or package.module:function returning an uncompiled keras.Model from "
-        "(hp, input_shape, num_classes).",
+        "mnist_cnn, mlp, or package.module:function returning a keras.Model from "
+        "(hp, input_shape, num_classes): uncompiled for the default classification loss, or "
+        "compiled with its own loss and metrics.",
     )
     optimizer: str = _flag(
         "rmsprop", "Optimizer (searchable as a choice param).", choices=OPTIMIZERS
@@ -154,12 +171,14 @@ class Config:
     seed: int = _flag(0, "Seeds the optimizer, data order and trials.")
     objective: str = _flag(
         "val_accuracy",
-        "Metric a trial is scored by: its best value over the trial's epochs.",
-        choices=OBJECTIVES,
+        "Metric a trial is scored by, its best value over the trial's epochs: loss, val_loss or "
+        "val_<metric> of any metric the model reports (val_accuracy by default; val_mae, "
+        "val_auc... for a model compiled with them).",
     )
     objective_mode: str = _flag(
         "auto",
-        "Maximise or minimise the objective; auto minimises losses and maximises the rest.",
+        "Maximise or minimise the objective; auto infers it from the Keras metric's name "
+        "(losses and errors down, accuracy/AUC/precision/recall up) and otherwise asks.",
         choices=OBJECTIVE_MODES,
     )
     acquisition: str = _flag(
@@ -225,6 +244,17 @@ class Config:
         "When another process is running this study, wait for it to finish instead of exiting.",
     )
 
+    # After the study.
+    final_epochs: int = _flag(
+        0,
+        "After the study, retrain the best configuration from its seed for this many epochs, "
+        "score the test split once, and export final/model.keras and final/saved_model; 0 skips.",
+        lower_bound=0,
+    )
+    final_on_train_and_val: bool = _flag(
+        False, "Train the final model on the train and eval splits together."
+    )
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", dict(self.fixed))
         if self.space is not None and not isinstance(self.space, SearchSpace):
@@ -267,7 +297,7 @@ class Config:
     def maximize(self) -> bool:
         """Whether a larger objective is better (``auto``: losses are minimised)."""
         if self.objective_mode == "auto":
-            return not self.objective.endswith("loss")
+            return bool(infer_maximize(self.objective))
         return self.objective_mode == "max"
 
     def resolved_space(self) -> SearchSpace:
@@ -289,64 +319,8 @@ class Config:
         """
         for field in dataclasses.fields(self):
             check_field(field, getattr(self, field.name))
-        if self.space is not None and self.space_file:
-            raise ConfigError(
-                "space_file", "give the space by --param or by --space_file, not both."
-            )
-        if self.xi < 0:
-            raise ConfigError("xi", f"must be >= 0, got {self.xi}.")
-        if self.kappa < 0:
-            raise ConfigError("kappa", f"must be >= 0, got {self.kappa}.")
-        for name in ("dataset", "train_split", "eval_split"):
-            if not str(getattr(self, name)).strip():
-                raise ConfigError(name, "must not be empty.")
-        if self.cpu_replicas > 1 and self.accelerator not in ("cpu", "auto"):
-            raise ConfigError(
-                "cpu_replicas",
-                f"only applies to --accelerator=cpu or auto, not {self.accelerator}.",
-            )
-        if self.cpu_replicas > 1 and self.batch_size % self.cpu_replicas:
-            raise ConfigError(
-                "batch_size",
-                f"the global batch {self.batch_size} does not divide by the "
-                f"{self.cpu_replicas} CPU replicas; use a multiple of {self.cpu_replicas}.",
-            )
-        if self.prune != "none" and self.min_epochs > self.epochs:
-            raise ConfigError(
-                "min_epochs",
-                f"must not exceed --epochs={self.epochs} when pruning, got {self.min_epochs}.",
-            )
-        if self.storage and not _URL.match(self.storage):
-            raise ConfigError(
-                "storage",
-                f"{self.storage!r} is not a storage URL; give one such as sqlite:///study.db "
-                "or postgresql://user@host/db.",
-            )
-        self._check_space(self.resolved_space())
+        check_rules(self)
         return self
-
-    def _check_space(self, space: SearchSpace) -> None:
-        """The rules between the search space and the other fields."""
-        clash = sorted(set(self.fixed) & set(space.names))
-        if clash:
-            raise ConfigError("fixed", f"{clash[0]!r} is both fixed and searched; drop one.")
-        if "optimizer" in self.fixed and not _is_optimizer(self.fixed["optimizer"]):
-            raise ConfigError("fixed", f"optimizer must be one of {', '.join(OPTIMIZERS)}.")
-        if "optimizer" in space.names:
-            bad = [c for c in space["optimizer"].choices if not _is_optimizer(c)]
-            if space["optimizer"].kind != "choice" or bad:
-                raise ConfigError(
-                    "param", f"optimizer must be a choice among {', '.join(OPTIMIZERS)}."
-                )
-        if self.domain_reduction and any(p.kind not in ("float", "log") for p in space.params):
-            raise ConfigError(
-                "domain_reduction", "works only when every searched parameter is float or log."
-            )
-        for name in TRAINER_PARAMS & set(space.names) - {"optimizer"}:
-            if space[name].kind == "choice" and not all(
-                isinstance(c, (int, float)) for c in space[name].choices
-            ):
-                raise ConfigError("param", f"{name} must take numeric values.")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record of the configuration, with the space resolved."""
@@ -381,8 +355,10 @@ class Config:
             "objective_mode",
         )
         d = self.to_dict()
-        return {k: d[k] for k in keys}
+        identity = {k: d[k] for k in keys}
+        # Later additions join the identity only when set, so older studies still match.
+        identity.update({k: d[k] for k in _LATER_IDENTITY if d[k]})
+        return identity
 
 
-def _is_optimizer(value: Any) -> bool:
-    return isinstance(value, str) and value in OPTIMIZERS
+_LATER_IDENTITY = ("features", "label", "preprocess", "augment")

@@ -119,7 +119,8 @@ class Study:
         identity = _normalise(self.config.study_identity())
         stored = self.optuna.user_attrs.get(IDENTITY_ATTR)
         if stored is not None and self.optuna.get_trials(deepcopy=False):
-            for key, value in identity.items():
+            for key in [*identity, *(k for k in stored if k not in identity)]:
+                value = identity.get(key)
                 if stored.get(key) != value:
                     raise ConfigError(
                         "output_dir",
