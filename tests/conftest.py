@@ -51,8 +51,10 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
     )
 
 
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Runs ``python -m tpu_bo.main`` with ``args`` to the end."""
-    proc = start_cli(*args)
+def run_cli(
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``python -m tpu_bo.main`` with ``args`` (and more ``env``) to the end."""
+    proc = start_cli(*args, env=env)
     out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

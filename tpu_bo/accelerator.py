@@ -224,7 +224,7 @@ def _gpu_strategy() -> tf.distribute.Strategy:
         )
     if num_workers() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.MirroredStrategy()
+    return _mirrored(tuple(d.name for d in tf.config.list_logical_devices("GPU")))
 
 
 def _cpu_strategy(cpu_replicas: int) -> tf.distribute.Strategy:
@@ -232,8 +232,20 @@ def _cpu_strategy(cpu_replicas: int) -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if cpu_replicas <= 1:
         return tf.distribute.get_strategy()
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:cpu_replicas]
-    return tf.distribute.MirroredStrategy(devices)
+    devices = tuple(d.name for d in tf.config.list_logical_devices("CPU")[:cpu_replicas])
+    return _mirrored(devices)
+
+
+# One MirroredStrategy per device list and process: a second one over the same devices reuses
+# the first one's collective instance keys, and their all-reduces then collide ("Shape mismatch
+# in the collective instance"), e.g. when a notebook runs a second study.
+_MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
+
+
+def _mirrored(devices: tuple[str, ...]) -> tf.distribute.Strategy:
+    if devices not in _MIRRORED:
+        _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices))
+    return _MIRRORED[devices]
 
 
 def _split_cpu(n: int) -> None:

@@ -1,36 +1,42 @@
 """Input pipelines, built once per study and shared by every trial.
 
-``load_datasets`` reads an image-classification dataset, by TFDS name or the built-in offline
-``digits`` set, and returns persistent *distributed iterators*:
+``load_datasets`` reads the study's splits from a :class:`tpu_bo.sources.Source` (``digits``, a
+TFDS name, a ``package.module:function``, or Python arrays) and returns persistent *distributed
+iterators*. Every kind of data goes through the same rules:
 
-* train: cached, shuffled with a fixed seed (reshuffled each pass), repeated forever, batched to
-  the global batch with ``drop_remainder=True`` (TPUs need static shapes), normalised and
-  prefetched. Trials draw their steps from this one stream; none rebuilds it.
-* eval and test: every example exactly once per evaluation. The last
-  batch is padded to the global batch with examples of weight 0, so shapes stay static and
-  the padding does not count. The stream repeats, so each evaluation runs exactly
-  ``steps`` steps from the same iterator.
-
-The ``digits`` dataset (8x8 handwritten digits, 1,797 images) ships inside scikit-learn, so the
-default study needs no download. Its ``train`` split is the first 1,500 images and ``test``
-the remaining 297; split strings take TFDS's slice syntax (``train[:90%]``, ``train[100:]``).
+* each example is ``(features, label)``: ``features`` one tensor or a dict of tensors;
+* ``--preprocess`` maps every example once, before the cache; float64 becomes float32 and int64
+  becomes int32 (a TPU's types); every shape must then be static (a TPU compiles fixed shapes);
+* train: cached, shuffled with a fixed seed (reshuffled each pass), repeated forever,
+  ``--augment`` mapped over every example of every pass (after the cache), batched to the
+  global batch with ``drop_remainder=True``, prefetched. Trials draw their steps from this one
+  stream; none rebuilds it.
+* eval and test: every example exactly once per evaluation. The last batch is padded to the
+  global batch with copies of an example of weight 0, so shapes stay static and the padding
+  does not count. The stream repeats, so each evaluation runs exactly ``steps`` steps.
+* features a source marks as uint8 images (digits, TFDS ``Image`` features) are scaled to
+  [0, 1] float32 after the cache, unless ``--preprocess`` already made them another type.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError, first_line
-
-_DIGITS_TRAIN = 1500
-_SLICE = re.compile(r"^(?P<name>\w+)(?:\[(?P<start>-?\d+%?)?:(?P<end>-?\d+%?)?\])?$")
+from tpu_bo.sources import (  # noqa: F401 - re-exported: the smoke check and tests use them
+    IMAGE,
+    Source,
+    count_examples,
+    digits_source,
+    import_function,
+    make_source,
+    synthetic_source,
+)
 
 
 @dataclasses.dataclass
@@ -41,7 +47,7 @@ class EvalData:
       split: The split string, e.g. ``train[90%:]``.
       num_examples: Real examples in the split; each is counted exactly once.
       steps: Global batches per evaluation (the last one padded with weight-0 examples).
-      iterator: A persistent distributed iterator over ``(image, label, weight)`` batches.
+      iterator: A persistent distributed iterator over ``(features, label, weight)`` batches.
     """
 
     split: str
@@ -56,126 +62,316 @@ class Datasets:
 
     Attributes:
       name: The dataset's name.
-      input_shape: Shape of one example, e.g. ``(28, 28, 1)``.
-      num_classes: Number of label classes.
+      input_shape: Shape of one example's features, e.g. ``(28, 28, 1)``, or a dict of shapes
+        for dict features; the model builder receives it.
+      num_classes: Label classes (from the data's metadata, else the largest integer label
+        plus one), or ``None`` for labels that are not class indices.
+      element_spec: ``(features, label)`` TensorSpecs of one example as the model sees it.
       global_batch: Examples per step across all replicas.
       num_train: Examples in the train split.
       steps_per_epoch: ``num_train // global_batch`` (the remainder is carried into the
         next epoch by the repeated stream, not dropped from the study).
-      train_iterator: The persistent distributed iterator of ``(image, label)`` batches.
+      train_iterator: The persistent distributed iterator of ``(features, label)`` batches.
       eval: The evaluation split that scores trials.
       test: The test split (scored once, for the best trial), or ``None`` without one.
     """
 
     name: str
-    input_shape: tuple[int, ...]
-    num_classes: int
+    input_shape: tuple[int, ...] | dict[str, tuple[int, ...]]
+    num_classes: int | None
+    element_spec: tuple[Any, Any]
     global_batch: int
     num_train: int
     steps_per_epoch: int
     train_iterator: Any
     eval: EvalData
     test: EvalData | None
+    make_train: Callable[[tf.data.Dataset, int], Any] | None = dataclasses.field(
+        default=None, repr=False
+    )
+    splits: dict[str, tuple[tf.data.Dataset, int]] = dataclasses.field(
+        default_factory=dict, repr=False
+    )
+
+    def train_and_eval(self) -> tuple[Any, int]:
+        """A new train stream over the train and eval splits together, and its steps per epoch.
+
+        Built on demand (for the final model), with the train stream's rules.
+        """
+        (train, n_train), (held, n_held) = self.splits["train"], self.splits["eval"]
+        n = n_train + n_held
+        return self.make_train(train.concatenate(held), n), n // self.global_batch
+
+    def zeros(self, batch: int) -> tuple[Any, Any]:
+        """A batch of ``batch`` all-zero examples (features, label), to build or probe a model."""
+
+        def zero(spec: tf.TensorSpec) -> tf.Tensor:
+            return tf.zeros((batch, *spec.shape), spec.dtype)
+
+        return tf.nest.map_structure(zero, self.element_spec)
 
 
 def load_datasets(
-    config: Config, strategy: tf.distribute.Strategy, *, source: Source | None = None
+    config: Config,
+    strategy: tf.distribute.Strategy,
+    *,
+    source: Source | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> Datasets:
     """Loads, caches and distributes the study's datasets once.
 
     Args:
-      config: Uses ``dataset``, ``data_dir``, ``download``, the three split fields,
-        ``batch_size`` (the global batch), ``shuffle_buffer`` and ``seed``.
+      config: Uses ``dataset``, ``data_dir``, ``download``, ``features``, ``label``,
+        ``preprocess``, ``augment``, the three split fields, ``batch_size`` (the global batch),
+        ``shuffle_buffer`` and ``seed``.
       strategy: The distribution strategy the iterators feed.
       source: Where the examples come from instead of ``config.dataset``, e.g.
         :func:`synthetic_source` (the smoke check measures throughput on it).
-
-    Returns:
-      The study's :class:`Datasets`.
+      data: Python objects by split name, as :func:`tpu_bo.sources.python_source` takes.
 
     Raises:
-      ConfigError: unknown dataset, unreadable split, a batch larger than the train split or
-        not divisible by the replicas.
+      ConfigError: naming the flag, for data that cannot be read or does not fit the rules.
     """
-    batch = config.batch_size
-    replicas = strategy.num_replicas_in_sync
+    batch = _global_batch(config, strategy)
+    source = source or make_source(config, data)
+    preprocess = import_function(config.preprocess, "preprocess") if config.preprocess else None
+    augment = import_function(config.augment, "augment") if config.augment else None
+
+    def split(name: str, flag: str) -> tuple[tf.data.Dataset, int]:
+        return _examples(source, name, flag, preprocess)
+
+    train, num_train = split(config.train_split, "train_split")
+    _check_fits(num_train, config)
+    prepare = _scaler(source.image_keys, train.element_spec)
+    element_spec = _check_augment(train.map(prepare), augment, config.augment)
+
+    def make_train(ds: tf.data.Dataset, n: int) -> Any:
+        pipeline = _train_pipeline(ds, n, batch, config.shuffle_buffer, config.seed)
+        return _distribute(strategy, _batched(pipeline, batch, prepare, augment))
+
+    def make_eval(name: str, flag: str) -> tuple[EvalData, tuple[tf.data.Dataset, int]]:
+        ds, n = split(name, flag)
+        _check_same_spec(ds.element_spec, train.element_spec, flag)
+        return _eval_data(ds, n, name, flag, batch, strategy, prepare, source.name), (ds, n)
+
+    eval_data, held = make_eval(config.eval_split, "eval_split")
+    return Datasets(
+        name=source.name if config.dataset == "digits" or data is not None else config.dataset,
+        input_shape=tf.nest.map_structure(lambda s: tuple(s.shape), element_spec[0]),
+        num_classes=source.num_classes or _num_classes(train, element_spec[1]),
+        element_spec=element_spec,
+        global_batch=batch,
+        num_train=num_train,
+        steps_per_epoch=num_train // batch,
+        train_iterator=make_train(train, num_train),
+        eval=eval_data,
+        # Built now, so a bad --test_split stops the study before its first trial.
+        test=make_eval(config.test_split, "test_split")[0] if _has_test(config, source) else None,
+        make_train=make_train,
+        splits={"train": (train, num_train), "eval": held},
+    )
+
+
+def _has_test(config: Config, source: Source) -> bool:
+    """Whether to score a test split: one is set, and the default ``test`` only if it exists."""
+    if not config.test_split:
+        return False
+    default = config.test_split == Config().test_split
+    return not (default and source.names is not None and config.test_split not in source.names)
+
+
+def _examples(
+    source: Source, split: str, flag: str, preprocess: Callable[..., Any] | None
+) -> tuple[tf.data.Dataset, int]:
+    """One split's examples: preprocessed, in TPU types, with static shapes, and counted."""
+    ds, n = source.load(split, flag)
+    if preprocess is not None:
+        ds = _mapped(ds, preprocess, "preprocess")
+    ds = ds.map(_tpu_types)
+    _check_static(ds.element_spec, "preprocess" if preprocess is not None else "dataset")
+    return ds, count_examples(ds) if n is None else n
+
+
+def _mapped(ds: tf.data.Dataset, function: Callable[..., Any], flag: str) -> tf.data.Dataset:
+    """``ds.map(function)``, whose result must again be ``(features, label)``."""
+    try:
+        out = ds.map(function, num_parallel_calls=tf.data.AUTOTUNE)
+    except Exception as e:  # noqa: BLE001 - the user's function may raise anything
+        raise ConfigError(
+            flag, f"{_name(function)} failed on an example: {first_line(e)}."
+        ) from None
+    if not (isinstance(out.element_spec, tuple) and len(out.element_spec) == 2):
+        raise ConfigError(
+            flag, f"{_name(function)} must return a (features, label) pair, not {out.element_spec}."
+        )
+    return out
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return f"{function.__module__}:{getattr(function, '__qualname__', function)}"
+
+
+def _tpu_types(x: Any, y: Any) -> tuple[Any, Any]:
+    """float64 -> float32 and int64 -> int32: the types a TPU computes in."""
+    cast = {tf.float64: tf.float32, tf.int64: tf.int32}
+
+    def convert(t: tf.Tensor) -> tf.Tensor:
+        return tf.cast(t, cast[t.dtype]) if t.dtype in cast else t
+
+    return tf.nest.map_structure(convert, (x, y))
+
+
+def _check_static(spec: tuple[Any, Any], flag: str) -> None:
+    for part, nest in zip(("features", "label"), spec, strict=True):
+        paths = _paths(nest)
+        for path, s in paths:
+            if not s.shape.is_fully_defined():
+                what = f"feature {path!r}" if path else f"the {part}"
+                raise ConfigError(
+                    flag,
+                    f"{what} has shape {s.shape}, which is not static; a TPU compiles fixed "
+                    "shapes: pad, crop or resize it in --preprocess.",
+                )
+
+
+def _paths(nest: Any) -> list[tuple[str, tf.TensorSpec]]:
+    if isinstance(nest, Mapping):
+        return [(str(k), v) for k, v in nest.items() if isinstance(v, tf.TensorSpec)]
+    return [("", s) for s in tf.nest.flatten(nest)]
+
+
+def _check_same_spec(spec: Any, train: Any, flag: str) -> None:
+    if spec != train:
+        raise ConfigError(
+            flag,
+            f"its examples {_spec_text(spec)} differ from the train split's {_spec_text(train)}.",
+        )
+
+
+def _global_batch(config: Config, strategy: tf.distribute.Strategy) -> int:
+    """``batch_size``, which must divide by the replicas."""
+    batch, replicas = config.batch_size, strategy.num_replicas_in_sync
     if batch % replicas:
         raise ConfigError(
             "batch_size",
             f"the global batch {batch} does not divide by the {replicas} replicas; "
             f"use a multiple of {replicas}.",
         )
-    source = source or _source(config)
-    train, num_train = source.load(config.train_split, "train_split")
-    if num_train < batch:
+    return batch
+
+
+def _check_fits(num_train: int, config: Config) -> None:
+    if num_train < config.batch_size:
         raise ConfigError(
             "batch_size",
-            f"the global batch {batch} is larger than the {num_train} examples of "
+            f"the global batch {config.batch_size} is larger than the {num_train} examples of "
             f"--train_split={config.train_split}.",
         )
-    train = _train_pipeline(train, num_train, batch, config.shuffle_buffer, config.seed)
-    train_iterator = _distribute(strategy, train)
 
-    def make_eval(split: str, flag: str) -> EvalData:
-        return _eval_data(source, split, flag, batch, strategy, dataset=config.dataset)
 
-    eval_data = make_eval(config.eval_split, "eval_split")
-    return Datasets(
-        name=config.dataset,
-        input_shape=source.input_shape,
-        num_classes=source.num_classes,
-        global_batch=batch,
-        num_train=num_train,
-        steps_per_epoch=num_train // batch,
-        train_iterator=train_iterator,
-        eval=eval_data,
-        # Built now, so a bad --test_split stops the study before its first trial.
-        test=make_eval(config.test_split, "test_split") if config.test_split else None,
+def _check_augment(ds: tf.data.Dataset, augment: Callable[..., Any] | None, spec_text: str) -> Any:
+    """The examples' spec, which ``augment`` must keep."""
+    before = ds.element_spec
+    if augment is None:
+        return before
+    after = _mapped(ds, augment, "augment").element_spec
+    if after != before:
+        raise ConfigError(
+            "augment",
+            f"{spec_text} changed the examples from {_spec_text(before)} to {_spec_text(after)}; "
+            "it must keep their shapes and types (do resizing in --preprocess).",
+        )
+    return before
+
+
+def _spec_text(spec: Any) -> str:
+    def one(s: tf.TensorSpec) -> str:
+        return f"{s.dtype.name}{list(s.shape)}"
+
+    return str(tf.nest.map_structure(one, spec)).replace("'", "")
+
+
+def _scaler(image_keys: frozenset[Any], spec: tuple[Any, Any]) -> Callable[..., Any]:
+    """Scales the uint8 image features to [0, 1] float32 (on examples or on batches)."""
+    features = spec[0]
+    if isinstance(features, Mapping):
+        keys = {k for k in image_keys if k in features and features[k].dtype == tf.uint8}
+    else:
+        keys = {IMAGE} if IMAGE in image_keys and features.dtype == tf.uint8 else set()
+
+    def scale(t: tf.Tensor) -> tf.Tensor:
+        return tf.cast(t, tf.float32) / 255.0
+
+    def prepare(x: Any, y: Any, *rest: Any) -> tuple[Any, ...]:
+        if isinstance(x, Mapping):
+            x = {k: scale(v) if k in keys else v for k, v in x.items()}
+        elif keys:
+            x = scale(x)
+        return (x, y, *rest)
+
+    return prepare
+
+
+def _num_classes(train: tf.data.Dataset, label: Any) -> int | None:
+    """The largest integer class label plus one, for scalar integer labels; else ``None``."""
+    if not isinstance(label, tf.TensorSpec) or label.shape.rank != 0 or not label.dtype.is_integer:
+        return None
+    largest = train.map(lambda x, y: tf.cast(y, tf.int64)).reduce(
+        tf.constant(-1, tf.int64), tf.maximum
     )
+    return int(largest) + 1
 
 
 def _train_pipeline(
     train: tf.data.Dataset, num_train: int, batch: int, shuffle_buffer: int, seed: int
 ) -> tf.data.Dataset:
-    """The endless, shuffled stream of full global batches that every trial draws from."""
+    """The endless, shuffled stream of examples that every trial draws from."""
     buffer = shuffle_buffer or num_train
     return (
         train.cache()
         .shuffle(min(buffer, num_train), seed=seed, reshuffle_each_iteration=True)
         .repeat()
-        .batch(batch, drop_remainder=True)  # static shapes for TPUs
-        .map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
     )
 
 
+def _batched(
+    ds: tf.data.Dataset,
+    batch: int,
+    prepare: Callable[..., Any],
+    augment: Callable[..., Any] | None,
+) -> tf.data.Dataset:
+    """Full global batches (static shapes for TPUs), scaled, augmented on the host, prefetched."""
+    if augment is None:
+        ds = ds.batch(batch, drop_remainder=True).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: augment(*prepare(x, y)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def _eval_data(
-    source: Source,
+    ds: tf.data.Dataset,
+    n: int,
     split: str,
     flag: str,
     batch: int,
     strategy: tf.distribute.Strategy,
-    *,
+    prepare: Callable[..., Any],
     dataset: str,
 ) -> EvalData:
     """``split`` once per ``steps`` batches, the last padded with examples of weight 0."""
-    ds, n = source.load(split, flag)
     if n == 0:
         raise ConfigError(flag, f"split {split!r} of {dataset} has no examples.")
     steps = -(-n // batch)
     ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
     pad = steps * batch - n
     if pad:
-        blank = (
-            tf.zeros(source.input_shape, tf.uint8),
-            tf.constant(0, tf.int64),
-            tf.constant(0.0),
-        )
-        ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
+        blank = ds.take(1).map(lambda x, y, w: (x, y, tf.constant(0.0))).repeat(pad)
+        ds = ds.concatenate(blank)
     ds = (
         ds.cache()
         .batch(batch, drop_remainder=True)
-        .map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         .repeat()
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -187,178 +383,8 @@ def _distribute(strategy: tf.distribute.Strategy, ds: tf.data.Dataset) -> Any:
     return iter(strategy.experimental_distribute_dataset(_shard_by_data(ds)))
 
 
-def _normalize(image: tf.Tensor, label: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
-    return (tf.cast(image, tf.float32) / 255.0, tf.cast(label, tf.int32), *rest)
-
-
 def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
-    # Each source is one file or in memory, so multi-worker runs must shard by element.
+    # Sources may be one file or in memory, so multi-worker runs must shard by element.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
-
-
-@dataclasses.dataclass
-class Source:
-    """A dataset that yields ``(uint8 image, int64 label)`` for a split string."""
-
-    input_shape: tuple[int, ...]
-    num_classes: int
-    load: Callable[[str, str], tuple[tf.data.Dataset, int]]
-
-
-def _source(config: Config) -> Source:
-    if config.dataset == "digits":
-        return _digits_source()
-    return _tfds_source(config)
-
-
-def synthetic_source(
-    *, train: int, eval: int, input_shape: tuple[int, ...] = (28, 28, 1), seed: int = 0
-) -> Source:
-    """Random MNIST-shaped images and labels, for measuring speed offline; nothing to learn.
-
-    Its splits are ``train`` and ``eval`` with the given numbers of examples.
-    """
-    rng = np.random.default_rng(seed)
-    sizes = {"train": train, "eval": eval}
-
-    def load(split: str, flag: str) -> tuple[tf.data.Dataset, int]:
-        if split not in sizes:
-            raise ConfigError(flag, f"{split!r} is not a synthetic split (train, eval).")
-        n = sizes[split]
-        images = rng.integers(0, 256, size=(n, *input_shape), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n).astype(np.int64)
-        return tf.data.Dataset.from_tensor_slices((images, labels)), n
-
-    return Source(input_shape=tuple(input_shape), num_classes=10, load=load)
-
-
-def _digits_source() -> Source:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    # Pixel values are 0..16; stretch them to 0..255 so every source normalises alike.
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int64)
-    splits = {
-        "train": (images[:_DIGITS_TRAIN], labels[:_DIGITS_TRAIN]),
-        "test": (images[_DIGITS_TRAIN:], labels[_DIGITS_TRAIN:]),
-    }
-
-    def load(split: str, flag: str) -> tuple[tf.data.Dataset, int]:
-        name, start, end = _parse_slice(split, flag, splits)
-        x, y = splits[name]
-        lo, hi = _resolve(start, len(x)), _resolve(end, len(x))
-        lo = 0 if lo is None else lo
-        hi = len(x) if hi is None else hi
-        x, y = x[lo:hi], y[lo:hi]
-        return tf.data.Dataset.from_tensor_slices((x, y)), len(x)
-
-    return Source(input_shape=(8, 8, 1), num_classes=10, load=load)
-
-
-def _parse_slice(
-    split: str, flag: str, splits: dict[str, Any]
-) -> tuple[str, str | None, str | None]:
-    m = _SLICE.match(split.strip())
-    if not m or m["name"] not in splits:
-        raise ConfigError(
-            flag,
-            f"{split!r} is not a split of digits; use train or test, optionally sliced "
-            "like train[:90%] or train[100:].",
-        )
-    return m["name"], m["start"], m["end"]
-
-
-def _resolve(bound: str | None, n: int) -> int | None:
-    if bound is None:
-        return None
-    if bound.endswith("%"):
-        value = round(int(bound[:-1]) * n / 100)
-    else:
-        value = int(bound)
-    if value < 0:
-        value += n
-    return max(0, min(n, value))
-
-
-def _tfds_source(config: Config) -> Source:
-    name = config.dataset
-    builder = _tfds_builder(config)
-    info = builder.info
-    shape, num_classes = _image_classification_shape(name, info)
-
-    def load(split: str, flag: str) -> tuple[tf.data.Dataset, int]:
-        try:
-            n = info.splits[split].num_examples
-            ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-        except Exception as e:  # noqa: BLE001 - TFDS split errors have no common type
-            available = ", ".join(sorted(info.splits.keys()))
-            raise ConfigError(
-                flag,
-                f"cannot read split {split!r} of {name} ({first_line(e)}); "
-                f"available splits: {available}.",
-            ) from None
-        return ds, n
-
-    return Source(input_shape=shape, num_classes=num_classes, load=load)
-
-
-def _tfds_builder(config: Config) -> Any:
-    """The TFDS builder of ``config.dataset``, prepared (downloaded if allowed and missing)."""
-    import tensorflow_datasets as tfds
-
-    name = config.dataset
-    try:
-        builder = tfds.builder(name, data_dir=config.data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise ConfigError(
-            "dataset",
-            f"unknown dataset {name!r}: it is neither 'digits' nor a TFDS dataset name "
-            "(see tfds.list_builders()).",
-        ) from None
-    except Exception as e:  # noqa: BLE001 - TFDS raises many types for a bad data_dir
-        raise ConfigError(
-            "data_dir", f"cannot open {name!r} in {config.data_dir}: {first_line(e)}."
-        ) from None
-    if builder.is_prepared():
-        return builder
-    where = config.data_dir or "TFDS's default data dir"
-    if not config.download:
-        raise ConfigError(
-            "data_dir",
-            f"{name!r} is not prepared in {where} and --nodownload is set; point "
-            "--data_dir at a prepared TFDS directory.",
-        )
-    print(f"data: preparing {name} in {where} (downloads it once)...", flush=True)
-    try:
-        builder.download_and_prepare()
-    except Exception as e:  # noqa: BLE001 - network and permission errors vary
-        raise ConfigError(
-            "data_dir",
-            f"{name!r} is not prepared in {where} and could not be downloaded "
-            f"({first_line(e)}); point --data_dir at a prepared TFDS directory.",
-        ) from None
-    return builder
-
-
-def _image_classification_shape(name: str, info: Any) -> tuple[tuple[int, ...], int]:
-    """The input shape and number of classes of a TFDS dataset's supervised keys.
-
-    Raises:
-      ConfigError: naming ``dataset``, unless it is a fixed-size image-classification dataset.
-    """
-    keys = info.supervised_keys
-    if not keys or len(keys) != 2:
-        raise ConfigError("dataset", f"{name!r} has no (input, label) supervised keys.")
-    image_feature, label_feature = info.features[keys[0]], info.features[keys[1]]
-    shape = tuple(getattr(image_feature, "shape", ()) or ())
-    num_classes = getattr(label_feature, "num_classes", None)
-    if len(shape) != 3 or None in shape or not num_classes:
-        raise ConfigError(
-            "dataset",
-            f"{name!r} is not a fixed-size image-classification dataset "
-            f"(input shape {shape}, classes {num_classes}).",
-        )
-    return shape, int(num_classes)

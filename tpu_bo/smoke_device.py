@@ -16,7 +16,7 @@ import tensorflow as tf
 from tpu_bo import models
 from tpu_bo.accelerator import accelerator_kind, describe, get_strategy
 from tpu_bo.config import Config
-from tpu_bo.input_pipeline import _digits_source, load_datasets, synthetic_source
+from tpu_bo.input_pipeline import digits_source, load_datasets, synthetic_source
 from tpu_bo.programs import precision
 from tpu_bo.smoke import POINTS, SEEDS, Report
 from tpu_bo.trainer import Trainer, TrialResult, load_model_weights
@@ -236,6 +236,6 @@ def _history(result: TrialResult) -> np.ndarray:
 
 
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
-    dataset, n = _digits_source().load(split, "eval_split")
+    dataset, n = digits_source().load(split, "eval_split")
     images, labels = next(iter(dataset.batch(n)))
     return images.numpy().astype(np.float32) / 255.0, labels.numpy()
