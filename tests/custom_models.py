@@ -75,3 +75,12 @@ def diverging(hp, input_shape, num_classes):
             keras.layers.Dense(num_classes),
         ]
     )
+
+
+def three_way_softmax(hp, input_shape, num_classes):
+    """Compiled for one-hot labels of three classes; wrong for a binary label."""
+    inputs = {k: keras.Input(v, name=k) for k, v in input_shape.items()}
+    hidden = keras.layers.Concatenate()([keras.layers.Flatten()(v) for v in inputs.values()])
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    model.compile(loss="categorical_crossentropy")
+    return model

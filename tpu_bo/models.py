@@ -138,13 +138,54 @@ def get_builder(model: str | Builder) -> Builder:
 
 
 def build_model(
-    builder: Builder, values: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
+    builder: Builder,
+    values: Mapping[str, Any],
+    input_shape: Any,
+    num_classes: int | None,
+    *,
+    example: Any = None,
 ) -> Any:
-    """Calls ``builder`` with ``values`` as :class:`HParams` and builds the model's weights."""
-    model = builder(HParams(values), tuple(input_shape), num_classes)
-    if not model.built:
-        model.build((None, *input_shape))
+    """Calls ``builder`` with ``values`` as :class:`HParams` and builds the model's weights.
+
+    Args:
+      input_shape: One example's feature shape, or a dict of them (dict features).
+      example: A batch of features to build an unbuilt model by calling it; by default, zeros
+        of ``input_shape`` (float32).
+    """
+    if isinstance(input_shape, Mapping):
+        input_shape = {k: tuple(v) for k, v in input_shape.items()}
+    else:
+        input_shape = tuple(input_shape)
+    model = builder(HParams(values), input_shape, num_classes)
+    if example is None:
+        example = _zeros(input_shape)
+    ensure_built(model, example)
     return model
+
+
+def json_shape(shape: Any) -> Any:
+    """An input shape (or a dict of them) as JSON lists."""
+    if isinstance(shape, Mapping):
+        return {k: list(v) for k, v in shape.items()}
+    return list(shape)
+
+
+def ensure_built(model: Any, example: Any) -> None:
+    """Builds an unbuilt model's weights by calling it on ``example`` (a batch of features)."""
+    if model.built:
+        return
+    if not isinstance(example, Mapping):
+        model.build((None, *example.shape[1:]))
+    else:
+        model(example, training=False)
+
+
+def _zeros(input_shape: Any) -> Any:
+    import numpy as np
+
+    if isinstance(input_shape, Mapping):
+        return {k: np.zeros((1, *v), np.float32) for k, v in input_shape.items()}
+    return np.zeros((1, *input_shape), np.float32)
 
 
 def outputs_probabilities(model: Any) -> bool:

@@ -92,10 +92,10 @@ class Console(Observer):
 class TensorBoard(Observer):
     """Per-epoch scalars and the HParams dashboard under ``<output_dir>/tensorboard``."""
 
-    def __init__(self, output_dir: str, space: Any) -> None:
-        from tpu_bo.tb_log import TensorBoardLog
+    def __init__(self, output_dir: str, space: Any, metrics: Any = None) -> None:
+        from tpu_bo.tb_log import METRICS, TensorBoardLog
 
-        self.log = TensorBoardLog(output_dir, space)
+        self.log = TensorBoardLog(output_dir, space, metrics=metrics or METRICS)
 
     def on_trial_start(self, trial: Any) -> None:
         self.log.start_trial(trial.number, trial.params)

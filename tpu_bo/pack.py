@@ -43,7 +43,8 @@ class TrialResult:
       status: ``ok`` (reached ``config.epochs``), ``failed`` (NaN/Inf loss, out of memory),
         ``pruned`` (stopped by the caller) or ``running``.
       history: One dict per finished epoch: ``epoch``, ``loss``, ``val_loss``,
-        ``val_accuracy``, ``steps_per_second``.
+        ``val_<metric>`` for each of the model's metrics (``val_accuracy`` by default) and
+        ``steps_per_second``.
       error: For a failed trial, one sentence saying why.
       steps: Training steps run (including those before a resume).
       seconds: Wall time of the trial, including any trace and compile, and the time spent
@@ -64,10 +65,12 @@ class TrialResult:
 
     @property
     def metrics(self) -> dict[str, float]:
-        """The metrics of the epoch with the best validation accuracy."""
+        """The metrics of the epoch with the best validation accuracy (else validation loss)."""
         if not self.history:
             return {}
-        best = self.history[best_epoch(self.history, "val_accuracy", maximize=True) - 1]
+        accuracy = "val_accuracy" in self.history[0]
+        metric = "val_accuracy" if accuracy else "val_loss"
+        best = self.history[best_epoch(self.history, metric, maximize=accuracy) - 1]
         return {**best, "best_epoch": best["epoch"]}
 
 
@@ -99,7 +102,7 @@ class EpochResult:
     Attributes:
       slot: The slot index.
       epoch: The slot's own epoch number just run (1-based).
-      metrics: ``epoch``, ``loss``, ``val_loss``, ``val_accuracy``, ``steps_per_second``;
+      metrics: ``epoch``, ``loss``, ``val_loss``, ``val_<metric>``..., ``steps_per_second``;
         ``None`` when the trial failed during the epoch's training (or ran out of memory).
       error: One sentence when the slot failed this epoch, else ``None``.
       done: The slot reached ``config.epochs`` or failed: it is now idle (frozen).
@@ -342,11 +345,12 @@ class Pack:
                 continue
             record.eval_seconds += elapsed
             record.epoch += 1
+            measured = {k: v for k, v in scores[k].items() if k not in ("loss", "examples")}
             record.metrics = {
                 "epoch": record.epoch,
                 "loss": record.loss_sum / steps,
                 "val_loss": scores[k]["loss"],
-                "val_accuracy": scores[k]["accuracy"],
+                **{f"val_{name}": value for name, value in measured.items()},
                 "steps_per_second": steps / max(train_seconds, 1e-9),
             }
             record.history.append(record.metrics)

@@ -16,6 +16,11 @@ Contract (docs/DESIGN.md contracts 1, 3 and 4):
   It returns each tower's summed loss over the call.
 * The eval function sums, per tower, the weighted loss, the weighted hits and the weights of
   every batch of a padded split, so every example counts exactly once.
+* Heads: a model the builder returns *uncompiled* gets the default head (sparse categorical
+  cross-entropy with the runtime ``label_smoothing``, and accuracy). A model compiled with a
+  loss keeps its own: training calls its ``compute_loss``; evaluation its ``compute_loss``
+  with the padding weights and its compiled metrics, whose state every tower keeps for itself
+  and the eval program resets at every evaluation.
 * Models are built under :func:`precision`, which sets the Keras dtype policy only while they are
   built and restores the caller's afterwards.
 
@@ -36,6 +41,14 @@ import tensorflow as tf
 from tpu_bo import models
 from tpu_bo.config import OPTIMIZERS
 from tpu_bo.errors import first_line
+from tpu_bo.heads import (
+    compiled_metrics,
+    compute_loss,
+    default_loss,
+    metric_names,
+    reset_compiled_metrics,
+    update_compiled_metrics,
+)
 from tpu_bo.input_pipeline import EvalData
 
 
@@ -74,6 +87,8 @@ class Tower:
         self.model: Any = None
         self.optimizer: Any = None
         self.optimizer_snapshot: list[np.ndarray] = []
+        # The model's own compiled loss and metrics are used when it was compiled with a loss.
+        self.compiled = False
 
     def assign_runtime(self, values: Mapping[str, Any], optimizer: str) -> None:
         """Assigns every runtime variable from ``values`` (else a default) for a new trial."""
@@ -118,7 +133,9 @@ class Program:
       width: Number of towers.
       towers: The towers.
       train_fn: ``train_fn(iterator, steps) -> [width]`` summed losses of ``steps`` steps.
-      eval_fn: ``eval_fn(iterator, steps) -> [width, 3]`` weighted (loss, hits, count) sums.
+      eval_fn: ``eval_fn(iterator, steps) -> {"sums": [width, 3], "metrics": [...]}``: weighted
+        (loss, hits, count) sums for the default head, (loss, regularization, count) for a
+        compiled model, and each compiled tower's metric results.
       owner: The pack currently driving the towers, if any (see :mod:`tpu_bo.pack`).
     """
 
@@ -139,24 +156,31 @@ class Program:
         """Scores every tower on every example of ``data`` exactly once.
 
         Returns:
-          Per tower ``{"loss": mean loss, "accuracy": accuracy, "examples": examples}``.
+          Per tower ``{"loss": mean loss, <metric>: value..., "examples": examples}``; the
+          metrics are ``accuracy`` for the default head, else the compiled model's metrics.
         """
-        sums = self.eval_fn(data.iterator, tf.constant(data.steps)).numpy()
+        out = self.eval_fn(data.iterator, tf.constant(data.steps))
+        sums, metrics = out["sums"].numpy(), out["metrics"]
         scores = []
-        for loss, correct, count in sums:
+        for k, (loss, second, count) in enumerate(sums):
             if round(float(count)) != data.num_examples:
                 raise RuntimeError(
                     f"evaluation counted {count} examples of {data.split}, expected "
                     f"{data.num_examples}; the padded eval pipeline is broken."
                 )
-            scores.append(
-                {
-                    "loss": float(loss / count),
-                    "accuracy": float(correct / count),
-                    "examples": float(count),
-                }
-            )
+            if self.towers[k].compiled:
+                # The data loss per example, plus the regularization losses once per step.
+                score = {"loss": float(loss / count + second / data.steps)}
+                score.update({name: float(v) for name, v in metrics[k].items()})
+            else:
+                score = {"loss": float(loss / count), "accuracy": float(second / count)}
+            scores.append({**score, "examples": float(count)})
         return scores
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The metrics :meth:`evaluate` reports besides ``loss`` (the same for every tower)."""
+        return metric_names(self.towers[0])
 
 
 def out_of_memory(error: tf.errors.ResourceExhaustedError, width: int) -> str:
@@ -185,42 +209,50 @@ def _tower_maths(towers: list[Tower], global_batch: int, replicas: int) -> tuple
     variables = [t.model.trainable_variables for t in towers]
 
     def per_example_loss(k: int, logits: tf.Tensor, labels: tf.Tensor, smooth: bool) -> tf.Tensor:
-        outputs = tf.cast(logits, tf.float32)
-        if probabilities[k]:
-            log_probs = tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0))
-        else:
-            log_probs = tf.nn.log_softmax(outputs)
-        nll = -tf.gather(log_probs, labels, axis=1, batch_dims=1)
-        if not smooth:
-            return nll
-        return (1.0 - smoothing[k]) * nll - smoothing[k] * tf.reduce_mean(log_probs, axis=-1)
+        return default_loss(logits, labels, smoothing[k] if smooth else None, probabilities[k])
 
-    def loss_and_grads(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
+    def extra_loss(model: Any) -> tf.Tensor:
+        """The regularization losses, scaled so that summing over replicas counts them once."""
+        if not model.losses:
+            return tf.constant(0.0)
+        return tf.add_n([tf.cast(tf.reduce_sum(v), tf.float32) for v in model.losses]) / replicas
+
+    def train_loss(k: int, x: Any, y: Any) -> tf.Tensor:
+        model = towers[k].model
+        outputs = model(x, training=True)
+        if towers[k].compiled:
+            # Keras scales its loss by the replicas itself, as we do below.
+            return tf.cast(compute_loss(model, x, y, outputs, None, training=True), tf.float32)
+        # Scaled by the global batch so that summing over replicas gives the mean.
+        loss = tf.reduce_sum(per_example_loss(k, outputs, y, True)) / global_batch
+        return loss + extra_loss(model)
+
+    def loss_and_grads(x: Any, y: Any) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
         with tf.GradientTape() as tape:
-            losses = []
-            for k, tower in enumerate(towers):
-                logits = tower.model(x, training=True)
-                # Scaled by the global batch so that summing over replicas gives the mean.
-                loss = tf.reduce_sum(per_example_loss(k, logits, y, True)) / global_batch
-                if tower.model.losses:
-                    loss += tf.add_n(tower.model.losses) / replicas
-                losses.append(loss)
+            losses = [train_loss(k, x, y) for k in range(len(towers))]
             # Each tower's variables appear only in its own loss, so the gradient of the
             # sum with respect to them is exactly that tower's gradient.
             total = tf.add_n(losses)
         return tf.stack(losses), tape.gradient(total, variables)
 
-    def eval_sums(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
-        rows = []
-        for k, tower in enumerate(towers):
-            logits = tower.model(x, training=False)
-            loss = per_example_loss(k, logits, y, False)
-            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            hit = tf.cast(tf.equal(predicted, y), tf.float32)
-            rows.append(
-                tf.stack([tf.reduce_sum(loss * w), tf.reduce_sum(hit * w), tf.reduce_sum(w)])
-            )
-        return tf.stack(rows)
+    def eval_row(k: int, x: Any, y: Any, w: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        model = towers[k].model
+        outputs = model(x, training=False)
+        if towers[k].compiled:
+            total = tf.cast(compute_loss(model, x, y, outputs, w, training=False), tf.float32)
+            extra = extra_loss(model)
+            # Keras's loss is sum(w * loss) / (local batch * replicas); undo the division.
+            data = (total - extra) * global_batch
+            return tf.stack([data, extra, tf.reduce_sum(w)]), outputs
+        loss = per_example_loss(k, outputs, y, False)
+        predicted = tf.argmax(outputs, axis=-1, output_type=tf.int32)
+        hit = tf.cast(tf.equal(predicted, tf.reshape(tf.cast(y, tf.int32), [-1])), tf.float32)
+        row = tf.stack([tf.reduce_sum(loss * w), tf.reduce_sum(hit * w), tf.reduce_sum(w)])
+        return row, outputs
+
+    def eval_sums(x: Any, y: Any, w: tf.Tensor) -> tuple[tf.Tensor, list[Any]]:
+        rows, outputs = zip(*(eval_row(k, x, y, w) for k in range(len(towers))), strict=True)
+        return tf.stack(rows), list(outputs)
 
     return loss_and_grads, eval_sums
 
@@ -248,15 +280,20 @@ def make_functions(
         train_sum = _sum_variable([width], "train_loss_sum")
         eval_sum = _sum_variable([width, 3], "eval_sums")
 
-    def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> None:
+    def train_step(batch: tuple[Any, Any]) -> None:
         losses, grads = loss_and_grads(*batch)
         for tower, tower_grads in zip(towers, grads, strict=True):
             pairs = zip(tower_grads, tower.model.trainable_variables, strict=True)
             tower.optimizer.apply_gradients(pairs)
         train_sum.assign_add(losses)
 
-    def eval_step(batch: tuple[tf.Tensor, ...]) -> None:
-        eval_sum.assign_add(eval_sums(*batch))
+    def eval_step(batch: tuple[Any, ...]) -> None:
+        x, y, w = batch
+        rows, outputs = eval_sums(x, y, w)
+        eval_sum.assign_add(rows)
+        for tower, output in zip(towers, outputs, strict=True):
+            if tower.compiled:  # per-tower metric state, reset at every evaluation
+                update_compiled_metrics(tower.model, y, output, w)
 
     @tf.function
     def train_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
@@ -267,12 +304,14 @@ def make_functions(
         return train_sum.read_value()
 
     @tf.function
-    def eval_fn(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+    def eval_fn(iterator: Any, steps: tf.Tensor) -> dict[str, Any]:
         on_trace()  # runs only while tracing
         eval_sum.assign(tf.zeros([width, 3]))
+        reset_compiled_metrics(towers)
         for _ in tf.range(steps):
             strategy.run(eval_step, (next(iterator),))
-        return eval_sum.read_value()
+        metrics = [compiled_metrics(t) for t in towers]
+        return {"sums": eval_sum.read_value(), "metrics": metrics}
 
     return train_fn, eval_fn
 

@@ -3,6 +3,7 @@
 * :func:`load_records`: every trial of the study, as :class:`tpu_bo.engine.TrialRecord`.
 * :func:`load_best_model`: a fresh Keras model holding the best trial's saved weights.
 * :func:`load_summary`: ``summary.json``.
+* :func:`load_final_model`: the retrained best configuration of ``--final_epochs``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from tpu_bo import models
 from tpu_bo.errors import ConfigError
-from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, JOURNAL, SUMMARY, StudyDir
+from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, FINAL_MODEL, JOURNAL, SUMMARY, StudyDir
 
 
 def load_records(output_dir: str, *, storage: str = "", study_name: str = "") -> list[Any]:
@@ -67,8 +68,41 @@ def load_best_model(output_dir: str, *, builder: models.Builder | None = None) -
     model = models.build_model(
         builder or models.get_builder(info["model"]),
         {**info["fixed"], **info["params"]},
-        tuple(info["input_shape"]),
+        info["input_shape"],
         info["num_classes"],
     )
     models.load_model_weights(model, files.path(BEST_WEIGHTS))
     return model
+
+
+def load_final_model(output_dir: str) -> Any:
+    """The model a study's ``--final_epochs`` run exported, from ``final/model.keras``.
+
+    Args:
+      output_dir: The study's directory (local or ``gs://``: the file is copied locally first).
+
+    Returns:
+      The ``keras.Model`` as saved (compiled if its builder compiled it).
+
+    Raises:
+      ConfigError: naming ``output_dir``, when it holds no final model.
+    """
+    import os
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    import tpu_bo.layers  # noqa: F401 - registers tpu_bo>Dropout for deserialization
+
+    files = StudyDir(output_dir, writer=False)
+    if not files.exists(FINAL_MODEL):
+        raise ConfigError(
+            "output_dir",
+            f"{output_dir} holds no final model (no {FINAL_MODEL}); run the study with "
+            "--final_epochs=N to train and export one.",
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(FINAL_MODEL))
+        tf.io.gfile.copy(files.path(FINAL_MODEL), local)
+        return keras.models.load_model(local)

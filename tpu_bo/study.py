@@ -1,6 +1,6 @@
 """``run_study``: the loop that owns a study, for the CLI and for notebooks alike.
 
-The loop reads top to bottom (docs/DESIGN.md, "The study loop"):
+The loop reads top to bottom (docs/DESIGN.md, "Data flow"):
 
 1. Validate the configuration; build the strategy and the datasets (once) before any file is
    written, so a missing TPU or an unknown dataset leaves no half-made study behind.
@@ -34,8 +34,10 @@ from tpu_bo.accelerator import get_strategy, is_chief
 from tpu_bo.config import Config
 from tpu_bo.engine import Study, Trial, TrialRecord, best, best_epoch
 from tpu_bo.input_pipeline import Datasets, load_datasets
+from tpu_bo.models import json_shape
 from tpu_bo.observers import Console, Observer, Observers, SummaryPlot, TensorBoard
 from tpu_bo.report import Reporter
+from tpu_bo.sources import python_study
 from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, CONFIG, PLOT, SUMMARY, WriterLock
 from tpu_bo.summary import header_lines, summarize
 from tpu_bo.trainer import Trainer
@@ -59,6 +61,8 @@ class StudyResult:
       seconds: Wall time of this session.
       utilization: Useful slot-epochs over computed slot-epochs in this session.
       output_dir: Where the journal, summary and best weights live.
+      final: With ``final_epochs``, the best configuration retrained and exported (what
+        ``final/final.json`` holds, see :func:`tpu_bo.final.train_final`), else ``None``.
     """
 
     best_params: dict[str, Any]
@@ -71,11 +75,15 @@ class StudyResult:
     seconds: float
     utilization: float | None
     output_dir: str
+    final: dict[str, Any] | None = None
 
 
 def run_study(
     config: Config | None = None,
     *,
+    data: Any = None,
+    validation_data: Any = None,
+    test_data: Any = None,
     observers: Sequence[Observer] = (),
     extra_files: Mapping[str, str] | None = None,
     **overrides: Any,
@@ -84,6 +92,12 @@ def run_study(
 
     Args:
       config: The study's configuration; ``Config()`` (the offline digits study) if omitted.
+      data: Your own training data instead of ``config.dataset``, as ``model.fit`` takes it:
+        an ``(x, y)`` pair of NumPy arrays (``x`` may be a dict of arrays) or an unbatched
+        ``tf.data.Dataset`` of ``(features, label)``. Its split is called ``train``.
+      validation_data: The split that scores trials (``validation``); without it, the
+        configured ``eval_split`` (by default ``train[90%:]``, the last tenth of ``data``).
+      test_data: The split scored once for the best trial (``test``); without it, none.
       observers: More :class:`tpu_bo.observers.Observer`s, after the console table, the
         TensorBoard log and the summary plot.
       extra_files: More files to record in the output directory, name to text (the CLI
@@ -95,7 +109,9 @@ def run_study(
         ``output_dir`` holds a different study.
       KeyboardInterrupt: after printing how to resume; every told trial is kept.
     """
-    config = dataclasses.replace(config or Config(), **overrides).validate()
+    config = dataclasses.replace(config or Config(), **overrides)
+    config, splits = python_study(config, data, validation_data, test_data)
+    config = config.validate()
     if is_chief() and not config.wait_for_lock:
         # Refuse a running study at once, before the device and the data take their time.
         lock = WriterLock(config.resolved_output_dir)
@@ -103,11 +119,12 @@ def run_study(
         if holder is not None:
             raise lock.refuse(holder)
     strategy = get_strategy(config.accelerator, tpu=config.tpu, cpu_replicas=config.cpu_replicas)
-    datasets = load_datasets(config, strategy)
+    datasets = load_datasets(config, strategy, data=splits)
     trainer = Trainer(config, strategy, datasets, space=config.resolved_space())
     # Build a program before the study is opened: a model that cannot be built (a misspelt
     # hyperparameter, say) then fails before anything is written.
     trainer.pack(_some_point(trainer.space), config.parallel_trials)
+    trainer.check_objective(_some_point(trainer.space))
     study = Study(config, writer=is_chief()).open()
     try:
         check_shared_output_dir(strategy, study.dir.output_dir, records=len(study.records()))
@@ -136,7 +153,8 @@ class _Loop:
             files.write_text(name, text)
         built_in: list[Observer] = [Console(self.reporter)]
         if files.writer:
-            built_in.append(TensorBoard(files.output_dir, study.space))
+            metrics = trainer.reported_metrics(_some_point(study.space))
+            built_in.append(TensorBoard(files.output_dir, study.space, metrics))
             built_in.append(
                 SummaryPlot(
                     files.path(PLOT),
@@ -304,7 +322,7 @@ class _Loop:
                 "fixed": dict(self.config.fixed),
                 "model": self.config.model_name,
                 "dataset": self.config.dataset,
-                "input_shape": list(data.input_shape),
+                "input_shape": json_shape(data.input_shape),
                 "num_classes": data.num_classes,
             },
         )
@@ -329,12 +347,8 @@ class _Loop:
             metrics = self.trainer.evaluate_saved(record.params, path, test)
         else:
             return None
-        return {
-            "split": test.split,
-            "examples": test.num_examples,
-            "accuracy": metrics["accuracy"],
-            "loss": metrics["loss"],
-        }
+        scores = {k: v for k, v in metrics.items() if k != "examples"}
+        return {"split": test.split, "examples": test.num_examples, **scores}
 
     def _finish(self) -> StudyResult:
         if self.pack is not None:
@@ -350,6 +364,14 @@ class _Loop:
         self.observers.on_study_end(summary)
         for line in lines:
             self.reporter.line(line)
+        final = None
+        if self.config.final_epochs and self.best:  # on every worker; only the writer writes
+            from tpu_bo.final import train_final
+
+            final = summary["final"] = train_final(
+                self.config, self.trainer, self.datasets, self.best, self.study.dir, self.reporter
+            )
+            self.study.dir.write_json(SUMMARY, summary)
         return StudyResult(
             best_params=dict(self.best.params) if self.best else {},
             best_target=self.best.target if self.best else None,
@@ -361,6 +383,7 @@ class _Loop:
             seconds=seconds,
             utilization=utilization,
             output_dir=self.study.dir.output_dir,
+            final=final,
         )
 
 

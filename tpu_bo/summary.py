@@ -69,9 +69,9 @@ def summarize(
         params = " ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
         lines.append(f"best: trial {best.number} {config.objective} {best.target:.4f} {params}")
         if test:
+            scores = [f"{k} {v:.4f}" for k, v in test.items() if k not in ("split", "examples")]
             lines.append(
-                f"test ({test['split']}, {test['examples']} examples): "
-                f"accuracy {test['accuracy']:.4f}"
+                f"test ({test['split']}, {test['examples']} examples): " + ", ".join(scores)
             )
         if edges:
             lines.append(

@@ -2,14 +2,14 @@
 
 Layout under ``<output_dir>/tensorboard/``: the study root holds the HParams *config* (every
 searched hyperparameter with its domain, and the metrics); ``trial_0001/``... each hold that
-trial's hyperparameter values and its ``loss``, ``val_loss`` and ``val_accuracy`` per epoch.
+trial's hyperparameter values and its ``loss``, ``val_loss`` and ``val_<metric>`` per epoch.
 ``tensorboard --logdir <output_dir>`` then compares trials in its HParams tab.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -28,18 +28,27 @@ class TensorBoardLog:
       output_dir: The study's directory; events go to ``<output_dir>/tensorboard``.
       space: The search space, for the HParams domains.
       writer: Whether this process writes (the chief, in a multi-worker study).
+      metrics: The metrics a trial reports (the HParams dashboard's columns).
     """
 
-    def __init__(self, output_dir: str, space: SearchSpace, *, writer: bool = True) -> None:
+    def __init__(
+        self,
+        output_dir: str,
+        space: SearchSpace,
+        *,
+        writer: bool = True,
+        metrics: Sequence[str] = METRICS,
+    ) -> None:
         self.logdir = os.path.join(output_dir, TENSORBOARD)
         self.writer = writer
         self._params = {p.name: _hparam(p) for p in space.params}
         self._writers: dict[int, Any] = {}
+        self.metrics = tuple(metrics)
         if writer:
             with tf.summary.create_file_writer(self.logdir).as_default():
                 hp.hparams_config(
                     hparams=list(self._params.values()),
-                    metrics=[hp.Metric(m, display_name=m) for m in METRICS],
+                    metrics=[hp.Metric(m, display_name=m) for m in self.metrics],
                 )
 
     def start_trial(self, trial: int, params: Mapping[str, Any]) -> None:
@@ -61,7 +70,7 @@ class TensorBoardLog:
         if writer is None:
             return
         with writer.as_default():
-            for name in METRICS:
+            for name in self.metrics:
                 if name in metrics:
                     tf.summary.scalar(name, metrics[name], step=int(metrics["epoch"]))
         writer.flush()

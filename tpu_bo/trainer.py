@@ -30,10 +30,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpu_bo import models
+from tpu_bo import heads, models
 from tpu_bo.accelerator import accelerator_kind, bfloat16_warning
 from tpu_bo.config import Config
-from tpu_bo.errors import ConfigError
+from tpu_bo.errors import ConfigError, first_line
 from tpu_bo.input_pipeline import Datasets, EvalData
 from tpu_bo.layers import RuntimeValue, RuntimeValueError
 from tpu_bo.models import load_model_weights, save_model_weights
@@ -246,7 +246,21 @@ class Trainer:
                     tower.runtime_vars["learning_rate"],
                 )
                 tower.optimizer.build(tower.model.trainable_variables)
+                heads.attach(
+                    tower,
+                    self.datasets.zeros(2),
+                    name=self.config.model_name,
+                    smoothing="label_smoothing" in {*self.space.names, *self.config.fixed},
+                )
                 towers.append(tower)
+        heads.check_labels(
+            towers[0],
+            self.datasets.zeros(2),
+            self.datasets.element_spec[1],
+            self.datasets.num_classes,
+            name=self.config.model_name,
+            host_model=lambda: self._host_model(towers[0].hp_values),
+        )
         for tower in towers:
             tower.optimizer_snapshot = tower.optimizer_values()
         functions = make_functions(
@@ -266,16 +280,29 @@ class Trainer:
     def _call_builder(self, values: Mapping[str, Any]) -> Any:
         hp = models.HParams(values)
         name = self.config.model_name
+        classes = self.datasets.num_classes
         try:
-            model = self.builder(hp, tuple(self.datasets.input_shape), self.datasets.num_classes)
+            model = self.builder(hp, self.datasets.input_shape, classes)
         except RuntimeValueError as e:
             raise ConfigError("param", str(e)) from None
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's builder may raise anything
+            if classes is not None:
+                raise
+            label = self.datasets.element_spec[1]
+            raise ConfigError(
+                "label",
+                f"the labels ({heads.describe(label)}) are not class indices, so model {name} gets "
+                f"num_classes=None and failed ({type(e).__name__}: {first_line(e)}); the default "
+                "loss needs integer class labels: compile your model with its own loss and "
+                "metrics for any other task.",
+            ) from None
         if not isinstance(model, keras.Model):
             raise ConfigError(
                 "model", f"builder {name} returned {type(model).__name__}, not a keras.Model."
             )
-        if not model.built:
-            model.build((None, *self.datasets.input_shape))
+        models.ensure_built(model, self.datasets.zeros(1)[0])
         if not model.trainable_variables:
             raise ConfigError("model", f"model {name} has no trainable variables.")
         unused = [n for n in values if n not in hp.requested and n not in TRAINER_PARAMS]
@@ -289,13 +316,32 @@ class Trainer:
             )
         return model
 
+    def check_objective(self, params: Mapping[str, Any]) -> None:
+        """One sentence naming ``objective`` when no trial of ``params``'s structure reports it."""
+        reported = self.reported_metrics(params)
+        if self.config.objective not in reported:
+            raise ConfigError(
+                "objective",
+                f"model {self.config.model_name} reports {', '.join(reported)}, not "
+                f"{self.config.objective}.",
+            )
+
+    def reported_metrics(self, params: Mapping[str, Any]) -> list[str]:
+        """Every metric a trial of ``params``'s structure reports (``loss``, ``val_...``)."""
+        names = self._any_program(params).metric_names
+        return ["loss", "val_loss", *(f"val_{n}" for n in names)]
+
     # Per-trial state (called by Pack.load).
 
     def _host_model(self, values: Mapping[str, Any]) -> Any:
         """A fresh model of ``values``' structure, outside every program and strategy."""
         with precision(self.config.mixed_precision):
             return models.build_model(
-                self.builder, values, tuple(self.datasets.input_shape), self.datasets.num_classes
+                self.builder,
+                values,
+                self.datasets.input_shape,
+                self.datasets.num_classes,
+                example=self.datasets.zeros(1)[0],
             )
 
     def _reset_tower(
