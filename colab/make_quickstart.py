@@ -46,6 +46,7 @@ EVAL_SPLIT = "train[90%:]"
 EPOCHS = 1
 INIT_POINTS = 10  # random starting points
 N_ITER = 10  # guided trials
+FINAL_EPOCHS = 3  # after the study: retrain the best configuration this long and export it
 PARALLEL_TRIALS = None  # trials per compiled program; None: 4 on a TPU, else 1
 SMOKE_CHECK = True  # run `python -m tpu_bo.smoke` first (about a minute on a CPU)
 REPO_URL = "https://github.com/YOUR_ORG/tpu_bo.git"  # where your copy of tpu_bo lives""",
@@ -236,6 +237,7 @@ result = tpu_bo.run_study(
     n_iter=N_ITER,
     parallel_trials=PARALLEL_TRIALS,
     mixed_precision=ON_TPU,  # bfloat16, the TPU's native type
+    final_epochs=FINAL_EPOCHS,  # then retrain the best configuration and export it
     output_dir=OUTPUT_DIR,
 )""",
         [],
@@ -306,6 +308,36 @@ accuracy = float((logits.argmax(-1) == labels).mean())
 print(f"best model on {len(labels)} test images: accuracy {accuracy:.4f}")
 if result.test_metrics:  # the same weights: equal up to bfloat16 rounding on a TPU
     print(f"the study's own test score: {result.test_metrics['accuracy']:.4f}")""",
+        [],
+    ),
+    (
+        MD,
+        """\
+## 8. The final model
+
+With `final_epochs`, the study ended by retraining the best configuration from its own seed
+for `FINAL_EPOCHS` epochs (`final_on_train_and_val=True` would train it on the train and eval
+splits together), scoring the test split once, and exporting it to the study directory:
+`final/model.keras` for Keras and `final/saved_model/` for TF Serving
+(`tf.saved_model.load(path).serve(x)`). A rerun reuses it instead of training again.""",
+        [],
+    ),
+    (
+        CODE,
+        """\
+final = result.final
+if final and final["status"] == "ok":
+    final_model = tpu_bo.load_final_model(OUTPUT_DIR)
+    logits = final_model.predict(images.astype(np.float32) / 255.0, batch_size=500, verbose=0)
+    accuracy = float((logits.argmax(-1) == labels).mean())
+    print(
+        f"final model (trial {final['trial']}, {final['epochs']} epoch(s) on "
+        f"{final['trained_on']}) on {len(labels)} test images: accuracy {accuracy:.4f}"
+    )
+    print(f"the final run's own test score: {final['test']['accuracy']:.4f}")
+    print("for serving:", final["paths"]["saved_model"])
+else:
+    print("no final model:", final["error"] if final else "FINAL_EPOCHS is 0")""",
         [],
     ),
     (

@@ -42,14 +42,19 @@ def test_importing_tpu_bo_does_not_import_tensorflow():
 
 def test_default_study_runs_offline_and_resumes_from_its_flagfile(tmp_path):
     out_dir = tmp_path / "study"
-    run = run_cli("--init_points=2", "--n_iter=1", "--epochs=2", f"--output_dir={out_dir}")
+    run = run_cli(
+        "--init_points=2", "--n_iter=1", "--epochs=2", "--final_epochs=1", f"--output_dir={out_dir}"
+    )
     assert run.returncode == 0, run.stderr
     assert "accelerator=auto: no TPU" in run.stdout and "on CPU" in run.stdout
     assert "study: digits / mnist_cnn, 3 trials" in run.stdout
     assert "best: trial" in run.stdout and "learning_rate=" in run.stdout
     assert [r.traces for r in journal(out_dir)] == [2, 2, 2]
+    assert "final: epoch 1/1 loss" in run.stdout and "final: exported" in run.stdout
+    assert (out_dir / "final" / "model.keras").exists()
     flagfile = (out_dir / "flags.txt").read_text()
     assert "--dataset=digits" in flagfile and "--n_iter=1" in flagfile
+    assert "--final_epochs=1" in flagfile
     assert json.loads((out_dir / "config.json").read_text())["model"] == "mnist_cnn"
     # The recorded flags repeat the run; a later flag overrides the file (last value wins).
     again = run_cli(f"--flagfile={out_dir / 'flags.txt'}", "--n_iter=2")

@@ -47,6 +47,7 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
         EVAL_SPLIT="train[97%:]",
         INIT_POINTS=2,
         N_ITER=1,
+        FINAL_EPOCHS=1,
     )
 
     def execute():
@@ -80,6 +81,10 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
     reloaded = re.search(r"best model on 10000 test images: accuracy ([0-9.]+)", text)
     measured = re.search(r"the study's own test score: ([0-9.]+)", text)
     assert reloaded and measured and reloaded.group(1) == measured.group(1)
+    pattern = r"final model \(trial \d+, 1 epoch\(s\) on train\) on 10000 test images: accuracy "
+    final = re.search(pattern + r"([0-9.]+)", text)
+    own = re.search(r"the final run's own test score: ([0-9.]+)", text)
+    assert final and own and final.group(1) == own.group(1), text[-3000:]
     images = [
         out
         for cell in nb.cells

@@ -12,9 +12,9 @@ from tpu_bo import models
 from tpu_bo.config import Config
 from tpu_bo.engine import Outcome, Status, Study
 from tpu_bo.errors import ConfigError
-from tpu_bo.results import load_best_model, load_records, load_summary
+from tpu_bo.results import load_best_model, load_final_model, load_records, load_summary
 from tpu_bo.space import SearchSpace
-from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, SUMMARY
+from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, FINAL_MODEL, SUMMARY
 
 SPACE = SearchSpace.from_value({"learning_rate": ("log", 1e-4, 1e-1)})
 
@@ -109,3 +109,19 @@ def test_load_best_model_builds_the_model_and_loads_the_saved_weights(tmp_path):
 
     load_best_model(str(tmp_path), builder=notebook_builder)
     assert calls == [({"width": 4, "dropout": 0.1}, (3,), 2)]
+
+
+def test_load_final_model_without_a_final_model_names_output_dir(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_final_model(str(tmp_path))
+    assert e.value.flag == "output_dir" and FINAL_MODEL in e.value.message
+    assert str(tmp_path) in e.value.message and "--final_epochs" in e.value.message
+
+
+def test_load_final_model_reads_final_model_keras(tmp_path):
+    saved = models.build_model(models.get_builder("tests.custom_models:tiny"), {}, (3,), 2)
+    (tmp_path / "final").mkdir()
+    saved.save(str(tmp_path / FINAL_MODEL))
+    model = load_final_model(str(tmp_path))
+    for a, b in zip(model.weights, saved.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

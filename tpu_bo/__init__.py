@@ -30,6 +30,7 @@ _EXPORTS = {
     "StudyResult": "tpu_bo.study",
     "run_study": "tpu_bo.study",
     "load_best_model": "tpu_bo.results",
+    "load_final_model": "tpu_bo.results",
     "load_records": "tpu_bo.results",
     "Study": "tpu_bo.engine",
     "Trial": "tpu_bo.engine",

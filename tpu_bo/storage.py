@@ -12,6 +12,8 @@ Layout of ``<output_dir>`` (local disk, Drive or ``gs://``: all I/O goes through
 * ``config.json``, ``flags.txt``, ``summary.json``, ``summary.png``, ``best/`` (the best trial's
   ``model.weights.h5`` and ``trial.json``), ``tensorboard/``, and for a moment at the start of
   a multi-worker study ``workers.check``.
+* ``final/`` (with ``--final_epochs``, see :mod:`tpu_bo.final`): the best configuration
+  retrained, as ``model.keras`` and ``saved_model/``, and ``final.json``.
 
 The journal is read once when the study opens and then kept in memory: this process is its
 only writer, so nothing else can change it. A kill in the middle of an append can leave a torn
@@ -49,6 +51,10 @@ BEST_DIR = "best"
 BEST_WEIGHTS = os.path.join(BEST_DIR, "model.weights.h5")
 BEST_TRIAL = os.path.join(BEST_DIR, "trial.json")
 TENSORBOARD = "tensorboard"
+FINAL_DIR = "final"
+FINAL_MODEL = os.path.join(FINAL_DIR, "model.keras")
+FINAL_SAVED_MODEL = os.path.join(FINAL_DIR, "saved_model")
+FINAL_JSON = os.path.join(FINAL_DIR, "final.json")
 WORKERS_CHECK = "workers.check"  # a multi-worker study's start-up token (workers.py)
 
 # A lease on a filesystem without locks (gs://) is renewed this often and lapses after LEASE_TTL.
