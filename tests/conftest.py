@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -40,7 +41,12 @@ def mnist_dir() -> str:
 
 
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Starts ``python -m tpu_bo.main`` with ``args`` in the background, text pipes."""
+    """Starts ``python -m tpu_bo.main`` with ``args`` in the background, text pipes.
+
+    The child gets the default SIGINT disposition: a test run started as a background job of
+    a non-interactive shell inherits SIGINT *ignored*, and Python then never raises
+    KeyboardInterrupt, so a Ctrl-C test would test the shell, not tpu_bo.
+    """
     return subprocess.Popen(
         [sys.executable, "-m", "tpu_bo.main", *args],
         cwd=ROOT,
@@ -48,7 +54,12 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(
