@@ -33,9 +33,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from tpu_bo import models
 from tpu_bo.errors import first_line
-from tpu_bo.programs import out_of_memory, precision
+from tpu_bo.programs import out_of_memory
 from tpu_bo.storage import FINAL_DIR, FINAL_JSON, FINAL_MODEL, FINAL_SAVED_MODEL
 
 __all__ = ["train_final"]
@@ -141,7 +140,7 @@ def _run(
         if tower is not None:
             tower.freeze()
     if files.writer:
-        result["paths"] = _export(config, trainer, datasets, params, values, files)
+        result["paths"] = _export(config, trainer, params, values, files)
         reporter.line(f"final: {_exported(result['paths'])}")
 
 
@@ -208,15 +207,11 @@ def _describe(metrics: Mapping[str, float]) -> str:
 
 
 def _export(
-    config: Any,
-    trainer: Any,
-    datasets: Any,
-    params: Mapping[str, Any],
-    values: list[Any],
-    files: Any,
+    config: Any, trainer: Any, params: Mapping[str, Any], values: list[Any], files: Any
 ) -> dict[str, str]:
     """Writes ``final/model.keras`` and ``final/saved_model/``; returns their paths."""
-    model = _host_model(config, trainer, datasets, params)
+    # A fresh model outside every program, runtime values as plain numbers.
+    model = trainer._host_model({**config.fixed, **params})
     for variable, value in zip(model.variables, values, strict=True):
         variable.assign(value)
     optimizer = getattr(model, "optimizer", None)
@@ -224,8 +219,7 @@ def _export(
         # A compiled model saves its optimizer: built, load_model finds the variables it expects.
         optimizer.build(model.trainable_variables)
     # A kill from here on must not leave an older final.json describing these files.
-    if files.exists(FINAL_JSON):
-        tf.io.gfile.remove(files.path(FINAL_JSON))
+    files.remove(FINAL_JSON)
     paths = _paths(files)
     with tempfile.TemporaryDirectory() as tmp:
         local_model = os.path.join(tmp, "model.keras")
@@ -239,18 +233,6 @@ def _export(
         tf.io.gfile.copy(local_model, paths["keras"], overwrite=True)
         copy_tree(local_saved, paths["saved_model"])
     return paths
-
-
-def _host_model(config: Any, trainer: Any, datasets: Any, params: Mapping[str, Any]) -> Any:
-    """A fresh model of ``params`` outside every program: runtime values as plain numbers."""
-    with precision(config.mixed_precision):
-        return models.build_model(
-            trainer.builder,
-            {**config.fixed, **params},
-            datasets.input_shape,  # a dict of shapes for dict features
-            datasets.num_classes,
-            example=datasets.zeros(1)[0],
-        )
 
 
 def copy_tree(local: str, target: str) -> None:

@@ -3,6 +3,8 @@
 A :class:`tpu_bo.config.Config` field made by :func:`flag_field` carries its flag's help text,
 choices and lower bound in its metadata. ``tpu_bo/main.py`` defines the absl flags from it, and
 :func:`check_field` enforces the same choices and bound on a value set from Python.
+:func:`import_function` resolves a flag that names ``package.module:function`` (``--model``,
+``--dataset``, ``--preprocess``, ``--augment``).
 
 This module imports neither TensorFlow nor absl.
 """
@@ -10,7 +12,8 @@ This module imports neither TensorFlow nor absl.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+import importlib
+from collections.abc import Callable, Collection
 from typing import Any
 
 from tpu_bo.errors import ConfigError
@@ -69,3 +72,18 @@ def check_field(field: dataclasses.Field, value: Any) -> None:
         if lower == 1:
             raise ConfigError(field.name, f"must be a positive whole number, got {value!r}.")
         raise ConfigError(field.name, f"must be a whole number >= {lower}, got {value!r}.")
+
+
+def import_function(spec: str, flag: str) -> Callable[..., Any]:
+    """The function named by ``package.module:function``, or a ConfigError naming ``flag``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(flag, f"{spec!r} is not package.module:function.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(flag, f"cannot import module {module_name!r} ({e}).") from None
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ConfigError(flag, f"module {module_name!r} has no function {attr!r}.")
+    return function

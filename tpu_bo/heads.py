@@ -174,5 +174,5 @@ def check_labels(
 
 
 def describe(spec: Any) -> str:
-    """A label's type and shape, e.g. ``float32[]``."""
+    """Type and shape of a TensorSpec or a nest of them, e.g. ``float32[]`` for a label."""
     return str(tf.nest.map_structure(lambda s: f"{s.dtype.name}{list(s.shape)}", spec))

@@ -28,12 +28,13 @@ import tensorflow as tf
 
 from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError, first_line
+from tpu_bo.flag_fields import import_function
+from tpu_bo.heads import describe
 from tpu_bo.sources import (  # noqa: F401 - re-exported: the smoke check and tests use them
     IMAGE,
     Source,
     count_examples,
     digits_source,
-    import_function,
     make_source,
     synthetic_source,
 )
@@ -244,7 +245,7 @@ def _check_same_spec(spec: Any, train: Any, flag: str) -> None:
     if spec != train:
         raise ConfigError(
             flag,
-            f"its examples {_spec_text(spec)} differ from the train split's {_spec_text(train)}.",
+            f"its examples {describe(spec)} differ from the train split's {describe(train)}.",
         )
 
 
@@ -278,17 +279,10 @@ def _check_augment(ds: tf.data.Dataset, augment: Callable[..., Any] | None, spec
     if after != before:
         raise ConfigError(
             "augment",
-            f"{spec_text} changed the examples from {_spec_text(before)} to {_spec_text(after)}; "
+            f"{spec_text} changed the examples from {describe(before)} to {describe(after)}; "
             "it must keep their shapes and types (do resizing in --preprocess).",
         )
     return before
-
-
-def _spec_text(spec: Any) -> str:
-    def one(s: tf.TensorSpec) -> str:
-        return f"{s.dtype.name}{list(s.shape)}"
-
-    return str(tf.nest.map_structure(one, spec)).replace("'", "")
 
 
 def _scaler(image_keys: frozenset[Any], spec: tuple[Any, Any]) -> Callable[..., Any]:

@@ -18,12 +18,12 @@ variables every time for the same structural values.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from tpu_bo.errors import ConfigError
+from tpu_bo.flag_fields import import_function
 
 Builder = Callable[..., Any]
 
@@ -127,14 +127,7 @@ def get_builder(model: str | Builder) -> Builder:
             "model",
             f"unknown model {model!r}; use {', '.join(BUILTIN)} or package.module:function.",
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError("model", f"cannot import module {module_name!r} ({e}).") from None
-    builder = getattr(module, attr, None)
-    if not callable(builder):
-        raise ConfigError("model", f"module {module_name!r} has no function {attr!r}.")
-    return builder
+    return import_function(model, "model")
 
 
 def build_model(

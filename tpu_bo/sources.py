@@ -23,7 +23,6 @@ those to [0, 1] after its cache (see :mod:`tpu_bo.input_pipeline`).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,6 +32,7 @@ import tensorflow as tf
 
 from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError, first_line
+from tpu_bo.flag_fields import import_function
 
 _DIGITS_TRAIN = 1500
 _SLICE = re.compile(r"^(?P<name>[\w-]+)(?:\[(?P<start>-?\d+%?)?:(?P<end>-?\d+%?)?\])?$")
@@ -176,21 +176,6 @@ def function_source(spec: str, *, features: str = "", label: str = "") -> Source
 
         splits[str(name)] = opened
     return Source(spec, _sliced(spec, splits), names=frozenset(splits))
-
-
-def import_function(spec: str, flag: str) -> Callable[..., Any]:
-    """The function named by ``package.module:function``, or a ConfigError naming ``flag``."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(flag, f"{spec!r} is not package.module:function.")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(flag, f"cannot import module {module_name!r} ({e}).") from None
-    function = getattr(module, attr, None)
-    if not callable(function):
-        raise ConfigError(flag, f"module {module_name!r} has no function {attr!r}.")
-    return function
 
 
 def _as_dataset(value: Any, flag: str) -> tf.data.Dataset:
