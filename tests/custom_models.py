@@ -84,3 +84,24 @@ def three_way_softmax(hp, input_shape, num_classes):
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
     model.compile(loss="categorical_crossentropy")
     return model
+
+
+def host_initializer(hp, input_shape, num_classes):
+    """Like ``tiny``, with a kernel initializer that only runs eagerly (it calls ``.numpy()``),
+    so its fresh weights cannot be drawn in a traced call."""
+    import numpy as np
+    import tensorflow as tf
+
+    def eager_only(shape, dtype=None):
+        scale = float(tf.random.uniform([]).numpy())  # fails while tracing
+        return np.full(shape, 0.01 * (1 + scale), dtype="float32")
+
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(8, activation="relu", kernel_initializer=eager_only),
+            Dropout(hp.get("dropout", 0.0)),
+            keras.layers.Dense(num_classes),
+        ]
+    )

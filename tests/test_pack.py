@@ -68,6 +68,10 @@ def check_pack_matches_alone(replicas: int = 1, **fields) -> None:
     trainer = make_trainer(replicas, parallel_trials=4, **fields)
     packed, packed_weights = run_pack_keeping_weights(trainer, POINTS, SEEDS)
     assert trainer.traces == 2
+    for variable in trainer._programs[next(iter(trainer._programs))].towers[0].model.variables:
+        # Each replica drew the same fresh weights on its own device (tpu_bo.reset).
+        copies = [c.numpy() for c in getattr(variable.value, "values", [variable.value])]
+        assert all(np.array_equal(copies[0], c) for c in copies) and len(copies) == replicas
     alone_trainer = make_trainer(replicas, **fields)
     for k, (point, seed) in enumerate(zip(POINTS, SEEDS, strict=True)):
         (single,), (single_weights,) = run_pack_keeping_weights(

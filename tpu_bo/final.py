@@ -129,7 +129,7 @@ def _run(
         tower = program.towers[0]
         # Fresh seeded weights, the fresh optimizer state, the runtime values; the learning
         # rate last, which turns the (frozen) tower live.
-        trainer._reset_tower(tower, params, result["seed"], None)
+        trainer._reset_slot(program, 0, params, result["seed"], None)
         _train(config, program, datasets, result["history"], reporter)
         if datasets.test is not None:
             result["test"] = _score_test(program, datasets.test, reporter)

@@ -231,7 +231,7 @@ class Pack:
             raise ValueError(f"the trial state has already run all {state.epoch} epochs")
         if self._out_of_memory is None and self._program is not None:
             try:
-                self._trainer._reset_tower(self._program.towers[slot], params, seed, state)
+                self._trainer._reset_slot(self._program, slot, params, seed, state)
             except tf.errors.ResourceExhaustedError as e:
                 self._fail_memory(e)
         self._slots[slot] = _Slot(state)

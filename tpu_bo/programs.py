@@ -90,15 +90,22 @@ class Tower:
         # The model's own compiled loss and metrics are used when it was compiled with a loss.
         self.compiled = False
 
-    def assign_runtime(self, values: Mapping[str, Any], optimizer: str) -> None:
-        """Assigns every runtime variable from ``values`` (else a default) for a new trial."""
-        for name, variable in self.runtime_vars.items():
+    def runtime_row(self, values: Mapping[str, Any], optimizer: str) -> list[float]:
+        """Every runtime variable's value for a new trial, sorted by name: from ``values``, else
+        the optimizer's default learning rate, else 0."""
+        row = []
+        for name in sorted(self.runtime_vars):
             if name in values:
-                variable.assign(float(values[name]))
-            elif name == "learning_rate":
-                variable.assign(OPTIMIZERS[optimizer][1])
+                row.append(float(values[name]))
             else:
-                variable.assign(0.0)
+                row.append(OPTIMIZERS[optimizer][1] if name == "learning_rate" else 0.0)
+        return row
+
+    def assign_runtime(self, values: Mapping[str, Any], optimizer: str) -> None:
+        """Assigns every runtime variable (see :meth:`runtime_row`) from the host."""
+        row = self.runtime_row(values, optimizer)
+        for name, value in zip(sorted(self.runtime_vars), row, strict=True):
+            self.runtime_vars[name].assign(value)
 
     def freeze(self) -> None:
         """Learning rate 0: the tower still computes its share of each step but no longer moves."""
@@ -137,16 +144,33 @@ class Program:
         (loss, hits, count) sums for the default head, (loss, regularization, count) for a
         compiled model, and each compiled tower's metric results.
       owner: The pack currently driving the towers, if any (see :mod:`tpu_bo.pack`).
+      reset_fn: ``reset_fn(seeds, mask, runtime)`` (:func:`tpu_bo.reset.make_reset`), or
+        ``None`` when this model's fresh weights are drawn on the host.
+      reset_ready: Whether ``reset_fn`` has run once (traced) without error.
     """
 
     def __init__(
-        self, key: tuple[Any, ...], towers: list[Tower], functions: tuple[Any, Any]
+        self,
+        key: tuple[Any, ...],
+        towers: list[Tower],
+        functions: tuple[Any, Any],
+        reset_fn: Any = None,
     ) -> None:
         self.key = key
         self.width = len(towers)
         self.towers = towers
         self.train_fn, self.eval_fn = functions
+        self.reset_fn, self.reset_ready = reset_fn, False
         self.owner: Any = None
+
+    def reset(self, slot: int, seed: int, runtime: list[float]) -> None:
+        """Puts a fresh trial into tower ``slot`` in one device call (see :mod:`tpu_bo.reset`)."""
+        seeds = np.zeros([self.width], np.int32)
+        mask = np.zeros([self.width], bool)
+        rows = np.zeros([self.width, len(runtime)], np.float32)
+        seeds[slot], mask[slot], rows[slot] = seed % 2**31, True, runtime
+        self.reset_fn(tf.constant(seeds), tf.constant(mask), tf.constant(rows))
+        self.reset_ready = True
 
     def train(self, iterator: Any, steps: int) -> np.ndarray:
         """Runs ``steps`` training steps; returns each tower's summed loss (float64)."""

@@ -8,9 +8,9 @@ Contract (docs/DESIGN.md contracts 1-5 and "Pack object (trainer side)"):
   every trace of a train or eval function, and a study records it.
 * :meth:`Trainer.pack` hands the caller a :class:`tpu_bo.pack.Pack` over a program: the caller
   owns the epoch loop, loading a trial into a free slot at any epoch boundary. A trial never
-  retraces: loading redraws the slot's weights in place from the trial's seed (on the host: the
-  same structure is built again and copied in), restores the optimizer's freshly built state,
-  and assigns the runtime hyperparameters (learning rate, label smoothing, dropout rates...).
+  retraces: one traced call per program (:mod:`tpu_bo.reset`) redraws the slot's weights on the
+  device from the trial's seed, restores the optimizer's fresh state and assigns the runtime
+  hyperparameters (learning rate, label smoothing, dropout rates...).
 * The train program runs ``steps_per_execution`` steps per host call; evaluation counts every
   example of a padded split exactly once.
 * A trial whose loss becomes NaN/Inf fails alone; out of memory fails every running slot of the
@@ -47,6 +47,7 @@ from tpu_bo.programs import (
     out_of_memory,
     precision,
 )
+from tpu_bo.reset import host_reset, make_reset, plan, recording
 from tpu_bo.space import TRAINER_PARAMS, TRAINER_RUNTIME, SearchSpace
 
 __all__ = [
@@ -93,7 +94,8 @@ class Trainer:
         self.datasets = datasets
         self.space = space or config.resolved_space()
         self.builder = builder or models.get_builder(config.model)
-        self.traces = 0
+        self.traces = 0  # train and eval programs traced
+        self.reset_traces = 0  # reset programs traced (tpu_bo.reset)
         self._programs: collections.OrderedDict[tuple[Any, ...], Program] = (
             collections.OrderedDict()
         )
@@ -231,7 +233,7 @@ class Trainer:
     def _build(self, key: tuple[Any, ...], width: int, params: Mapping[str, Any]) -> Program:
         runtime = set(self.space.runtime_names())
         towers = []
-        with precision(self.config.mixed_precision), self.strategy.scope():
+        with precision(self.config.mixed_precision), self.strategy.scope(), recording() as made:
             for _ in range(width):
                 tower = Tower(runtime | TRAINER_RUNTIME)
                 values = dict(self.config.fixed)
@@ -270,12 +272,17 @@ class Trainer:
             jit_compile=self.jit_compile,
             on_trace=self._count_trace,
         )
+        draws = [plan(t.model.variables, made) for t in towers]
+        reset_fn = make_reset(towers, draws, self.strategy, on_trace=self._count_reset_trace)
         what = dict(key) or "(runtime-only space)"
         log.info("built the program for structure %s%s", what, f", {width} towers" * (width > 1))
-        return Program(key, towers, functions)
+        return Program(key, towers, functions, reset_fn)
 
     def _count_trace(self) -> None:
         self.traces += 1
+
+    def _count_reset_trace(self) -> None:
+        self.reset_traces += 1
 
     def _call_builder(self, values: Mapping[str, Any]) -> Any:
         hp = models.HParams(values)
@@ -344,28 +351,43 @@ class Trainer:
                 example=self.datasets.zeros(1)[0],
             )
 
-    def _reset_tower(
-        self, tower: Tower, params: Mapping[str, Any], seed: int, state: TrialState | None
+    def _reset_slot(
+        self,
+        program: Program,
+        slot: int,
+        params: Mapping[str, Any],
+        seed: int,
+        state: TrialState | None,
     ) -> None:
-        """Puts a trial into ``tower``: ``state``, or fresh weights drawn from ``seed``."""
+        """Puts a trial into tower ``slot``: ``state``, or fresh weights drawn from ``seed``.
+
+        Fresh weights come from the program's one traced reset call (:mod:`tpu_bo.reset`), or
+        from the host when this model's initializers cannot be traced.
+        """
+        tower = program.towers[slot]
+        values = {**self.config.fixed, **params}
+        optimizer = values.get("optimizer", self.config.optimizer)
+        if state is None and program.reset_fn is not None:
+            try:
+                return program.reset(slot, seed, tower.runtime_row(values, optimizer))
+            except tf.errors.ResourceExhaustedError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any initializer may fail to trace
+                if program.reset_ready:
+                    raise
+                log.warning(
+                    "model %s: initial weights drawn on the host, not the device (%s: %s)",
+                    self.config.model_name,
+                    type(e).__name__,
+                    first_line(e),
+                )
+                program.reset_fn = None
         if state is not None:
             if not tower.fits(state.model) or len(state.optimizer) != len(tower.optimizer_snapshot):
                 raise ValueError("the saved trial state does not fit this model")
             tower.set_values(state.model, state.optimizer)
         else:
-            # A fresh, seeded draw of every initial weight (and dropout RNG state), made by
-            # building the same structure again on the host and copying its values in place.
             keras.utils.set_random_seed(seed)
-            fresh = self._host_model(tower.hp_values)
-            sources = [v.value for v in fresh.variables]
-            if not tower.fits(sources):
-                raise ConfigError(
-                    "model",
-                    f"builder {self.config.model_name} built different variables on a second "
-                    "call with the same hyperparameters; it must be deterministic in structure.",
-                )
-            tower.set_values(sources, tower.optimizer_snapshot)
-            del fresh
-        values = {**self.config.fixed, **params}
+            host_reset(tower, self._host_model(tower.hp_values), self.config.model_name)
         # Last: the learning rate turns the frozen tower live.
-        tower.assign_runtime(values, values.get("optimizer", self.config.optimizer))
+        tower.assign_runtime(values, optimizer)
