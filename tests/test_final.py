@@ -201,7 +201,8 @@ class FakeTrainer:
         assert width == 1
         return self.program
 
-    def _reset_tower(self, tower, params, seed, state):
+    def _reset_slot(self, program, slot, params, seed, state):
+        assert program is self.program and slot == 0
         self.resets.append((params, seed, state))
 
 

@@ -80,7 +80,8 @@ def test_summarize_counts_trials_and_names_the_best(tmp_path):
     ]
     top = best(records, maximize=True)
     test = {"split": "test", "examples": 297, "accuracy": 0.81234}
-    summary, lines = summarize(s.config, s, records, top, test, 12.3456, 0.87654)
+    split = {"train": 8.0, "eval": 3.0, "suggest_wait": 0.0, "other": 1.346, "wall": 12.346}
+    summary, lines = summarize(s.config, s, records, top, test, split, 0.87654)
     assert summary == {
         "best_trial": 0,
         "best_target": 0.8,
@@ -95,10 +96,12 @@ def test_summarize_counts_trials_and_names_the_best(tmp_path):
         "best_at_edge": [],
         "utilization_this_session": 0.8765,
         "seconds_this_session": 12.346,
+        "time_this_session": split,
     }
     assert lines == [
         "",
         "trials: 4 (1 failed, 2 ok, 1 pruned); 12.3 s this session",
+        "time: train 8.0 s (65%), eval 3.0 s (24%), other 1.3 s (11%) of 12.3 s",
         "slot utilization: 0.877 (useful / computed slot-epochs)",
         "best: trial 0 val_accuracy 0.8000 learning_rate=0.001 units=16",
         "test (test, 297 examples): accuracy 0.8123",
@@ -109,7 +112,7 @@ def test_summarize_counts_trials_and_names_the_best(tmp_path):
 def test_a_best_at_the_edge_of_the_space_is_warned_about(tmp_path):
     s = study(tmp_path)
     top = record(0, Status.OK, 0.7, lr=1e-2)
-    summary, lines = summarize(s.config, s, [top], top, None, 1.0, None)
+    summary, lines = summarize(s.config, s, [top], top, None, {"wall": 1.0}, None)
     assert summary["best_at_edge"] == ["learning_rate"] and summary["test"] is None
     assert summary["utilization_this_session"] is None
     assert not any(line.startswith(("slot utilization", "test (")) for line in lines)
@@ -122,7 +125,7 @@ def test_a_best_at_the_edge_of_the_space_is_warned_about(tmp_path):
 def test_without_a_best_trial(tmp_path):
     s = study(tmp_path)
     records = [record(0, Status.FAILED, None)]
-    summary, lines = summarize(s.config, s, records, None, None, 0.0, None)
+    summary, lines = summarize(s.config, s, records, None, None, {"wall": 0.0}, None)
     assert summary["best_trial"] is None and summary["best_params"] == {}
     assert summary["best_target"] is None and summary["best_epoch"] is None
     assert summary["best_at_edge"] == []

@@ -151,6 +151,12 @@ class Config:
         "trial at once.",
         lower_bound=1,
     )
+    checkpoint_every: int = _flag(
+        1,
+        "Save each running trial's state every N epochs (copied to the host, then written in "
+        "a background thread); a killed study loses at most N epochs of each running trial.",
+        lower_bound=1,
+    )
     # Study.
     space: SearchSpace | None = _flag(
         None,

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tpu_bo.background import Writes
 from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError
 from tpu_bo.records import (  # noqa: F401 - part of this module's API
@@ -67,6 +68,7 @@ class Study:
         self._live: dict[int, optuna.Trial] = {}
         self._reported: dict[int, set[int]] = {}  # epochs reported, per running trial
         self._checkpoints: dict[int, str] = {}  # saved-state files, per running trial
+        self._writes = Writes()  # checkpoint files being written
         self.optuna: optuna.Study | None = None
 
     # Opening and closing.
@@ -132,7 +134,9 @@ class Study:
             self.optuna.set_user_attr(IDENTITY_ATTR, identity)
 
     def close(self) -> None:
-        """Releases the lock (the storage needs no closing)."""
+        """Waits for the checkpoint writes in flight, then releases the lock (the storage needs
+        no closing)."""
+        self.flush(quiet=True)
         if self._lock is not None:
             self._lock.release()
 
@@ -233,7 +237,10 @@ class Study:
         return epoch < self.config.epochs and live.should_prune()
 
     def checkpoint(self, trial: Trial, state: Any) -> None:
-        """Saves a running trial's state and names the file in its attributes."""
+        """Saves a running trial's state (host copies): names the file in the trial's
+        attributes, then writes it in a background thread. A trial's next save, its tell and
+        :meth:`flush` wait for the write in flight; the file is replaced by a rename, so a kill
+        leaves the previous state or the new one."""
         if not self.dir.writer:
             return
         meta = {
@@ -243,10 +250,17 @@ class Study:
             "seconds": state.seconds,
             "num_model": len(state.model),
         }
-        name = self.dir.save_checkpoint(trial.number, meta, [*state.model, *state.optimizer])
-        if self._checkpoints.get(trial.number) != name:
-            self._live[trial.number].set_user_attr("checkpoint", name)
-            self._checkpoints[trial.number] = name
+        number, arrays = trial.number, [*state.model, *state.optimizer]
+        name = self.dir.checkpoint_name(number)
+        if self._checkpoints.get(number) != name:
+            self._live[number].set_user_attr("checkpoint", name)
+            self._checkpoints[number] = name
+        self._writes.submit(number, lambda: self.dir.save_checkpoint(number, meta, arrays))
+
+    def flush(self, *, quiet: bool = False) -> None:
+        """Waits for every checkpoint write (``quiet``: ignoring failures, when leaving on
+        Ctrl-C or an error)."""
+        self._writes.close(quiet=quiet)
 
     def tell(self, trial: Trial, result: Any, **attrs: Any) -> TrialRecord:
         """Records a finished trial (a pack's ``TrialResult``) and returns its record.
@@ -281,6 +295,7 @@ class Study:
         state = _STATE.get(status, TrialState.FAIL)
         self.optuna.tell(live, target if state == TrialState.COMPLETE else None, state=state)
         name = self._checkpoints.pop(trial.number, None)
+        self._writes.wait(trial.number)
         if name:
             self.dir.remove(name)
         return TrialRecord.from_frozen(self.optuna.get_trials(deepcopy=False)[trial.number])

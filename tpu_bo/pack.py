@@ -19,7 +19,6 @@ Contract (docs/DESIGN.md contracts 4 and 5, and "Pack object (trainer side)"):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -29,90 +28,12 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_bo.programs import Program, out_of_memory
-from tpu_bo.records import best_epoch
+from tpu_bo.slot_results import EpochResult, TrialResult, TrialState
+
+__all__ = ["EpochResult", "Pack", "Progress", "TrialResult", "TrialState"]
 
 if TYPE_CHECKING:
     from tpu_bo.trainer import Trainer
-
-
-@dataclasses.dataclass
-class TrialResult:
-    """What one trial produced.
-
-    Attributes:
-      status: ``ok`` (reached ``config.epochs``), ``failed`` (NaN/Inf loss, out of memory),
-        ``pruned`` (stopped by the caller) or ``running``.
-      history: One dict per finished epoch: ``epoch``, ``loss``, ``val_loss``,
-        ``val_<metric>`` for each of the model's metrics (``val_accuracy`` by default) and
-        ``steps_per_second``.
-      error: For a failed trial, one sentence saying why.
-      steps: Training steps run (including those before a resume).
-      seconds: Wall time of the trial, including any trace and compile, and the time spent
-        before a resume.
-      train_seconds: Time inside train-program calls (this session).
-      eval_seconds: Time inside eval-program calls (this session).
-      resumed_from_epoch: The epoch a resumed trial continued after, else ``None``.
-    """
-
-    status: str
-    history: list[dict[str, float]]
-    error: str | None = None
-    steps: int = 0
-    seconds: float = 0.0
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    resumed_from_epoch: int | None = None
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """The metrics of the epoch with the best validation accuracy (else validation loss)."""
-        if not self.history:
-            return {}
-        accuracy = "val_accuracy" in self.history[0]
-        metric = "val_accuracy" if accuracy else "val_loss"
-        best = self.history[best_epoch(self.history, metric, maximize=accuracy) - 1]
-        return {**best, "best_epoch": best["epoch"]}
-
-
-@dataclasses.dataclass
-class TrialState:
-    """A trial caught at the end of an epoch, enough to continue it in another process.
-
-    Attributes:
-      epoch: Epochs finished.
-      history: Their metrics.
-      model: Values of ``model.variables`` (weights and dropout RNG state).
-      optimizer: Values of ``optimizer.variables`` (step count and slots).
-      steps: Training steps run so far.
-      seconds: Wall time spent so far.
-    """
-
-    epoch: int
-    history: list[dict[str, float]]
-    model: list[np.ndarray]
-    optimizer: list[np.ndarray]
-    steps: int
-    seconds: float
-
-
-@dataclasses.dataclass(frozen=True)
-class EpochResult:
-    """What one slot did in one :meth:`Pack.run_epoch`.
-
-    Attributes:
-      slot: The slot index.
-      epoch: The slot's own epoch number just run (1-based).
-      metrics: ``epoch``, ``loss``, ``val_loss``, ``val_<metric>``..., ``steps_per_second``;
-        ``None`` when the trial failed during the epoch's training (or ran out of memory).
-      error: One sentence when the slot failed this epoch, else ``None``.
-      done: The slot reached ``config.epochs`` or failed: it is now idle (frozen).
-    """
-
-    slot: int
-    epoch: int
-    metrics: dict[str, float] | None
-    error: str | None
-    done: bool
 
 
 class Progress(Protocol):
@@ -199,6 +120,12 @@ class Pack:
     def free(self) -> list[int]:
         """Indices of the idle slots (never loaded, finished, stopped or failed)."""
         return [k for k, s in enumerate(self._slots) if s is None or not s.running]
+
+    @property
+    def finishing(self) -> list[int]:
+        """Running slots whose next epoch is their last: they free at the next boundary."""
+        last = self._trainer.config.epochs
+        return [k for k in self.active if self._slots[k].epoch + 1 >= last]
 
     @property
     def broken(self) -> bool:
@@ -315,9 +242,10 @@ class Pack:
         live = dict(running)
         while done < steps and live:
             n = min(per_call, steps - done)
-            call_start = time.perf_counter()
+            call_start, traces = time.perf_counter(), self._trainer.traces
             losses = self._program.train(datasets.train_iterator, n)
             elapsed = time.perf_counter() - call_start
+            self._trainer.clock.add("trace" if traces != self._trainer.traces else "train", elapsed)
             done += n
             for k, record in list(live.items()):
                 record.steps += n
@@ -338,8 +266,10 @@ class Pack:
 
     def _evaluate(self, running: dict[int, Any], train_seconds: float) -> None:
         config, datasets, start = self._trainer.config, self._trainer.datasets, time.perf_counter()
+        traces = self._trainer.traces
         scores, steps = self._program.evaluate(datasets.eval), datasets.steps_per_epoch
         elapsed = time.perf_counter() - start
+        self._trainer.clock.add("trace" if traces != self._trainer.traces else "eval", elapsed)
         for k, record in running.items():
             if not record.running:
                 continue

@@ -101,9 +101,8 @@ class Tower:
                 row.append(OPTIMIZERS[optimizer][1] if name == "learning_rate" else 0.0)
         return row
 
-    def assign_runtime(self, values: Mapping[str, Any], optimizer: str) -> None:
-        """Assigns every runtime variable (see :meth:`runtime_row`) from the host."""
-        row = self.runtime_row(values, optimizer)
+    def assign_row(self, row: list[float]) -> None:
+        """Assigns every runtime variable (a :meth:`runtime_row`) from the host."""
         for name, value in zip(sorted(self.runtime_vars), row, strict=True):
             self.runtime_vars[name].assign(value)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -35,7 +36,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpu_bo.errors import ConfigError
+from tpu_bo.errors import ConfigError, first_line
+
+log = logging.getLogger("tpu_bo")
 
 RNG_STATE = "seed_generator_state"
 
@@ -187,3 +190,29 @@ def host_reset(tower: Any, fresh: Any, name: str) -> None:
             "hyperparameters; it must be deterministic in structure.",
         )
     tower.set_values(sources, tower.optimizer_snapshot)
+
+
+def device_reset(program: Any, slot: int, seed: int, row: list[float], name: str) -> bool:
+    """Runs the program's reset for one slot; False (and no device reset from then on) when
+    this model's initializers fail to trace the first time."""
+    try:
+        program.reset(slot, seed, row)
+        return True
+    except tf.errors.ResourceExhaustedError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any initializer may fail to trace
+        if program.reset_ready:
+            raise
+        log.warning(
+            "model %s: initial weights drawn on the host, not the device (%s: %s)",
+            name, type(e).__name__, first_line(e),
+        )  # fmt: skip
+        program.reset_fn = None
+        return False
+
+
+def restore(tower: Any, state: Any) -> None:
+    """Copies a saved trial state (``TrialState``) into ``tower`` from the host."""
+    if not tower.fits(state.model) or len(state.optimizer) != len(tower.optimizer_snapshot):
+        raise ValueError("the saved trial state does not fit this model")
+    tower.set_values(state.model, state.optimizer)

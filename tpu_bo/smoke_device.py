@@ -166,9 +166,13 @@ class Runs:
         reused = t["solo"][1][0]
         a, b = _history(reused), _history(fresh)
         ok = self._close([a], [b])
+        trainer = t["trainer"]
+        on_device = all(p.reset_fn is not None for p in trainer._programs.values())
+        where = "on the device" if on_device else "on the HOST (the device reset did not trace)"
         return ok, (
             f"after another trial: loss {a[0, 0]:.5f}, val_accuracy {a[0, 2]:.4f}; on a fresh "
-            f"program: loss {b[0, 0]:.5f}, val_accuracy {b[0, 2]:.4f}"
+            f"program: loss {b[0, 0]:.5f}, val_accuracy {b[0, 2]:.4f}; weights redrawn {where}, "
+            f"{trainer.reset_traces} reset trace(s) for {trainer.num_programs} program(s)"
         )
 
     def best_weights(self) -> tuple[bool, str]:

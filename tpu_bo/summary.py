@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tpu_bo.report import format_value
+from tpu_bo.timing import split_line
 
 
 def header_lines(config: Any, data: Any, study: Any) -> list[str]:
@@ -35,10 +36,14 @@ def summarize(
     records: Sequence[Any],
     best: Any,
     test: dict[str, Any] | None,
-    seconds: float,
+    split: dict[str, float],
     utilization: float | None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """``summary.json``'s content and the closing lines of the console."""
+    """``summary.json``'s content and the closing lines of the console.
+
+    ``split`` is the session's :meth:`tpu_bo.timing.Clock.split` (``wall`` its seconds).
+    """
+    seconds = split["wall"]
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
@@ -58,9 +63,11 @@ def summarize(
         "best_at_edge": edges,
         "utilization_this_session": None if utilization is None else round(utilization, 4),
         "seconds_this_session": round(seconds, 3),
+        "time_this_session": split,
     }
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     lines = ["", f"trials: {len(records)} ({status}); {seconds:.1f} s this session"]
+    lines.append(split_line(split))
     if utilization is not None:
         lines.append(f"slot utilization: {utilization:.3f} (useful / computed slot-epochs)")
     if best is None:

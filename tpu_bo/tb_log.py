@@ -21,6 +21,9 @@ from tpu_bo.storage import TENSORBOARD
 METRICS = ("val_accuracy", "val_loss", "loss")
 
 
+FLUSH_MILLIS = 5_000  # a live TensorBoard lags at most this much
+
+
 class TensorBoardLog:
     """Writes a study's TensorBoard events (only in the process that writes the study).
 
@@ -56,7 +59,8 @@ class TensorBoardLog:
         if not self.writer:
             return
         self.close(trial)
-        writer = tf.summary.create_file_writer(os.path.join(self.logdir, f"trial_{trial:04d}"))
+        path = os.path.join(self.logdir, f"trial_{trial:04d}")
+        writer = tf.summary.create_file_writer(path, flush_millis=FLUSH_MILLIS)
         self._writers[trial] = writer
         with writer.as_default():
             hp.hparams(
@@ -73,7 +77,8 @@ class TensorBoardLog:
             for name in self.metrics:
                 if name in metrics:
                     tf.summary.scalar(name, metrics[name], step=int(metrics["epoch"]))
-        writer.flush()
+        # No flush here: the writer flushes in its own thread every few seconds and on close,
+        # so TensorBoard stays off the chip's critical path.
 
     def close(self, trial: int | None = None) -> None:
         """Closes one trial's run, or every open one."""

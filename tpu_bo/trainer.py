@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,8 +48,9 @@ from tpu_bo.programs import (
     out_of_memory,
     precision,
 )
-from tpu_bo.reset import host_reset, make_reset, plan, recording
+from tpu_bo.reset import device_reset, host_reset, make_reset, plan, recording, restore
 from tpu_bo.space import TRAINER_PARAMS, TRAINER_RUNTIME, SearchSpace
+from tpu_bo.timing import Clock
 
 __all__ = [
     "EpochResult",
@@ -78,6 +80,7 @@ class Trainer:
       datasets: The study's datasets, from :func:`tpu_bo.input_pipeline.load_datasets`.
       space: The search space; defaults to ``config.resolved_space()``.
       builder: The model builder; defaults to ``models.get_builder(config.model)``.
+      clock: Adds its program builds, calls and resets to this clock (a study's).
     """
 
     def __init__(
@@ -88,12 +91,14 @@ class Trainer:
         *,
         space: SearchSpace | None = None,
         builder: models.Builder | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.strategy = strategy
         self.datasets = datasets
         self.space = space or config.resolved_space()
         self.builder = builder or models.get_builder(config.model)
+        self.clock = clock or Clock()  # where the time goes (tpu_bo.timing)
         self.traces = 0  # train and eval programs traced
         self.reset_traces = 0  # reset programs traced (tpu_bo.reset)
         self._programs: collections.OrderedDict[tuple[Any, ...], Program] = (
@@ -220,7 +225,8 @@ class Trainer:
         while len(self._programs) >= self.config.max_programs:
             (old_key, _width), _ = self._programs.popitem(last=False)
             log.info("program cache full: dropped the program for %s", dict(old_key))
-        program = self._build(key[0], width, params)
+        with self.clock.measure("trace"):
+            program = self._build(key[0], width, params)
         self._programs[key] = program
         return program
 
@@ -366,28 +372,16 @@ class Trainer:
         """
         tower = program.towers[slot]
         values = {**self.config.fixed, **params}
-        optimizer = values.get("optimizer", self.config.optimizer)
+        row = tower.runtime_row(values, values.get("optimizer", self.config.optimizer))
         if state is None and program.reset_fn is not None:
-            try:
-                return program.reset(slot, seed, tower.runtime_row(values, optimizer))
-            except tf.errors.ResourceExhaustedError:
-                raise
-            except Exception as e:  # noqa: BLE001 - any initializer may fail to trace
-                if program.reset_ready:
-                    raise
-                log.warning(
-                    "model %s: initial weights drawn on the host, not the device (%s: %s)",
-                    self.config.model_name,
-                    type(e).__name__,
-                    first_line(e),
-                )
-                program.reset_fn = None
-        if state is not None:
-            if not tower.fits(state.model) or len(state.optimizer) != len(tower.optimizer_snapshot):
-                raise ValueError("the saved trial state does not fit this model")
-            tower.set_values(state.model, state.optimizer)
-        else:
-            keras.utils.set_random_seed(seed)
-            host_reset(tower, self._host_model(tower.hp_values), self.config.model_name)
-        # Last: the learning rate turns the frozen tower live.
-        tower.assign_runtime(values, optimizer)
+            traces, start = self.reset_traces, time.perf_counter()
+            if device_reset(program, slot, seed, row, self.config.model_name):
+                category = "trace" if traces != self.reset_traces else "reset"
+                return self.clock.add(category, time.perf_counter() - start)
+        with self.clock.measure("reset"):
+            if state is not None:
+                restore(tower, state)
+            else:
+                keras.utils.set_random_seed(seed)
+                host_reset(tower, self._host_model(tower.hp_values), self.config.model_name)
+            tower.assign_row(row)  # last: the learning rate turns the frozen tower live

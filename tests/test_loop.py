@@ -1,0 +1,93 @@
+"""The study loop (tpu_bo.loop): asks in the background while the chip trains, the time split,
+and a clean stop (no hang, lock released, nothing lost) when something fails mid-epoch."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import optuna
+import pytest
+
+from tpu_bo import run_study
+from tpu_bo.engine import Study
+from tpu_bo.observers import Observer
+from tpu_bo.storage import GFileJournal
+from tpu_bo.timing import CATEGORIES
+
+TINY = {
+    "dataset": "digits",
+    "model": "tests.custom_models:tiny",
+    "space": ["dropout:float:0:0.5", "learning_rate:log:1e-4:1e-1"],
+    "batch_size": 64,
+    "epochs": 1,
+    "init_points": 2,
+}
+
+
+def optuna_trials(output_dir):
+    storage = optuna.storages.JournalStorage(
+        GFileJournal(str(output_dir / "trials.journal"), writer=False)
+    )
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage).trials
+
+
+def test_the_next_trial_is_asked_while_the_current_one_trains_and_time_is_split(tmp_path):
+    result = run_study(**TINY, n_iter=4, output_dir=str(tmp_path))
+    trials = optuna_trials(tmp_path)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    # One slot, one epoch per trial: trial n is asked in the background while trial n - 1
+    # trains, so it starts (is asked) before its predecessor completes.
+    for before, after in zip(trials, trials[1:], strict=False):
+        assert after.datetime_start < before.datetime_complete, (before.number, after.number)
+    split = json.loads((tmp_path / "summary.json").read_text())["time_this_session"]
+    assert split == result.time and set(split) == {*CATEGORIES, "other", "wall"}
+    assert split["wall"] == pytest.approx(result.seconds, abs=1e-3)
+    assert sum(v for k, v in split.items() if k != "wall") == pytest.approx(split["wall"], abs=0.01)
+    assert split["train"] > 0 and split["eval"] > 0 and split["trace"] > 0 and split["reset"] > 0
+    # The sampler is asked during the epochs: the chip waited only for the very first ask.
+    assert split["suggest_wait"] < 0.5 * split["train"]
+
+
+class FailsMidEpoch(Observer):
+    """Raises inside the epoch of trial ``number`` (while the next trial is being asked)."""
+
+    def __init__(self, number):
+        self.number, self.current = number, None
+
+    def on_trial_start(self, trial):
+        self.current = trial.number
+
+    def on_progress(self, step, steps, loss, steps_per_second):
+        if self.current == self.number:
+            raise RuntimeError("an observer failed mid-epoch")
+
+
+def test_an_error_mid_epoch_stops_the_asks_releases_the_lock_and_resumes_everything(
+    tmp_path, monkeypatch
+):
+    fields = {**TINY, "n_iter": 3, "output_dir": str(tmp_path)}
+    with pytest.raises(RuntimeError, match="an observer failed mid-epoch"):
+        run_study(**fields, steps_per_execution=1, observers=[FailsMidEpoch(2)])
+    assert not [t for t in threading.enumerate() if t.name.startswith("tpu_bo-")]
+    states = [t.state.name for t in optuna_trials(tmp_path)]
+    assert states[:2] == ["COMPLETE", "COMPLETE"] and set(states[2:]) == {"RUNNING"}
+
+    # An ask that fails in the background thread (trials 2 and 3 resume first, and trial 4 is
+    # asked while trial 3 trains) surfaces in the main thread, as itself.
+    threads = []
+
+    def failing_ask(self, structure=None):
+        threads.append(threading.current_thread().name)
+        raise OSError("the storage went away")
+
+    monkeypatch.setattr(Study, "ask", failing_ask)
+    with pytest.raises(OSError, match="the storage went away"):
+        run_study(**fields)
+    assert threads == ["tpu_bo-ask"]
+    monkeypatch.undo()
+
+    result = run_study(**fields)  # the lock was released both times: the study resumes
+    assert [r.number for r in result.trials] == list(range(5))
+    assert result.counts == {"ok": 5}
