@@ -7,6 +7,7 @@ An observer never changes the study; the study never reads an observer.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -122,6 +123,10 @@ class SummaryPlot(Observer):
         self.maximize = maximize
         self.records: list[Any] = []
 
+    def on_study_start(self, study: Any) -> None:
+        # Matplotlib takes about a second to import: do it while the study trains.
+        threading.Thread(target=_import_plots, name="matplotlib-import", daemon=True).start()
+
     def on_trial_end(self, record: Any, *, new_best: bool) -> None:
         self.records.append(record)
 
@@ -137,3 +142,11 @@ class SummaryPlot(Observer):
             objective=self.objective,
             maximize=self.maximize,
         )
+
+
+def _import_plots() -> None:
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except Exception:  # noqa: BLE001, S110 - only a head start; the plot imports it again
+        pass

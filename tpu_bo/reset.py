@@ -163,7 +163,8 @@ def make_reset(
         for r, name in enumerate(sorted(tower.runtime_vars)):
             tower.runtime_vars[name].assign(row[r])
 
-    @tf.function
+    # No autograph: the loops are over Python lists; it would only slow the trace down.
+    @tf.function(autograph=False)
     def reset(seeds: tf.Tensor, mask: tf.Tensor, runtime: tf.Tensor) -> tf.Tensor:
         on_trace()  # runs only while tracing
         with strategy.scope():

@@ -99,6 +99,7 @@ class Trainer:
         self.space = space or config.resolved_space()
         self.builder = builder or models.get_builder(config.model)
         self.clock = clock or Clock()  # where the time goes (tpu_bo.timing)
+        self._host_models: dict[tuple[Any, ...], Any] = {}  # see _saving_model
         self.traces = 0  # train and eval programs traced
         self.reset_traces = 0  # reset programs traced (tpu_bo.reset)
         self._programs: collections.OrderedDict[tuple[Any, ...], Program] = (
@@ -173,7 +174,7 @@ class Trainer:
 
         Through a fresh host model of ``params``'s structure, so no tower of a pack is touched.
         """
-        model = self._host_model({**self.config.fixed, **params})
+        model = self._saving_model(params)
         for variable, value in zip(model.variables, weights, strict=True):
             variable.assign(value)
         save_model_weights(model, path)
@@ -202,9 +203,19 @@ class Trainer:
     ) -> dict[str, float]:
         """Evaluates saved ``.weights.h5`` on every example of ``data``, as
         :meth:`evaluate_weights` does."""
-        model = self._host_model({**self.config.fixed, **params})
+        model = self._saving_model(params)
         load_model_weights(model, path)
         return self.evaluate_weights(params, host_values(model.variables), data)
+
+    def _saving_model(self, params: Mapping[str, Any]) -> Any:
+        """A host model of ``params``'s structure, built once per structure (a new best's
+        weights are saved through it without building a model each time)."""
+        key = self.space.structure_key(params)
+        if key not in self._host_models:
+            if len(self._host_models) >= self.config.max_programs:
+                self._host_models.pop(next(iter(self._host_models)))
+            self._host_models[key] = self._host_model({**self.config.fixed, **params})
+        return self._host_models[key]
 
     # Programs.
 
