@@ -1,11 +1,31 @@
 r"""The baselines of ``bench/overhead.py`` and ``bench/memory.py``: the blog recipe and KerasTuner.
 
-Both train the seed CNN (``tpu_bo.models.mnist_cnn``'s layers, built the plain Keras way) on
-NumPy arrays loaded once, one fresh model per trial, and return their raw figures in the form
-``bench.overhead.summarise`` reads: ``wall_seconds``, ``traces`` and one dict per trial
-(``trial``, numbered from 0 like tpu_bo's, ``target``, ``params``, ``seconds``,
-``step_seconds``, ``trace_setup_seconds``, ``rss_mib``). See ``bench/overhead.py``'s docstring
-for what each method does and how each figure is measured.
+Both train the seed CNN (``tpu_bo.models.mnist_cnn``'s layers, built the plain Keras way, for
+the workload's input shape) on NumPy arrays loaded once, one fresh model per trial, and return
+their raw figures in the form ``bench.overhead.summarise`` reads: ``wall_seconds``, ``traces``,
+``time`` (the study's wall time split into ``bench.common.TIME_KEYS``, ``other`` and ``wall``,
+measured by a ``bench.common.TimeSplit``) and one dict per trial (``trial``, numbered from 0
+like tpu_bo's, ``target``, ``params``, ``seconds``, ``step_seconds``, ``trace_setup_seconds``,
+``rss_mib``). The workload is ``args.dataset`` (``digits`` or ``mnist``), ``args.train_split``,
+``args.eval_split``, ``args.epochs`` and ``args.batch_size``. See ``bench/overhead.py``'s
+docstring for what each method does and how each figure is measured.
+
+The time split (nested sections, each second counted once, in the innermost):
+
+* ``train``: inside ``fit``, its own setup outside the batches included, less its validation
+  (``eval``), its checkpoints and the trace estimate of ``StepTimer`` (``trace``).
+* ``eval``: inside ``evaluate`` (and ``fit``'s validation), less their trace estimate.
+* ``reset``: the per-trial build + compile (the blog's ``clear_session`` too; KerasTuner's
+  ``Tuner._try_build``: ``clear_session``, ``gc.collect``, build and compile, and the build the
+  tuner makes when it is created, to learn the space).
+* ``suggest_wait``: bayes_opt's ``suggest`` (wrapped on the optimizer: ``maximize`` calls it for
+  every guided trial; its random points are drawn up front, in ``other``); KerasTuner's
+  ``oracle.populate_space`` (which ``create_trial`` calls, random or guided).
+* ``setup``: loading the arrays and building the ``tf.data`` pipelines (the blog: per trial).
+* ``checkpoint``: KerasTuner's ``model.save_weights`` by its ``SaveBestEpoch`` callback.
+* ``journal``: KerasTuner's study files (``oracle._save_trial``, ``oracle.save``,
+  ``tuner.save``: trial.json, oracle.json, tuner.json). The blog keeps no checkpoint or journal.
+* ``other``: the rest (bayes_opt registering results, KerasTuner's trial bookkeeping...).
 """
 
 from __future__ import annotations
@@ -18,41 +38,59 @@ import tempfile
 import time
 from typing import Any
 
-from bench.common import rss_mib
+from bench.common import TimeSplit, rss_mib
 
-BATCH = 128
+BATCH = 128  # the MNIST workload's batch (bench.memory's too)
 BOUNDS = {"dropout_2": (0.1, 0.5), "learning_rate": (1e-4, 1e-2)}
 
 
-def load_arrays(data_dir: str, split: str) -> tuple[Any, Any]:
-    """A split of MNIST as NumPy arrays (uint8 images, int labels), as the blog loads it."""
+def load_arrays(args: argparse.Namespace, split: str) -> tuple[Any, Any]:
+    """A split of ``args.dataset`` as NumPy arrays (uint8 images, int labels), loaded once.
+
+    ``digits`` comes from tpu_bo's own source (``tpu_bo.sources.digits_source``: the same
+    arrays and split names tpu_bo trains on), ``mnist`` from TFDS, as the blog loads it.
+    """
+    if args.dataset == "digits":
+        from tpu_bo.sources import digits_source
+
+        ds, n = digits_source().load(split, "train_split")
+        images, labels = ds.batch(max(n, 1)).get_single_element()
+        return images.numpy(), labels.numpy()
     import tensorflow_datasets as tfds
 
-    ds = tfds.load("mnist", split=split, data_dir=data_dir, download=False, as_supervised=True)
+    ds = tfds.load(
+        args.dataset, split=split, data_dir=args.data_dir, download=False, as_supervised=True
+    )
     images, labels = tfds.as_numpy(ds.batch(100_000).get_single_element())
     return images, labels
 
 
-def make_dataset(images: Any, labels: Any, *, shuffle_seed: int | None) -> Any:
+def make_dataset(images: Any, labels: Any, batch: int, *, shuffle_seed: int | None) -> Any:
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(images), seed=shuffle_seed)
     return (
-        ds.batch(BATCH)
+        ds.batch(batch)
         .map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 
 
-def build_cnn(dropout_2: float, learning_rate: float, jit_compile: bool, dense_units: int = 128):
-    """The seed CNN, built and compiled the plain Keras way."""
+def build_cnn(
+    input_shape: tuple[int, ...],
+    dropout_2: float,
+    learning_rate: float,
+    jit_compile: bool,
+    dense_units: int = 128,
+) -> Any:
+    """The seed CNN for ``input_shape`` images, built and compiled the plain Keras way."""
     import keras
 
     model = keras.Sequential(
         [
-            keras.Input((28, 28, 1)),
+            keras.Input(tuple(input_shape)),
             keras.layers.Conv2D(32, 3, activation="relu"),
             keras.layers.Conv2D(64, 3, activation="relu"),
             keras.layers.MaxPooling2D(2),
@@ -75,12 +113,25 @@ def build_cnn(dropout_2: float, learning_rate: float, jit_compile: bool, dense_u
 class StepTimer:
     """Times every train and eval batch of ``fit``/``evaluate`` (steps_per_execution is 1).
 
-    The time a call spends beyond (number of batches x its median batch) is its tracing and
-    setup: the first batch traces the step function, a smaller last batch may retrace it.
+    The time an epoch's train batches (or an evaluation's batches) take beyond (number of
+    batches x their median batch) is tracing and setup: the first batch traces the step
+    function, a smaller last batch may retrace it. It goes to ``split``'s ``trace``, and an
+    evaluation's other seconds (``on_test_begin`` to ``on_test_end``) to its ``eval``, out of
+    the section that encloses the call (``train`` around ``fit``, ``eval`` around
+    ``evaluate``): so ``fit``'s validation counts as ``eval``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, split: TimeSplit) -> None:
+        self.split = split
         self.setup_seconds = 0.0
+
+    def finish(self, times: list[float], *, test: bool) -> None:
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        excess = max(0.0, sum(gaps) - len(gaps) * statistics.median(gaps)) if gaps else 0.0
+        self.setup_seconds += excess
+        self.split.add("trace", excess)
+        if test and times:
+            self.split.add("eval", time.perf_counter() - times[0] - excess)
 
     def callback(self) -> Any:
         import keras
@@ -90,22 +141,16 @@ class StepTimer:
         class Callback(keras.callbacks.Callback):
             def __init__(self) -> None:
                 super().__init__()
-                self.times: dict[str, list[float]] = {}
+                self.times: dict[str, list[float]] = {"train": [], "test": []}
 
-            def _end(self, kind: str) -> None:
-                times = self.times.pop(kind, [])
-                gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-                if gaps:
-                    timer.setup_seconds += sum(gaps) - len(gaps) * statistics.median(gaps)
-
-            def on_train_begin(self, logs: Any = None) -> None:
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
                 self.times["train"] = [time.perf_counter()]
 
             def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
                 self.times["train"].append(time.perf_counter())
 
-            def on_train_end(self, logs: Any = None) -> None:
-                self._end("train")
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                timer.finish(self.times["train"], test=False)
 
             def on_test_begin(self, logs: Any = None) -> None:
                 self.times["test"] = [time.perf_counter()]
@@ -114,7 +159,7 @@ class StepTimer:
                 self.times["test"].append(time.perf_counter())
 
             def on_test_end(self, logs: Any = None) -> None:
-                self._end("test")
+                timer.finish(self.times["test"], test=True)
 
         return Callback()
 
@@ -144,38 +189,35 @@ def run_blog(args: argparse.Namespace, clear_session: bool = False) -> dict[str,
     import keras
     from bayes_opt import BayesianOptimization
 
-    traces = TraceCounter()
-    trials: list[dict[str, Any]] = []
+    traces, split, trials = TraceCounter(), TimeSplit(), []
     started = time.perf_counter()
-    x_train, y_train = load_arrays(args.data_dir, args.train_split)
-    x_eval, y_eval = load_arrays(args.data_dir, args.eval_split)
+    with split.measure("setup"):
+        x_train, y_train = load_arrays(args, args.train_split)
+        x_eval, y_eval = load_arrays(args, args.eval_split)
 
     def objective(dropout_2: float, learning_rate: float) -> float:
         trial_start = time.perf_counter()
-        if clear_session:
-            keras.backend.clear_session()  # drops the previous trials' models and functions
-        model = traces.attach(build_cnn(dropout_2, learning_rate, args.jit_compile))
-        train = make_dataset(x_train, y_train, shuffle_seed=args.seed + len(trials))
-        evaluation = make_dataset(x_eval, y_eval, shuffle_seed=None)
-        timer = StepTimer()
+        with split.measure("reset"):
+            if clear_session:
+                keras.backend.clear_session()  # drops the previous trials' models and functions
+            model = build_cnn(x_train.shape[1:], dropout_2, learning_rate, args.jit_compile)
+            traces.attach(model)
+        with split.measure("setup"):
+            seed = args.seed + len(trials)
+            train = make_dataset(x_train, y_train, args.batch_size, shuffle_seed=seed)
+            evaluation = make_dataset(x_eval, y_eval, args.batch_size, shuffle_seed=None)
+        timer = StepTimer(split)
         t0 = time.perf_counter()
-        model.fit(train, epochs=1, verbose=0, callbacks=[timer.callback()])
+        with split.measure("train"):
+            model.fit(train, epochs=args.epochs, verbose=0, callbacks=[timer.callback()])
         t1 = time.perf_counter()
-        _, accuracy = model.evaluate(evaluation, verbose=0, callbacks=[timer.callback()])
+        with split.measure("eval"):
+            _, accuracy = model.evaluate(evaluation, verbose=0, callbacks=[timer.callback()])
         t2 = time.perf_counter()
-        trials.append(
-            {
-                "trial": len(trials),
-                "target": float(accuracy),
-                "params": {"dropout_2": dropout_2, "learning_rate": learning_rate},
-                "seconds": t2 - trial_start,
-                "step_seconds": t2 - t0,
-                "fit_seconds": t1 - t0,
-                "evaluate_seconds": t2 - t1,
-                "trace_setup_seconds": timer.setup_seconds,
-                "rss_mib": rss_mib(),
-            }
-        )
+        params = {"dropout_2": dropout_2, "learning_rate": learning_rate}
+        seconds = t2 - trial_start
+        trials.append(record(len(trials), float(accuracy), params, seconds, t2 - t0, timer))
+        trials[-1].update(fit_seconds=t1 - t0, evaluate_seconds=t2 - t1)
         return float(accuracy)
 
     with warnings.catch_warnings():
@@ -183,53 +225,92 @@ def run_blog(args: argparse.Namespace, clear_session: bool = False) -> dict[str,
         optimizer = BayesianOptimization(
             f=objective, pbounds=BOUNDS, random_state=args.seed, verbose=0
         )
+        split.wrap(optimizer, "suggest", "suggest_wait")  # maximize asks self.suggest()
         optimizer.maximize(init_points=args.init_points, n_iter=args.trials - args.init_points)
-    return {"wall_seconds": time.perf_counter() - started, "trials": trials, "traces": traces.count}
+    return figures(time.perf_counter() - started, trials, traces, split)
+
+
+def figures(wall: float, trials: list[Any], traces: TraceCounter, split: TimeSplit) -> dict:
+    """A baseline study's raw figures (see the module docstring)."""
+    time_split = split.split(wall)
+    return {"wall_seconds": wall, "trials": trials, "traces": traces.count, "time": time_split}
+
+
+def record(
+    number: int, target: float, params: dict[str, Any], seconds: float, step: float, timer: Any
+) -> dict[str, Any]:
+    """One baseline trial's figures, in the form ``bench.overhead.summarise`` reads."""
+    return {
+        "trial": number,
+        "target": target,
+        "params": params,
+        "seconds": seconds,
+        "step_seconds": step,
+        "trace_setup_seconds": timer.setup_seconds,
+        "rss_mib": rss_mib(),
+    }
+
+
+def hyper_cnn(args: argparse.Namespace, input_shape: Any, traces: Any, split: TimeSplit) -> Any:
+    """KerasTuner's hypermodel of the CNN; its ``trials`` list collects the trials' figures."""
+    import keras_tuner
+
+    class HyperCNN(keras_tuner.HyperModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trials: list[dict[str, Any]] = []
+            self.trial_start = 0.0
+
+        def build(self, hp: Any) -> Any:
+            self.trial_start = time.perf_counter()
+            with split.measure("reset"):
+                dropout_2 = hp.Float("dropout_2", 0.1, 0.5)
+                rate = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log")
+                model = traces.attach(build_cnn(input_shape, dropout_2, rate, args.jit_compile))
+            split.wrap(model, "save_weights", "checkpoint")  # KerasTuner's SaveBestEpoch
+            return model
+
+        def fit(self, hp: Any, model: Any, *a: Any, **kw: Any) -> Any:
+            timer = StepTimer(split)
+            kw["callbacks"] = [*kw.get("callbacks", []), timer.callback()]
+            t0 = time.perf_counter()
+            with split.measure("train"):
+                history = model.fit(*a, **kw)
+            t1 = time.perf_counter()
+            target = max(history.history["val_accuracy"])  # its objective: the best epoch's
+            seconds = t1 - self.trial_start
+            self.trials.append(
+                record(len(self.trials), float(target), dict(hp.values), seconds, t1 - t0, timer)
+            )
+            return history
+
+    return HyperCNN()
+
+
+def instrument(tuner: Any, split: TimeSplit) -> None:
+    """Times a KerasTuner tuner's suggestions, per-trial builds and study-state writes."""
+    split.wrap(tuner.oracle, "populate_space", "suggest_wait")  # called by create_trial
+    split.wrap(tuner, "_try_build", "reset")  # clear_session + gc.collect + build + compile
+    # trial.json, oracle.json and tuner.json, rewritten as each trial starts, reports and ends.
+    for obj, name in ((tuner.oracle, "_save_trial"), (tuner.oracle, "save"), (tuner, "save")):
+        split.wrap(obj, name, "journal")
 
 
 def run_kerastuner(args: argparse.Namespace) -> dict[str, Any]:
     """KerasTuner's BayesianOptimization tuner over the same CNN."""
     import keras_tuner
 
-    traces = TraceCounter()
-    trials: list[dict[str, Any]] = []
-
-    class HyperCNN(keras_tuner.HyperModel):
-        def build(self, hp: Any) -> Any:
-            self.trial_start = time.perf_counter()
-            return traces.attach(
-                build_cnn(
-                    hp.Float("dropout_2", 0.1, 0.5),
-                    hp.Float("learning_rate", 1e-4, 1e-2, sampling="log"),
-                    args.jit_compile,
-                )
-            )
-
-        def fit(self, hp: Any, model: Any, *a: Any, **kw: Any) -> Any:
-            timer = StepTimer()
-            kw["callbacks"] = [*kw.get("callbacks", []), timer.callback()]
-            t0 = time.perf_counter()
-            history = model.fit(*a, **kw)
-            t1 = time.perf_counter()
-            trials.append(
-                {
-                    "trial": len(trials),
-                    "target": float(history.history["val_accuracy"][-1]),
-                    "params": dict(hp.values),
-                    "seconds": t1 - self.trial_start,
-                    "step_seconds": t1 - t0,
-                    "trace_setup_seconds": timer.setup_seconds,
-                    "rss_mib": rss_mib(),
-                }
-            )
-            return history
-
+    traces, split = TraceCounter(), TimeSplit()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        x_train, y_train = load_arrays(args.data_dir, args.train_split)
-        x_eval, y_eval = load_arrays(args.data_dir, args.eval_split)
+        with split.measure("setup"):
+            x_train, y_train = load_arrays(args, args.train_split)
+            x_eval, y_eval = load_arrays(args, args.eval_split)
+            train = make_dataset(x_train, y_train, args.batch_size, shuffle_seed=args.seed)
+            evaluation = make_dataset(x_eval, y_eval, args.batch_size, shuffle_seed=None)
+        hypermodel = hyper_cnn(args, x_train.shape[1:], traces, split)
         tuner = keras_tuner.BayesianOptimization(
-            HyperCNN(),
+            hypermodel,
             objective="val_accuracy",
             max_trials=args.trials,
             num_initial_points=args.init_points,
@@ -238,12 +319,8 @@ def run_kerastuner(args: argparse.Namespace) -> dict[str, Any]:
             project_name="overhead",
             overwrite=True,
         )
+        instrument(tuner, split)
         with contextlib.redirect_stdout(io.StringIO()):
-            tuner.search(
-                make_dataset(x_train, y_train, shuffle_seed=args.seed),
-                validation_data=make_dataset(x_eval, y_eval, shuffle_seed=None),
-                epochs=1,
-                verbose=0,
-            )
+            tuner.search(train, validation_data=evaluation, epochs=args.epochs, verbose=0)
         wall = time.perf_counter() - started
-    return {"wall_seconds": wall, "trials": trials, "traces": traces.count}
+    return figures(wall, hypermodel.trials, traces, split)

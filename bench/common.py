@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import io
 import json
 import os
 import pathlib
 import platform
 import resource
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tpu_bo.observers import Observer
+
+# Where a study's wall time goes: tpu_bo's ``StudyResult.time`` keys (``tpu_bo.timing``), which
+# the baselines' ``TimeSplit`` fills too; ``other`` is the rest of ``wall``.
+TIME_KEYS = ("setup", "trace", "train", "eval", "reset", "suggest_wait", "checkpoint", "journal")
+SPLIT_KEYS = (*TIME_KEYS, "other", "wall")
 
 
 def default_out(name: str, *, quick: bool = False) -> str:
@@ -66,6 +75,20 @@ def ratio(value: Any, base: Any) -> float | None:
 def fmt(value: Any, spec: str) -> str:
     """``value`` formatted by ``spec``, or ``-`` for ``None``."""
     return "-" if value is None else format(value, spec)
+
+
+def spawn(method: str, args: Any, extra: list[str]) -> dict[str, Any]:
+    """Runs ``python -m args._module --_child=method ...extra`` in a fresh process; returns the
+    JSON it writes to ``--_result`` (``bench.overhead`` and ``bench.memory``: one per method)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result, log = os.path.join(tmp, "result.json"), os.path.join(tmp, "log.txt")
+        cmd = [sys.executable, "-m", args._module, f"--_child={method}", f"--_result={result}"]
+        with open(log, "w") as f:
+            proc = subprocess.run(cmd + extra, stdout=f, stderr=subprocess.STDOUT, check=False)
+        if proc.returncode:
+            tail = pathlib.Path(log).read_text()[-3000:]
+            raise SystemExit(f"{method} failed (status {proc.returncode}):\n{tail}")
+        return json.loads(pathlib.Path(result).read_text())
 
 
 def rss_mib() -> float:
@@ -121,6 +144,32 @@ class TrialTimer(Observer):
         steps = self.steps_per_epoch or 0
         return sum(steps / h["steps_per_second"] for h in record.history if h["steps_per_second"])
 
+    def figures(self, result: Any, meter: RssMeter) -> list[dict[str, Any]]:
+        """The trials of ``result`` (a ``StudyResult``) in the form ``bench.overhead`` reads
+        (see ``bench/baselines.py``), with their RSS from ``meter``."""
+        trials = []
+        for r in sorted(result.trials, key=lambda r: r.number):
+            train, evaluation = self.train_seconds(r), self.eval_seconds.get(r.number, 0.0)
+            trials.append(
+                {
+                    "trial": r.number,
+                    "status": r.status.value,
+                    "target": r.target,
+                    "params": r.params,
+                    "seconds": r.seconds,
+                    "step_seconds": train + evaluation,
+                    "train_seconds": train,
+                    "eval_seconds": evaluation,
+                    "trace_setup_seconds": 0.0,
+                    "rss_mib": meter.rss.get(r.number),
+                }
+            )
+        # Only the first trial traces: its excess over the later trials' median is the tracing.
+        later = [t["step_seconds"] for t in trials[1:]]
+        if later:
+            trials[0]["trace_setup_seconds"] = trials[0]["step_seconds"] - statistics.median(later)
+        return trials
+
 
 class TrialLog(Observer):
     """Prints one line per finished trial to the real stdout (progress on a long benchmark,
@@ -141,3 +190,58 @@ class TrialLog(Observer):
             file=self.stream,
             flush=True,
         )
+
+
+class TimeSplit:
+    """Seconds per category of a baseline's study (``TIME_KEYS``), measured from outside.
+
+    Sections nest and are exclusive: a section inside another counts in its own category only
+    (a checkpoint saved inside ``fit`` is ``checkpoint``, not ``train``), and so do the seconds
+    ``add``-ed while a section is open (a callback's estimate of the tracing inside ``fit``).
+    Single-threaded: the baselines run their trials, suggestions and saves on one thread.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(TIME_KEYS, 0.0)
+        self._claimed: list[float] = []  # per open section: seconds its inner sections took
+
+    @contextlib.contextmanager
+    def measure(self, category: str) -> Iterator[None]:
+        start = time.perf_counter()
+        self._claimed.append(0.0)
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[category] += elapsed - self._claimed.pop()
+            if self._claimed:
+                self._claimed[-1] += elapsed
+
+    def add(self, category: str, seconds: float) -> None:
+        """Moves ``seconds`` of the open section (if any) to ``category``."""
+        self.seconds[category] += seconds
+        if self._claimed:
+            self._claimed[-1] += seconds
+
+    def wrap(self, obj: Any, name: str, category: str) -> None:
+        """Times every call of ``obj.name`` as ``category`` (an instance attribute shadows it)."""
+        method = getattr(obj, name)
+
+        @functools.wraps(method)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.measure(category):
+                return method(*args, **kwargs)
+
+        setattr(obj, name, timed)
+
+    def split(self, wall: float) -> dict[str, float]:
+        """Every category, ``other`` (the wall time in none) and ``wall``, in seconds."""
+        out = dict(self.seconds)
+        out["other"] = max(0.0, wall - sum(self.seconds.values()))
+        out["wall"] = wall
+        return out
+
+
+def outside_fraction(split: Mapping[str, float]) -> float:
+    """The study's time outside train, eval and trace: 1 - (train + eval + trace) / wall."""
+    return 1 - (split["train"] + split["eval"] + split["trace"]) / split["wall"]

@@ -85,6 +85,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default="", help="default bench/results/memory[_quick].json")
     parser.add_argument("--_child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--_result", default="", help=argparse.SUPPRESS)
+    # The workload's shape, which bench.overhead's children read: MNIST, 1 epoch, batch 128.
+    parser.add_argument("--dataset", default="mnist", help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--batch_size", type=int, default=overhead.BATCH, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args._module = "bench.memory"
     if args.quick and not args._child:
