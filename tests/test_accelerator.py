@@ -81,7 +81,23 @@ def test_only_the_chief_writes(monkeypatch, tf_config, chief):
     assert accelerator.is_chief() is chief
 
 
+def test_auto_does_not_probe_a_machine_without_tpu_devices(monkeypatch, capsys):
+    from tpu_bo import tpu_env
+
+    calls = []
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", calls.append)
+    monkeypatch.setattr(tpu_env, "tpu_evidence", lambda: None)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)
+    accelerator.get_strategy("auto")
+    assert calls == []
+    assert "no TPU (no TPU device on this machine" in capsys.readouterr().out
+
+
 def test_auto_probes_the_tpu_once_per_process(monkeypatch, capsys):
+    from tpu_bo import tpu_env
+
+    monkeypatch.setattr(tpu_env, "tpu_evidence", lambda: "/dev/vfio/0")  # a TPU may be here
     calls = []
     real = tf.distribute.cluster_resolver.TPUClusterResolver
 

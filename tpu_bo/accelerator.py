@@ -87,6 +87,9 @@ def get_strategy(
     if accelerator == "auto":
         if num_workers() > 1:
             tpu_reason = "not probed: TF_CONFIG names several workers"
+        elif tpu == "local" and not _may_have_tpu():
+            # The resolver's probe costs about half a second on a machine without any TPU.
+            tpu_reason = "no TPU device on this machine: /dev/accel*, /dev/vfio/*"
         elif tpu in _NO_TPU:
             tpu_reason = _NO_TPU[tpu]
         else:
@@ -302,3 +305,11 @@ def _tf_config() -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError("accelerator", "the TF_CONFIG environment variable is not a JSON object.")
     return config
+
+
+def _may_have_tpu() -> bool:
+    """Whether a local TPU may exist: a TPU device node or variable (``tpu_env``), or a
+    remote TPU named by the environment (``TPU_NAME``, Colab's old ``COLAB_TPU_ADDR``)."""
+    if tpu_env.tpu_evidence() is not None:
+        return True
+    return bool(os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR"))
