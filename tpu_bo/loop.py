@@ -315,7 +315,8 @@ class Loop:
             self._close_pack()
         self.study.flush()
         records = sorted(self.study.records(), key=lambda r: r.number)
-        test = self._test_metrics() if self.best else None
+        with self.clock.measure("eval"):  # the test split, scored once
+            test = self._test_metrics() if self.best else None
         seconds = time.perf_counter() - self.started
         utilization = self.useful / self.computed if self.computed else None
         split = self.clock.split(seconds)

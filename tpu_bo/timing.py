@@ -6,14 +6,15 @@ report its split of the session's wall time:
 * ``setup``: the strategy and the input pipeline, built once;
 * ``trace``: building programs, and every train, eval or reset call that traced (its whole
   time, the first run of the traced program included);
-* ``train`` / ``eval``: train- and eval-program calls that did not trace;
+* ``train`` / ``eval``: train- and eval-program calls that did not trace (``eval`` includes
+  scoring the best trial on the test split at the end);
 * ``reset``: loading trials into slots (the device reset, or a checkpoint copied in);
 * ``suggest_wait``: the main thread waiting for the sampler: asks made when a slot frees,
   and the wait for the background asks to finish after an epoch (~0 when they hide);
 * ``checkpoint``: copying in-flight trial states to the host (the files are written in a
   background thread);
 * ``journal``: reporting epochs and telling trials to the storage;
-* ``other``: the rest (observers, the console, TensorBoard, opening the study, the test score).
+* ``other``: the rest (observers, the console, TensorBoard, ``summary.png``, opening the study).
 """
 
 from __future__ import annotations
