@@ -218,7 +218,14 @@ class Loop:
         if self.draining:
             return 0
         ready = sum(1 for t in waiting if self._structure(t.params) == self.key)
-        return max(0, min(len(self.pack.finishing) - ready, self.study.remaining))
+        n = max(0, min(len(self.pack.finishing) - ready, self.study.remaining))
+        trials = self.study.optuna.get_trials(deepcopy=False)
+        init = self.config.init_points
+        if self.config.sampler != "random" and sum(t.state.is_finished() for t in trials) < init:
+            # The first guided trial waits for every random one, as a sequential study's
+            # does: asked any earlier, the sampler would guide from one or two scores.
+            n = min(n, max(0, init - len(trials)))
+        return n
 
     def _close_pack(self) -> None:
         self.useful += self.pack.useful_tower_epochs
