@@ -211,6 +211,28 @@ def test_a_checkpoint_whose_attribute_was_never_recorded_still_resumes(tmp_path)
         again.close()
 
 
+def test_a_trial_killed_while_being_asked_gets_its_parameters_on_resume(tmp_path):
+    """Asks run in the background while the chip trains, so a kill may land between creating
+    a trial and choosing its parameters: the resumed study finishes the ask under its number."""
+    study = Study(config(tmp_path)).open()
+    first = study.ask()
+    study.tell(first, Result("ok", history(0.4, 0.5, 0.6)))
+    half_asked = study.optuna.ask()  # RUNNING, no parameters, no seed: the kill's leftover
+    study.close()
+
+    again = Study(config(tmp_path)).open()
+    try:
+        (resumed,) = again.resumable()
+        assert resumed.number == half_asked.number and resumed.resume is None
+        assert SPACE.contains(resumed.params) and resumed.params.keys() == set(SPACE.names)
+        frozen = again.optuna.trials[resumed.number]
+        assert frozen.params == resumed.params and frozen.user_attrs["seed"] == resumed.seed
+        again.tell(resumed, Result("ok", history(0.7, 0.8, 0.9)))
+        assert [r.number for r in again.records()] == [0, 1] and again.remaining == 4
+    finally:
+        again.close()
+
+
 def _meta(state):
     return {
         "epoch": state.epoch,

@@ -271,6 +271,8 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(
         f"--prune={prune}",
         f"--checkpoint_every={every}",
         f"--output_dir={tmp_path}",
+        # 1 in 2 goes on at each rung, so that some trial after the first two outlives epoch 1.
+        "--reduction_factor=2",
     ]
     proc = start_cli(*args)
     deadline = time.monotonic() + 240
@@ -311,7 +313,7 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(
         if r.status.value == "ok":
             assert [h["epoch"] for h in r.history] == [1, 2, 3]
             assert r.steps == 3 * (1350 // 16)
-    if prune == "asha":  # 1 in 3 goes on at epoch 1 (Hyperband's pruning: tests/test_engine.py)
+    if prune == "asha":  # 1 in 2 goes on at epoch 1 (Hyperband's pruning: tests/test_engine.py)
         assert any(r.status.value == "pruned" for r in records), [r.status for r in records]
     assert not list((tmp_path / "inflight").iterdir())
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tpu_bo.background import Writes
@@ -160,7 +161,9 @@ class Study:
         """The trials a killed session left RUNNING, with their saved state when there is one.
 
         This process holds the lock, so no one else runs them. A trial without a readable
-        state starts again from fresh weights, under the same number and parameters.
+        state starts again from fresh weights, under the same number and parameters. A trial
+        killed while it was being asked (no parameters yet; asks run in the background while
+        the chip trains) gets them now, from the sampler, and starts under its number.
         """
         out = []
         running = self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -169,7 +172,8 @@ class Study:
             self.dir.remove(name)
         for t in running:
             if not self._distributions.keys() <= t.params.keys():
-                continue  # asked but never given its parameters: the sampler will ask again
+                out.append(self._start(optuna.Trial(self.optuna, t._trial_id), suggest=True))
+                continue
             self._live[t.number] = optuna.Trial(self.optuna, t._trial_id)
             self._reported[t.number] = set(t.intermediate_values)
             if self.dir.exists(self._checkpoint(t)):
@@ -211,7 +215,19 @@ class Study:
         """
         if structure:
             self.optuna.enqueue_trial(dict(structure))
-        live = self.optuna.ask(self._distributions)
+        return self._start(self.optuna.ask(self._distributions))
+
+    def _start(self, live: optuna.Trial, *, suggest: bool = False) -> Trial:
+        """Records a new trial's seed and source (and, with ``suggest``, draws its parameters
+        from the sampler, as ``optuna.Study.ask`` does) and makes it live."""
+        if suggest:
+            for name, d in self._distributions.items():
+                if isinstance(d, CategoricalDistribution):
+                    live.suggest_categorical(name, d.choices)
+                elif isinstance(d, IntDistribution):
+                    live.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+                else:
+                    live.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
         number = live.number
         seed = (self.config.seed * 100_003 + number) % 2**31
         guided = self.config.sampler != "random" and number >= self.config.init_points
