@@ -3,6 +3,7 @@ r"""How fast does the suggestion engine find known optima?  (No TensorFlow invol
   python -m bench.optimizer_quality            # 10 seeds, 40 evaluations (about 25 min)
   python -m bench.optimizer_quality --variants # plus the variants behind the defaults
   python -m bench.optimizer_quality --quick    # 2 seeds, 10 evaluations (CI, about a minute)
+  python -m bench.optimizer_quality --methods tpu_bo,optuna_bayes_opt  # tpu_bo's engine only
 
 Functions with known minima, each as a tpu_bo search space:
 
@@ -47,6 +48,7 @@ in ``--quick``, where it would double the time).
 
 Reported: the median over seeds of the simple regret (best found minus the minimum) after
 10, 20 and 40 evaluations, and each method's ratio to ``tpu_bo`` (above 1: tpu_bo is ahead).
+The JSON also keeps every seed's regret (``regret_by_seed``), to compare two runs seed by seed.
 """
 
 from __future__ import annotations
@@ -201,6 +203,12 @@ def parse_args() -> argparse.Namespace:
         help="also run the tpu_bo variants the defaults were chosen against",
     )
     parser.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated subset of the methods to run (tpu_bo is always run: the ratios "
+        "are to it), e.g. tpu_bo,optuna_bayes_opt to compare a change of the suggestion engine",
+    )
+    parser.add_argument(
         "--out", default="", help="default bench/results/optimizer_quality[_quick].json"
     )
     args = parser.parse_args()
@@ -217,7 +225,14 @@ def methods_to_run(args: argparse.Namespace) -> tuple[str, ...]:
     elif args.quick:  # it alone costs as much as every other method together
         print("note: optuna_gp skipped in --quick (slow); run without --quick for it")
         samplers = tuple(m for m in samplers if m != "optuna_gp")
-    return METHODS + samplers + (tuple(VARIANTS) if args.variants else ())
+    methods = METHODS + samplers + (tuple(VARIANTS) if args.variants else ())
+    if args.methods:
+        wanted = {"tpu_bo", *args.methods.split(",")}
+        unknown = wanted - {*METHODS, *SAMPLERS, *VARIANTS}
+        if unknown:
+            raise SystemExit(f"unknown methods: {', '.join(sorted(unknown))}")
+        methods = tuple(m for m in (*METHODS, *samplers, *VARIANTS) if m in wanted)
+    return methods
 
 
 def run_all(jobs: list[tuple[str, str, int, int]], processes: int) -> list[Any]:
@@ -245,6 +260,18 @@ def median_regrets(
                 for c in checkpoints
             }
     return regrets, seconds
+
+
+def seed_regrets(results: list[Any], checkpoints: list[int]) -> dict[str, Any]:
+    """Regret by problem, method and checkpoint, one per seed in seed order (for paired
+    comparisons of two runs)."""
+    out: dict[str, Any] = {}
+    for problem, method, _seed, values, _ in sorted(results, key=lambda r: r[:3]):
+        minimum = PROBLEMS[problem]["minimum"]
+        by_checkpoint = out.setdefault(problem, {}).setdefault(method, {})
+        for c in checkpoints:
+            by_checkpoint.setdefault(str(c), []).append(simple_regret(values, minimum, c))
+    return out
 
 
 def print_tables(regrets: dict[str, Any], methods: tuple[str, ...], seeds: int) -> None:
@@ -290,6 +317,7 @@ def main() -> None:
                 p: {m: {str(c): v for c, v in r.items()} for m, r in d.items()}
                 for p, d in regrets.items()
             },
+            "regret_by_seed": seed_regrets(results, checkpoints),
             "cpu_seconds_by_method": seconds,
             "wall_seconds": total,
         },

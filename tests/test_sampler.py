@@ -112,3 +112,27 @@ def test_every_sampler_proposes_points_in_the_space(name):
 )
 def test_every_pruner(prune, kind):
     assert isinstance(make_pruner(settings(prune=prune)), kind)
+
+
+def test_a_resumed_study_proposes_what_the_uninterrupted_one_does():
+    """The sampler's memo of kernel fits only saves work: an empty one proposes the same."""
+    wanted = distributions(SPACE)
+    warm = BayesOptSampler(SPACE, init_points=3, seed=0, maximize=True)
+    study = optuna.create_study(direction="maximize", sampler=warm)
+    running = []
+    for i in range(30):  # three slots, finishing out of order; two are left running
+        running.append(study.ask(wanted))
+        if len(running) == 3:
+            done = running.pop(i % 3)
+            study.tell(done, objective(done.params))
+    assert 0 < warm.work["fits"] < warm.work["suggestions"] == 27  # refits skipped
+    resumed = optuna.create_study(
+        direction="maximize", sampler=BayesOptSampler(SPACE, init_points=3, seed=0, maximize=True)
+    )
+    resumed.add_trials(study.get_trials())  # the same storage contents, a fresh process
+    for _ in range(3):
+        a, b = study.ask(wanted), resumed.ask(wanted)
+        assert a.params == b.params
+        study.tell(a, objective(a.params))
+        resumed.tell(b, objective(b.params))
+    assert resumed.sampler.work["fits"] > 0  # it refit what the warm sampler reused

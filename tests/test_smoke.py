@@ -37,8 +37,9 @@ def test_every_check_passes_on_the_cpu_and_the_report_is_complete(tmp_path):
     assert "replica" in devices and "eager ops on" in devices
     assert "K=4 / K=1 = " in checks["throughput"]["detail"]
     assert "float32 tolerance" in checks["pack = solo"]["detail"]
-    assert "weights redrawn on the device, 2 reset trace(s) for 2 program(s)" in (
-        checks["reset"]["detail"]
+    assert (
+        "weights redrawn on the device, 2 reset trace(s) for 2 program(s)"
+        in (checks["reset"]["detail"])
     )
     assert checks["bfloat16"]["ok"] is None  # mixed precision is off on a CPU by default
     lines = run.stdout.splitlines()

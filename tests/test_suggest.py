@@ -111,3 +111,88 @@ def test_a_pending_point_is_avoided_and_works_with_choices():
     fresh = Suggester(SPACE, seed=0)
     fresh.pending(proposed)  # nothing scored yet: no lie to tell
     assert fresh.observed == 0
+
+
+def _fed(n, *, seed=0, memo=None, space=SPACE):
+    """A Suggester with ``n`` random observations of a smooth score."""
+    s = Suggester(space, seed=seed, fit_seed=7, memo=memo)
+    points = Suggester(space, seed=123)
+    for _ in range(n):
+        v = points.suggest(random=True)
+        s.observe(v, -sum((math.log10(x) + 3) ** 2 if k == "lr" else 0.1 * x for k, x in v.items()))
+    return s
+
+
+def test_the_refit_schedule_refits_at_every_count_then_every_tenth_more():
+    from tpu_bo.suggest import refit_point
+
+    assert [refit_point(n) for n in (1, 5, 12, 13, 14, 15, 16, 100, 200)] == [
+        1, 5, 12, 12, 14, 14, 16, 97, 192,
+    ]  # fmt: skip
+    points = {refit_point(n) for n in range(1, 201)}
+    assert len(points) < 45  # 200 observations, at most 44 fits (bayes_opt: 200)
+
+
+def test_fits_follow_the_schedule_and_are_reused_in_between():
+    s = _fed(12)
+    for _ in range(13):  # from 12 to 24 observations
+        v = s.suggest()
+        s.observe(v, -abs(math.log10(v["lr"]) + 3))
+    # Refits at 12, 14, 16, 18, 20, 22 (the schedule), not at each of the 13 suggestions.
+    assert s.work["suggestions"] == 13 and s.work["fits"] == 6
+    assert sorted(key[1] for key in s.memo) == [12, 14, 16, 18, 20, 22]
+
+
+def test_a_cold_memo_proposes_exactly_what_a_warm_one_does():
+    memo = {}
+    warm = _fed(30, memo=memo)
+    warm.suggest()  # the fit at 29 observations is now in the memo
+    assert warm.work["fits"] == 1
+    again = _fed(30, memo=memo)
+    hit = again.suggest()
+    assert again.work["fits"] == 0  # reused, not refit
+    cold = _fed(30)
+    assert cold.suggest() == hit and cold.work["fits"] == 1
+    assert cold.memo.keys() == memo.keys()
+    assert [list(v) for v in cold.memo.values()] == [list(v) for v in memo.values()]
+
+
+def test_the_work_of_a_suggestion_is_capped_by_counts(monkeypatch):
+    import tpu_bo.suggest as suggest
+
+    monkeypatch.setattr(suggest, "FIT_EVALUATIONS", 3)  # a likelihood that would not converge
+    s = _fed(40)
+    s.suggest()
+    # One fit: the default start and FIT_RESTARTS random ones, each cut at 3 evaluations.
+    assert s.work["fits"] == 1
+    assert s.work["likelihood_evaluations"] == 3 * (1 + suggest.FIT_RESTARTS)
+    # The acquisition: one batch of candidates, one batched L-BFGS-B, the discrete passes.
+    polish = suggest.POLISH_EVALUATIONS * (suggest.STARTS + 1) * (2 + 1)  # 2 continuous
+    discrete = suggest.DISCRETE_PASSES * 2  # units: 16 or 32
+    assert s.work["posterior_calls"] <= 1 + suggest.POLISH_EVALUATIONS + suggest.DISCRETE_PASSES
+    assert s.work["posterior_points"] <= suggest.CANDIDATES + polish + discrete
+
+
+def test_the_acquisition_reads_the_posterior_sklearn_predicts():
+    s = _fed(25)
+    s.suggest()
+    points = s.optimizer.space.random_sample(20, random_state=0)
+    mean, std = s.optimizer._gp.predict(points, return_std=True)
+    target = s.optimizer.space.target
+    expected = type(s._base)(xi=0.0)
+    expected.y_max = target.max()
+    # Scaled by the scores' spread: the same argmax, gradients on one scale.
+    ours = s._acquisition()(points) * target.std()
+    assert ours == pytest.approx(-expected.base_acq(mean, std), rel=1e-6, abs=1e-12)
+
+
+def test_settled_observations_bound_the_refit_data():
+    s = _fed(14)
+    s.settle()  # the next observations may still be preceded by a trial finishing late
+    for v in (Suggester(SPACE, seed=5).suggest(random=True) for _ in range(6)):
+        s.observe(v, -1.0)
+    s.suggest()
+    assert [key[1] for key in s.memo] == [14]  # not 20: the settled prefix
+    late = _fed(20, memo={})
+    late.suggest()
+    assert [key[1] for key in late.memo] == [20]

@@ -13,13 +13,20 @@ a fresh ``bayes_opt`` optimizer and asks it for one point:
   lie of ``ConstantLiar``, which pushes the new point away from them.
 
 Replaying from the storage every time makes the sampler stateless, so a resumed or shared
-study proposes exactly what it would have proposed without the interruption.
+study proposes exactly what it would have proposed without the interruption. The one thing it
+keeps between asks is a memo of fitted kernel hyperparameters (:class:`KernelMemo`), which only
+saves recomputing them: a fit depends on nothing but its data (a prefix of the finished trials
+in trial-number order) and the study's seed, so a fresh process with an empty memo refits and
+proposes the same points (see :mod:`tpu_bo.suggest`). The trials before the first one still
+running are settled: a trial finishing later cannot change them, so a pack's out-of-order
+finishes do not keep invalidating the memo.
 
 This module does not import TensorFlow.
 """
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import math
 import statistics
@@ -75,6 +82,8 @@ class BayesOptSampler(optuna.samplers.BaseSampler):
         self.maximize = maximize
         self.suggester = suggester
         self._distributions = distributions(space)
+        self.memo = KernelMemo()
+        self.work: collections.Counter[str] = collections.Counter()  # Suggester.work, summed
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -90,6 +99,8 @@ class BayesOptSampler(optuna.samplers.BaseSampler):
             self.space,
             seed=(self.seed * 100_003 + trial.number) % 2**31,
             maximize=self.maximize,
+            fit_seed=self.seed,
+            memo=self.memo,
             **self.suggester,
         )
         trials = study.get_trials(deepcopy=False)
@@ -97,6 +108,7 @@ class BayesOptSampler(optuna.samplers.BaseSampler):
         if not random:
             random = not replay(suggester, trials, trial.number, maximize=self.maximize)
         point = suggester.suggest(random=random)
+        self.work.update(suggester.work)
         return {name: _clip(search_space[name], point[name]) for name in search_space}
 
     def sample_independent(
@@ -111,14 +123,34 @@ class BayesOptSampler(optuna.samplers.BaseSampler):
         return sampler.sample_independent(study, trial, param_name, param_distribution)
 
 
+class KernelMemo(collections.OrderedDict):
+    """A sampler's fitted kernel hyperparameters (see :class:`tpu_bo.suggest.Suggester`'s
+    ``memo``): the newest ``size`` fits."""
+
+    size = 16
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 def replay(
     suggester: Suggester, trials: Sequence[FrozenTrial], number: int, *, maximize: bool
 ) -> bool:
-    """Registers finished trials, then running ones as pending; False if nothing scored."""
+    """Registers finished trials, then running ones as pending; False if nothing scored.
+
+    The finished trials before the first unfinished one are settled (``Suggester.settle``):
+    no trial that finishes later can come before them.
+    """
     sign = 1.0 if maximize else -1.0
-    done = [t for t in trials if t.state in FINISHED]
+    done = sorted((t for t in trials if t.state in FINISHED), key=lambda t: t.number)
     ok = [t for t in done if t.state == TrialState.COMPLETE and t.intermediate_values]
-    for t in done:
+    first_open = min((t.number for t in trials if t.state not in FINISHED), default=math.inf)
+    settled = sum(1 for t in done if t.number < first_open)
+    for i, t in enumerate(done):
+        if i == settled:
+            suggester.settle()
         if t.state == TrialState.COMPLETE and t.value is not None:
             suggester.observe(t.params, t.value)
         elif t.state == TrialState.PRUNED and t.intermediate_values:

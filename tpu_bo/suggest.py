@@ -18,18 +18,61 @@
   score so far (the "max" lie of ``ConstantLiar``), which pushes the next point away from it.
   :class:`tpu_bo.sampler.BayesOptSampler` replays a study through these methods.
 
+**Bounded work.** bayes_opt's ``suggest`` refits the kernel every time and maximises the
+acquisition with one ``predict`` call per finite difference (or a differential evolution run to
+convergence when there is an int or choice): 0.3-3 s in 5-D, unbounded. :meth:`Suggester.suggest`
+keeps bayes_opt's model (process, kernel, transforms, acquisitions) and caps each step by a count:
+
+* the kernel's hyperparameters are refit only when the count of real observations (lies
+  excluded) reaches a point of :func:`refit_point`'s schedule, on the first n_k of them (thinned
+  to ``FIT_POINTS``), by ``1 + FIT_RESTARTS`` L-BFGS-B runs of ``FIT_EVALUATIONS`` likelihood
+  evaluations at most; otherwise the last fitted kernel is reused (``optimizer=None``);
+* the acquisition is scored on ``CANDIDATES`` random points in one batch (fewer past
+  ``CANDIDATE_CELLS`` candidates x points); one L-BFGS-B of ``POLISH_EVALUATIONS`` batched
+  posteriors moves the continuous coordinates of the best ``STARTS`` and of the best observation
+  together; ``DISCRETE_PASSES`` passes then try every int and choice value;
+* on one BLAS thread: the matrices are small, a second thread made fits 5-20 times slower on a
+  busy host, and results then do not depend on the host's core count.
+
+Nothing is timed out by the clock: proposals would depend on how busy the host was, and a
+resumed study or another worker would propose differently (docs/DESIGN.md contracts 7 and 9).
+``Suggester.work`` counts what was spent. A fit depends only on its data and random stream
+(``fit_seed`` and n_k), so it is memoised by a digest of its data: a process with an empty memo
+recomputes what a warm one reuses. :meth:`Suggester.settle` keeps that data out of reach of
+trials finishing out of order.
+
 This module does not import TensorFlow; ``bench.optimizer_quality`` measures it on its own.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import functools
+import hashlib
 import math
 import warnings
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import numpy as np
 
 from tpu_bo.space import SearchSpace
+
+REFIT_ALWAYS, REFIT_GROWTH = 12, 1.1  # refit at every count up to 12, then every 10 % more
+UNSETTLED_MAX = 16  # refit data may reach this many observations past the settled prefix
+FIT_POINTS, FIT_RESTARTS, FIT_EVALUATIONS = 200, 2, 30
+CANDIDATES, MIN_CANDIDATES, CANDIDATE_CELLS = 2048, 256, 200_000
+STARTS, POLISH_EVALUATIONS, STEP = 5, 40, 1e-6  # STEP: a finite difference, in unit coordinates
+DISCRETE_PASSES, DISCRETE_VALUES = 2, 32  # DISCRETE_VALUES: of an int parameter, at most
+
+
+def refit_point(n: int) -> int:
+    """The observation count at which the schedule last refit the kernel, for ``n`` observations."""
+    point = min(n, REFIT_ALWAYS)
+    while max(point + 1, math.ceil(point * REFIT_GROWTH)) <= n:
+        point = max(point + 1, math.ceil(point * REFIT_GROWTH))
+    return point
 
 
 class Suggester:
@@ -45,6 +88,9 @@ class Suggester:
       scale_xi: Measure ``xi`` in standard deviations of the scores so far.
       domain_reduction: Shrink the bounds around the best point as observations arrive
         (bayes_opt's ``SequentialDomainReductionTransformer``; float and log spaces only).
+      fit_seed: Seeds the kernel's hyperparameter fits (default ``seed``).
+      memo: Fitted hyperparameters by (``fit_seed``, n_k, digest of the data) to reuse and
+        extend; a mapping that only saves fits, which are recomputed identically without it.
     """
 
     def __init__(
@@ -58,14 +104,11 @@ class Suggester:
         kappa: float = 2.576,
         scale_xi: bool = True,
         domain_reduction: bool = False,
+        fit_seed: int | None = None,
+        memo: MutableMapping[Any, np.ndarray] | None = None,
     ) -> None:
-        from bayes_opt import (
-            BayesianOptimization,
-            SequentialDomainReductionTransformer,
-        )
-        from bayes_opt import (
-            acquisition as acq,
-        )
+        from bayes_opt import BayesianOptimization, SequentialDomainReductionTransformer
+        from bayes_opt import acquisition as acq
 
         self.space = space
         self.sign = 1.0 if maximize else -1.0
@@ -94,8 +137,14 @@ class Suggester:
                     SequentialDomainReductionTransformer() if domain_reduction else None
                 ),
             )
+        self._kernel = self.optimizer._gp.kernel  # bayes_opt's, before any fit
+        self.fit_seed = seed if fit_seed is None else fit_seed
+        self.memo = {} if memo is None else memo
+        self.work: collections.Counter[str] = collections.Counter()  # what suggestions cost
         self._ok_scores: list[float] = []
         self._pending_failed: list[dict[str, Any]] = []
+        self._real: list[bool] = []  # per registered point: an observation, not a pending lie
+        self._settled: int | None = None
 
     @property
     def observed(self) -> int:
@@ -109,14 +158,16 @@ class Suggester:
         """
         if random or self.observed == 0:
             return self.space.from_optimizer(self.optimizer.random_sample(1)[0])
-        if self.acquisition in ("ei", "poi"):
-            if self.scale_xi:
-                scores = np.asarray(self.optimizer.space.target, dtype=float)
-                spread = float(np.std(scores)) if scores.size > 1 else 0.0
-                self._base.xi = self.xi * spread
-            else:
-                self._base.xi = self.xi
-        return self.space.from_optimizer(self.optimizer.suggest())
+        self.work["suggestions"] += 1
+        with _threadpools().limit(limits=1, user_api="blas"):
+            self._condition()
+            x = _maximise(self._acquisition(), self.optimizer)
+        return self.space.from_optimizer(self.optimizer.space.array_to_params(x))
+
+    def settle(self) -> None:
+        """Declares the observations so far final (later ones only follow them): the kernel is
+        refit on a prefix of these, or of all but the newest ``UNSETTLED_MAX``. Default: all."""
+        self._settled = sum(self._real)
 
     def observe(self, params: dict[str, Any], score: float | None, *, status: str = "ok") -> bool:
         """Registers a finished trial.
@@ -152,10 +203,195 @@ class Suggester:
         The acquisition then sees no gain in proposing that point again, and looks elsewhere.
         """
         if self._ok_scores and self.space.contains(params):
-            self._register(params, max(self._ok_scores))
+            self._register(params, max(self._ok_scores), real=False)
 
-    def _register(self, params: dict[str, Any], score: float) -> None:
-        self.optimizer.register(params=self.space.to_optimizer(params), target=score)
+    def _register(self, params: dict[str, Any], score: float, *, real: bool = True) -> None:
+        # Not optimizer.register, which rebuilds every point's record for its silent logger.
+        self.optimizer.space.register(self.space.to_optimizer(params), score)
+        self._real.append(real)
         transformer = getattr(self.optimizer, "_bounds_transformer", None)
         if transformer is not None and self.observed > 1:
             self.optimizer.set_bounds(transformer.transform(self.optimizer.space))
+
+    def _condition(self) -> None:
+        """Fits the process to every point, with the kernel the refit schedule last fitted."""
+        params, target = self.optimizer.space.params, self.optimizer.space.target
+        real = np.asarray(self._real, dtype=bool)
+        count = int(real.sum())
+        settled = count if self._settled is None else self._settled
+        n_k = refit_point(max(settled, count - UNSETTLED_MAX, min(count, REFIT_ALWAYS)))
+        theta = self._theta(params[real][:n_k], target[real][:n_k])
+        gp = self.optimizer._gp
+        gp.set_params(kernel=self._kernel.clone_with_theta(theta), optimizer=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn's convergence notes
+            gp.fit(params, target)
+
+    def _theta(self, params: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The kernel's hyperparameters fitted on these observations (memoised)."""
+        from sklearn.base import clone
+
+        n_k = len(target)
+        if n_k > FIT_POINTS:
+            keep = np.linspace(0, n_k - 1, FIT_POINTS).round().astype(int)
+            params, target = params[keep], target[keep]
+        data = np.ascontiguousarray(params).tobytes() + np.ascontiguousarray(target).tobytes()
+        key = (self.fit_seed, n_k, hashlib.blake2b(data, digest_size=16).hexdigest())
+        theta = self.memo.get(key)
+        if theta is None:
+            self.work["fits"] += 1
+
+            def optimizer(f: Callable, x0: np.ndarray, bounds: Any) -> tuple[np.ndarray, float]:
+                x, value, calls = _capped_lbfgsb(f, x0, bounds, cap=FIT_EVALUATIONS)
+                self.work["likelihood_evaluations"] += calls
+                return x, value
+
+            model = clone(self.optimizer._gp).set_params(
+                kernel=self._kernel,
+                optimizer=optimizer,
+                n_restarts_optimizer=FIT_RESTARTS,
+                random_state=np.random.RandomState((self.fit_seed * 1_000_003 + n_k) % 2**32),
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                theta = self.memo[key] = model.fit(params, target).kernel_.theta
+        return theta
+
+    def _acquisition(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The acquisition to minimise, on a batch of points, in the units the process was fitted
+        in (sklearn's ``normalize_y``): the same argmax, and gradients of one scale."""
+        from scipy.linalg import solve_triangular
+
+        gp, space, work = self.optimizer._gp, self.optimizer.space, self.work
+        target = space.target
+        mean, spread = float(np.mean(target)), float(np.std(target))
+        scale = spread if spread >= 10 * np.finfo(float).eps else 1.0  # as sklearn's
+        inside = space.mask  # points within the (possibly reduced) bounds
+        function = self._base
+        if self.acquisition in ("ei", "poi"):
+            function.y_max = float(np.max(target[inside] if inside.any() else target)) - mean
+            function.y_max /= scale
+            xi = self.xi * (spread if target.size > 1 else 0.0) if self.scale_xi else self.xi
+            function.xi = xi / scale
+
+        def acquisition(points: np.ndarray) -> np.ndarray:
+            work["posterior_calls"] += 1
+            work["posterior_points"] += len(points)
+            cross = gp.kernel_(points, gp.X_train_)
+            v = solve_triangular(gp.L_, cross.T, lower=True, check_finite=False)
+            variance = gp.kernel_.diag(points) - np.einsum("ij,ij->j", v, v)
+            with np.errstate(all="ignore"):
+                std = np.sqrt(np.maximum(variance, 1e-18))
+                return -np.nan_to_num(function.base_acq(cross @ gp.alpha_, std), nan=0.0)
+
+        return acquisition
+
+
+@functools.cache
+def _threadpools() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # made once: making one scans every loaded library
+
+
+class _OutOfBudget(Exception): ...
+
+
+def _capped_lbfgsb(fun: Callable, x0: np.ndarray, bounds: Any, *, cap: int) -> tuple:
+    """L-BFGS-B on ``fun`` (value and gradient) stopped after ``cap`` evaluations: the best
+    point evaluated, its value and the evaluations spent."""
+    from scipy.optimize import minimize
+
+    best: list[Any] = [np.asarray(x0, dtype=float), math.inf]
+    calls = 0
+
+    def counted(x: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal calls
+        if calls >= cap:
+            raise _OutOfBudget
+        calls += 1
+        value, gradient = fun(x)
+        if float(value) < best[1]:
+            best[:] = [np.array(x), float(value)]
+        return value, gradient
+
+    with contextlib.suppress(_OutOfBudget):
+        minimize(counted, x0, jac=True, method="L-BFGS-B", bounds=bounds)
+    return best[0], best[1], calls
+
+
+def _maximise(acquisition: Callable, optimizer: Any) -> np.ndarray:
+    """The point that minimises ``acquisition`` (see the module docstring for the budget)."""
+    space = optimizer.space
+    count = max(MIN_CANDIDATES, min(CANDIDATES, CANDIDATE_CELLS // len(space)))
+    candidates = space.random_sample(count, random_state=optimizer._random_state)
+    values = acquisition(candidates)
+    starts = candidates[np.argsort(values, kind="stable")[:STARTS]]
+    inside = space.mask
+    if inside.any():  # the best observation so far: its neighbourhood is worth a look
+        best = int(np.argmax(np.where(inside, space.target, -np.inf)))
+        starts = np.vstack([starts, space.params[best]])
+    x, value = candidates[int(np.argmin(values))], float(np.min(values))
+    continuous = space.continuous_dimensions
+    if continuous.any():
+        polished, polished_value = _polish(acquisition, starts, continuous, space.bounds)
+        if polished_value < value:
+            x, value = polished, polished_value
+    x = _discrete_passes(acquisition, x, value, space)
+    if continuous.any() and x in space:  # the best observation itself: a flat acquisition
+        x = candidates[int(np.argmin(values))]
+    return np.clip(x, space.bounds[:, 0], space.bounds[:, 1])
+
+
+def _polish(
+    acquisition: Callable, starts: np.ndarray, continuous: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """One L-BFGS-B on the sum of the starts' acquisitions over their continuous coordinates
+    (scaled to [0, 1]): one batched posterior gives it and its forward differences. Returns the
+    best point any start reached, and its value."""
+    low, width = bounds[continuous, 0], bounds[continuous, 1] - bounds[continuous, 0]
+    k, d = len(starts), int(continuous.sum())
+    best = [starts[0].copy(), math.inf]
+
+    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+        unit = z.reshape(k, d)
+        step = np.where(unit + STEP <= 1.0, STEP, -STEP)
+        probes = np.repeat(unit[:, None, :], d + 1, axis=1)
+        probes[:, np.arange(1, d + 1), np.arange(d)] += step
+        points = np.repeat(starts[:, None, :], d + 1, axis=1)
+        points[..., continuous] = low + probes * width
+        values = acquisition(points.reshape(k * (d + 1), -1)).reshape(k, d + 1)
+        i = int(np.argmin(values[:, 0]))
+        if values[i, 0] < best[1]:
+            best[:] = [points[i, 0].copy(), float(values[i, 0])]
+        return float(values[:, 0].sum()), ((values[:, 1:] - values[:, :1]) / step).ravel()
+
+    z0 = np.clip((starts[:, continuous] - low) / width, 0.0, 1.0).ravel()
+    _capped_lbfgsb(fun, z0, [(0.0, 1.0)] * (k * d), cap=POLISH_EVALUATIONS)
+    return best[0], best[1]
+
+
+def _discrete_passes(acquisition: Callable, x: np.ndarray, value: float, space: Any) -> np.ndarray:
+    """Moves ``x`` to the best change of one int or choice value, while that improves it."""
+    options = []  # per discrete parameter: its columns, and rows of values to put there
+    for name, parameter in space.params_config.items():
+        columns = space.masks[name]
+        if parameter.dim > 1:  # a choice, one-hot
+            options.append((columns, np.eye(parameter.dim)))
+        elif not parameter.is_continuous:
+            low, high = space.bounds[columns][0]
+            grid = np.arange(math.ceil(low), math.floor(high) + 1, dtype=float)
+            if len(grid) > DISCRETE_VALUES:
+                grid = np.unique(np.round(np.linspace(low, high, DISCRETE_VALUES)))
+            options.append((columns, grid[:, None]))
+    for _ in range(DISCRETE_PASSES if options else 0):
+        moves = np.vstack([np.repeat(x[None], len(rows), axis=0) for _, rows in options])
+        start = 0
+        for columns, rows in options:
+            moves[start : start + len(rows), columns] = rows
+            start += len(rows)
+        scores = acquisition(moves)
+        if not scores.min() < value:
+            break
+        x, value = moves[int(np.argmin(scores))], float(scores.min())
+    return x
