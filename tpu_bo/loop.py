@@ -125,9 +125,9 @@ class Loop:
         try:
             self._trials(waiting)
         except BaseException as e:
-            # Nothing in the background may touch the study once its lock is released.
+            # Nothing in the background may touch the study once its lock is released (the
+            # checkpoint writes are waited for by Study.close, in run_study's finally).
             self.prefetch.close()
-            self.study.flush(quiet=True)
             if isinstance(e, KeyboardInterrupt):
                 self.reporter.line(
                     f"interrupted; every finished trial is in {self.study.dir.output_dir}, and "
