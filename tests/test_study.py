@@ -316,11 +316,11 @@ def test_diverging_points_fail_and_guided_suggestions_mostly_avoid_them(tmp_path
     result = run_study(config)
     records = result.trials
     assert len(records) == 14 and result.counts["failed"] >= 1 and result.traces == 2
-    for r in records:  # float32 overflows above 10**38.53
+    for r in records:  # float32 overflows above 10**38.53; the logits, sums of 32 units, sooner
         if r.params["gain"] > 38.54:
             assert r.status is Status.FAILED and r.target is None
             assert r.error.startswith("loss became nan")
-        elif r.params["gain"] < 38.52:
+        elif r.params["gain"] < 37.0:
             assert r.status is Status.OK
     guided = [r for r in records if r.source == "guided"]
     # Blind sampling would fail 36% of the time, i.e. about 3 of these 8.

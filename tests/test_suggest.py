@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from tpu_bo.space import SearchSpace
@@ -113,14 +114,20 @@ def test_a_pending_point_is_avoided_and_works_with_choices():
     assert fresh.observed == 0
 
 
-def _fed(n, *, seed=0, memo=None, space=SPACE):
-    """A Suggester with ``n`` random observations of a smooth score."""
-    s = Suggester(space, seed=seed, fit_seed=7, memo=memo)
+def _fed(n, *, seed=0, memo=None, space=SPACE, noise=0.0, exact=False):
+    """A Suggester with ``n`` random observations of a smooth score, plus ``noise`` (its
+    standard deviation); ``exact``: a Suggester that interpolates the scores."""
+    s = Suggester(space, seed=seed, fit_seed=7, memo=memo, noise=not exact)
     points = Suggester(space, seed=123)
+    draws = np.random.default_rng(5)
     for _ in range(n):
         v = points.suggest(random=True)
-        s.observe(v, -sum((math.log10(x) + 3) ** 2 if k == "lr" else 0.1 * x for k, x in v.items()))
+        s.observe(v, _smooth(v) + noise * draws.standard_normal())
     return s
+
+
+def _smooth(v):
+    return -sum((math.log10(x) + 3) ** 2 if k == "lr" else 0.1 * x for k, x in v.items())
 
 
 def test_the_refit_schedule_refits_at_every_count_then_every_tenth_more():
@@ -158,6 +165,7 @@ def test_a_cold_memo_proposes_exactly_what_a_warm_one_does():
 
 
 def test_the_work_of_a_suggestion_is_capped_by_counts(monkeypatch):
+    import tpu_bo.acquisition as acquisition
     import tpu_bo.suggest as suggest
 
     monkeypatch.setattr(suggest, "FIT_EVALUATIONS", 3)  # a likelihood that would not converge
@@ -167,14 +175,14 @@ def test_the_work_of_a_suggestion_is_capped_by_counts(monkeypatch):
     assert s.work["fits"] == 1
     assert s.work["likelihood_evaluations"] == 3 * (1 + suggest.FIT_RESTARTS)
     # The acquisition: one batch of candidates, one batched L-BFGS-B, the discrete passes.
-    polish = suggest.POLISH_EVALUATIONS * (suggest.STARTS + 1) * (2 + 1)  # 2 continuous
-    discrete = suggest.DISCRETE_PASSES * 2  # units: 16 or 32
-    assert s.work["posterior_calls"] <= 1 + suggest.POLISH_EVALUATIONS + suggest.DISCRETE_PASSES
-    assert s.work["posterior_points"] <= suggest.CANDIDATES + polish + discrete
+    polish = acquisition.POLISH_EVALUATIONS * (acquisition.STARTS + 1) * (2 + 1)  # 2 continuous
+    discrete = acquisition.DISCRETE_PASSES * 2  # units: 16 or 32
+    assert s.work["posterior_calls"] <= 1 + acquisition.POLISH_EVALUATIONS + acquisition.DISCRETE_PASSES
+    assert s.work["posterior_points"] <= acquisition.CANDIDATES + polish + discrete
 
 
 def test_the_acquisition_reads_the_posterior_sklearn_predicts():
-    s = _fed(25)
+    s = _fed(25, exact=True)
     s.suggest()
     points = s.optimizer.space.random_sample(20, random_state=0)
     mean, std = s.optimizer._gp.predict(points, return_std=True)
@@ -196,3 +204,39 @@ def test_settled_observations_bound_the_refit_data():
     late = _fed(20, memo={})
     late.suggest()
     assert [key[1] for key in late.memo] == [20]
+
+
+def test_with_noise_the_acquisition_is_expected_improvement_over_the_best_posterior_mean():
+    s = _fed(25, noise=0.3)
+    s.suggest()
+    gp = s.optimizer._gp
+    points = s.optimizer.space.random_sample(20, random_state=0)
+    mean, std = gp.predict(points, return_std=True)  # of one observation: noise included
+    noise = gp.kernel_.k2.noise_level * gp._y_train_std**2
+    assert noise > 0.01 * gp._y_train_std**2  # the fit saw the noise
+    latent = np.sqrt(std**2 - noise)
+    expected = type(s._base)(xi=0.0)
+    expected.y_max = gp.predict(s.optimizer.space.params).max()  # not the luckiest score
+    assert expected.y_max < s.optimizer.space.target.max()
+    ours = s._acquisition()(points) * gp._y_train_std
+    assert ours == pytest.approx(-expected.base_acq(mean, latent), rel=1e-5, abs=1e-12)
+
+
+def test_the_fitted_noise_follows_the_scores_noise_and_the_posterior_averages_it():
+    exact, interpolating = _fed(30, exact=True), _fed(30, noise=0.3, exact=True)
+    smooth, noisy = _fed(30), _fed(30, noise=0.3)
+    draw = Suggester(SPACE, seed=9)
+    points = [draw.suggest(random=True) for _ in range(10)]
+    truth = np.array([_smooth(v) for v in points])
+    for s in (exact, smooth, noisy):
+        s.posterior(points)
+    assert exact.noise_std == 0.0
+    assert smooth.noise_std < 0.01 < 0.1 < noisy.noise_std < 1.0, (smooth.noise_std, noisy.noise_std)
+    # Without noise the noise-aware process matches the interpolating one.
+    assert smooth.posterior(points)[0] == pytest.approx(exact.posterior(points)[0], abs=0.02)
+    # With noise (0.29 fitted for 0.3), the posterior is nearer the truth than an interpolation
+    # of the noisy scores, and its error within its own uncertainty.
+    mean, std = noisy.posterior(points)
+    error = np.abs(mean - truth)
+    assert np.all(error < 3 * std), (error, std)
+    assert error.mean() < 0.8 * np.abs(interpolating.posterior(points)[0] - truth).mean()

@@ -18,6 +18,18 @@
   score so far (the "max" lie of ``ConstantLiar``), which pushes the next point away from it.
   :class:`tpu_bo.sampler.BayesOptSampler` replays a study through these methods.
 
+**Noise.** A one-epoch validation score is a noisy draw: the same point with another seed
+scores differently. bayes_opt's process (Matern 2.5, ``alpha=1e-6``) interpolates every score,
+noise included, and expected improvement then chases the luckiest draws. With ``noise`` (the
+default) the kernel gets a ``WhiteKernel`` term whose variance (in units of the scores'
+variance, ``normalize_y``) is fitted in [1e-6, 1] with the Gamma(1.1, rate 30) prior of Optuna's
+GPSampler (a MAP fit: a few points are not explained away as pure noise); expected improvement
+is then computed on the objective itself (the noise-free posterior) over the best posterior
+mean at an observed point (the "plug-in" incumbent), not over the best draw. On a deterministic
+objective the fitted noise stays at its floor and nothing changes (``bench/RESULTS.md``,
+"optimizer_quality"). :meth:`Suggester.posterior` gives the model's mean and standard deviation
+of the objective at any points, which :mod:`tpu_bo.recommend` uses to recommend a trial.
+
 **Bounded work.** bayes_opt's ``suggest`` refits the kernel every time and maximises the
 acquisition with one ``predict`` call per finite difference (or a differential evolution run to
 convergence when there is an int or choice): 0.3-3 s in 5-D, unbounded. :meth:`Suggester.suggest`
@@ -47,7 +59,6 @@ This module does not import TensorFlow; ``bench.optimizer_quality`` measures it 
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import hashlib
 import math
@@ -57,14 +68,15 @@ from typing import Any
 
 import numpy as np
 
+from tpu_bo.acquisition import capped_lbfgsb, maximise
 from tpu_bo.space import SearchSpace
 
 REFIT_ALWAYS, REFIT_GROWTH = 12, 1.1  # refit at every count up to 12, then every 10 % more
 UNSETTLED_MAX = 16  # refit data may reach this many observations past the settled prefix
 FIT_POINTS, FIT_RESTARTS, FIT_EVALUATIONS = 200, 2, 30
-CANDIDATES, MIN_CANDIDATES, CANDIDATE_CELLS = 2048, 256, 200_000
-STARTS, POLISH_EVALUATIONS, STEP = 5, 40, 1e-6  # STEP: a finite difference, in unit coordinates
-DISCRETE_PASSES, DISCRETE_VALUES = 2, 32  # DISCRETE_VALUES: of an int parameter, at most
+# The observation noise, a variance in units of the scores' variance (sklearn's normalize_y):
+# fitted between these bounds with a Gamma(1.1, rate 30) prior, Optuna's GPSampler's.
+NOISE_BOUNDS, NOISE_START, NOISE_PRIOR = (1e-6, 1.0), 1e-2, (1.1, 30.0)
 
 
 def refit_point(n: int) -> int:
@@ -91,6 +103,8 @@ class Suggester:
       fit_seed: Seeds the kernel's hyperparameter fits (default ``seed``).
       memo: Fitted hyperparameters by (``fit_seed``, n_k, digest of the data) to reuse and
         extend; a mapping that only saves fits, which are recomputed identically without it.
+      noise: Fit an observation noise term (a ``WhiteKernel``) instead of interpolating every
+        score: see the module docstring, "Noise".
     """
 
     def __init__(
@@ -106,9 +120,11 @@ class Suggester:
         domain_reduction: bool = False,
         fit_seed: int | None = None,
         memo: MutableMapping[Any, np.ndarray] | None = None,
+        noise: bool = True,
     ) -> None:
         from bayes_opt import BayesianOptimization, SequentialDomainReductionTransformer
         from bayes_opt import acquisition as acq
+        from sklearn.gaussian_process.kernels import WhiteKernel
 
         self.space = space
         self.sign = 1.0 if maximize else -1.0
@@ -137,7 +153,10 @@ class Suggester:
                     SequentialDomainReductionTransformer() if domain_reduction else None
                 ),
             )
-        self._kernel = self.optimizer._gp.kernel  # bayes_opt's, before any fit
+        self._kernel = self.optimizer._gp.kernel  # bayes_opt's Matern, before any fit
+        self.noise = noise
+        if noise:
+            self._kernel = self._kernel + WhiteKernel(NOISE_START, NOISE_BOUNDS)
         self.fit_seed = seed if fit_seed is None else fit_seed
         self.memo = {} if memo is None else memo
         self.work: collections.Counter[str] = collections.Counter()  # what suggestions cost
@@ -161,7 +180,7 @@ class Suggester:
         self.work["suggestions"] += 1
         with _threadpools().limit(limits=1, user_api="blas"):
             self._condition()
-            x = _maximise(self._acquisition(), self.optimizer)
+            x = maximise(self._acquisition(), self.optimizer)
         return self.space.from_optimizer(self.optimizer.space.array_to_params(x))
 
     def settle(self) -> None:
@@ -236,13 +255,15 @@ class Suggester:
             keep = np.linspace(0, n_k - 1, FIT_POINTS).round().astype(int)
             params, target = params[keep], target[keep]
         data = np.ascontiguousarray(params).tobytes() + np.ascontiguousarray(target).tobytes()
-        key = (self.fit_seed, n_k, hashlib.blake2b(data, digest_size=16).hexdigest())
+        key = (self.fit_seed, n_k, self.noise, hashlib.blake2b(data, digest_size=16).hexdigest())
         theta = self.memo.get(key)
         if theta is None:
             self.work["fits"] += 1
 
             def optimizer(f: Callable, x0: np.ndarray, bounds: Any) -> tuple[np.ndarray, float]:
-                x, value, calls = _capped_lbfgsb(f, x0, bounds, cap=FIT_EVALUATIONS)
+                x, value, calls = capped_lbfgsb(
+                    self._with_prior(f), x0, bounds, cap=FIT_EVALUATIONS
+                )
                 self.work["likelihood_evaluations"] += calls
                 return x, value
 
@@ -257,34 +278,98 @@ class Suggester:
                 theta = self.memo[key] = model.fit(params, target).kernel_.theta
         return theta
 
+    def _with_prior(self, f: Callable) -> Callable:
+        """The negative log marginal likelihood ``f`` plus the noise's negative log prior (a MAP
+        fit): without one, a handful of points is as well explained by pure noise."""
+        if not self.noise:
+            return f
+        index = len(self._kernel.k1.theta)  # theta: the Matern's, then log(noise)
+        concentration, rate = NOISE_PRIOR
+
+        def penalised(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            value, gradient = f(theta)
+            noise = math.exp(theta[index])
+            gradient = np.array(gradient, dtype=float)
+            gradient[index] += rate * noise - (concentration - 1)
+            return value + rate * noise - (concentration - 1) * theta[index], gradient
+
+        return penalised
+
+    def _latent(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted process's mean and variance of the objective itself (without the
+        observation noise) at ``points``, in the units it was fitted in (``normalize_y``)."""
+        from scipy.linalg import solve_triangular
+
+        gp = self.optimizer._gp
+        kernel = gp.kernel_.k1 if self.noise else gp.kernel_
+        cross = kernel(points, gp.X_train_)
+        v = solve_triangular(gp.L_, cross.T, lower=True, check_finite=False)
+        return cross @ gp.alpha_, kernel.diag(points) - np.einsum("ij,ij->j", v, v)
+
+    def _incumbent(self) -> float:
+        """The best score so far, in fitted units: the best observed one or, with noise, the
+        best posterior mean at an observed point (the "plug-in" of noisy expected improvement:
+        the luckiest draw is not a level to beat)."""
+        gp, space = self.optimizer._gp, self.optimizer.space
+        inside = space.mask if space.mask.any() else np.ones(len(space), dtype=bool)
+        if self.noise:
+            real = inside & np.asarray(self._real, dtype=bool)
+            mean, _ = self._latent(space.params[real if real.any() else inside])
+            return float(np.max(mean))
+        target = (space.target - gp._y_train_mean) / gp._y_train_std
+        return float(np.max(target[inside]))
+
     def _acquisition(self) -> Callable[[np.ndarray], np.ndarray]:
         """The acquisition to minimise, on a batch of points, in the units the process was fitted
         in (sklearn's ``normalize_y``): the same argmax, and gradients of one scale."""
-        from scipy.linalg import solve_triangular
-
-        gp, space, work = self.optimizer._gp, self.optimizer.space, self.work
-        target = space.target
-        mean, spread = float(np.mean(target)), float(np.std(target))
-        scale = spread if spread >= 10 * np.finfo(float).eps else 1.0  # as sklearn's
-        inside = space.mask  # points within the (possibly reduced) bounds
+        gp, work = self.optimizer._gp, self.work
+        target = self.optimizer.space.target
+        spread = float(np.std(target))
         function = self._base
         if self.acquisition in ("ei", "poi"):
-            function.y_max = float(np.max(target[inside] if inside.any() else target)) - mean
-            function.y_max /= scale
+            function.y_max = self._incumbent()
             xi = self.xi * (spread if target.size > 1 else 0.0) if self.scale_xi else self.xi
-            function.xi = xi / scale
+            function.xi = xi / gp._y_train_std
 
         def acquisition(points: np.ndarray) -> np.ndarray:
             work["posterior_calls"] += 1
             work["posterior_points"] += len(points)
-            cross = gp.kernel_(points, gp.X_train_)
-            v = solve_triangular(gp.L_, cross.T, lower=True, check_finite=False)
-            variance = gp.kernel_.diag(points) - np.einsum("ij,ij->j", v, v)
+            mean, variance = self._latent(points)
             with np.errstate(all="ignore"):
                 std = np.sqrt(np.maximum(variance, 1e-18))
-                return -np.nan_to_num(function.base_acq(cross @ gp.alpha_, std), nan=0.0)
+                return -np.nan_to_num(function.base_acq(mean, std), nan=0.0)
 
         return acquisition
+
+    def posterior(self, points: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """The process's mean and standard deviation of the objective (not of one noisy
+        observation) at ``points``, in the scores' units, given every point registered.
+
+        Raises:
+          ValueError: nothing is registered yet.
+        """
+        if self.observed == 0:
+            raise ValueError("posterior: no observation is registered yet")
+        with _threadpools().limit(limits=1, user_api="blas"):
+            self._condition()
+            array = np.array(
+                [self.optimizer.space.params_to_array(self.space.to_optimizer(p)) for p in points]
+            ).reshape(len(points), -1)
+            mean, variance = self._latent(array)
+        gp = self.optimizer._gp
+        scale = float(np.atleast_1d(gp._y_train_std)[0])
+        mean = self.sign * (mean * scale + float(np.atleast_1d(gp._y_train_mean)[0]))
+        return mean, np.sqrt(np.maximum(variance, 0.0)) * scale
+
+    @property
+    def noise_std(self) -> float:
+        """The fitted observation noise's standard deviation, in the scores' units (0 without
+        ``noise``); valid after a suggestion or :meth:`posterior`."""
+        gp = self.optimizer._gp
+        if not self.noise or not hasattr(gp, "kernel_"):
+            return 0.0
+        scale = float(np.atleast_1d(gp._y_train_std)[0])
+        return math.sqrt(gp.kernel_.k2.noise_level) * scale
 
 
 @functools.cache
@@ -292,106 +377,3 @@ def _threadpools() -> Any:
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()  # made once: making one scans every loaded library
-
-
-class _OutOfBudget(Exception): ...
-
-
-def _capped_lbfgsb(fun: Callable, x0: np.ndarray, bounds: Any, *, cap: int) -> tuple:
-    """L-BFGS-B on ``fun`` (value and gradient) stopped after ``cap`` evaluations: the best
-    point evaluated, its value and the evaluations spent."""
-    from scipy.optimize import minimize
-
-    best: list[Any] = [np.asarray(x0, dtype=float), math.inf]
-    calls = 0
-
-    def counted(x: np.ndarray) -> tuple[float, np.ndarray]:
-        nonlocal calls
-        if calls >= cap:
-            raise _OutOfBudget
-        calls += 1
-        value, gradient = fun(x)
-        if float(value) < best[1]:
-            best[:] = [np.array(x), float(value)]
-        return value, gradient
-
-    with contextlib.suppress(_OutOfBudget):
-        minimize(counted, x0, jac=True, method="L-BFGS-B", bounds=bounds)
-    return best[0], best[1], calls
-
-
-def _maximise(acquisition: Callable, optimizer: Any) -> np.ndarray:
-    """The point that minimises ``acquisition`` (see the module docstring for the budget)."""
-    space = optimizer.space
-    count = max(MIN_CANDIDATES, min(CANDIDATES, CANDIDATE_CELLS // len(space)))
-    candidates = space.random_sample(count, random_state=optimizer._random_state)
-    values = acquisition(candidates)
-    starts = candidates[np.argsort(values, kind="stable")[:STARTS]]
-    inside = space.mask
-    if inside.any():  # the best observation so far: its neighbourhood is worth a look
-        best = int(np.argmax(np.where(inside, space.target, -np.inf)))
-        starts = np.vstack([starts, space.params[best]])
-    x, value = candidates[int(np.argmin(values))], float(np.min(values))
-    continuous = space.continuous_dimensions
-    if continuous.any():
-        polished, polished_value = _polish(acquisition, starts, continuous, space.bounds)
-        if polished_value < value:
-            x, value = polished, polished_value
-    x = _discrete_passes(acquisition, x, value, space)
-    if continuous.any() and x in space:  # the best observation itself: a flat acquisition
-        x = candidates[int(np.argmin(values))]
-    return np.clip(x, space.bounds[:, 0], space.bounds[:, 1])
-
-
-def _polish(
-    acquisition: Callable, starts: np.ndarray, continuous: np.ndarray, bounds: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """One L-BFGS-B on the sum of the starts' acquisitions over their continuous coordinates
-    (scaled to [0, 1]): one batched posterior gives it and its forward differences. Returns the
-    best point any start reached, and its value."""
-    low, width = bounds[continuous, 0], bounds[continuous, 1] - bounds[continuous, 0]
-    k, d = len(starts), int(continuous.sum())
-    best = [starts[0].copy(), math.inf]
-
-    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
-        unit = z.reshape(k, d)
-        step = np.where(unit + STEP <= 1.0, STEP, -STEP)
-        probes = np.repeat(unit[:, None, :], d + 1, axis=1)
-        probes[:, np.arange(1, d + 1), np.arange(d)] += step
-        points = np.repeat(starts[:, None, :], d + 1, axis=1)
-        points[..., continuous] = low + probes * width
-        values = acquisition(points.reshape(k * (d + 1), -1)).reshape(k, d + 1)
-        i = int(np.argmin(values[:, 0]))
-        if values[i, 0] < best[1]:
-            best[:] = [points[i, 0].copy(), float(values[i, 0])]
-        return float(values[:, 0].sum()), ((values[:, 1:] - values[:, :1]) / step).ravel()
-
-    z0 = np.clip((starts[:, continuous] - low) / width, 0.0, 1.0).ravel()
-    _capped_lbfgsb(fun, z0, [(0.0, 1.0)] * (k * d), cap=POLISH_EVALUATIONS)
-    return best[0], best[1]
-
-
-def _discrete_passes(acquisition: Callable, x: np.ndarray, value: float, space: Any) -> np.ndarray:
-    """Moves ``x`` to the best change of one int or choice value, while that improves it."""
-    options = []  # per discrete parameter: its columns, and rows of values to put there
-    for name, parameter in space.params_config.items():
-        columns = space.masks[name]
-        if parameter.dim > 1:  # a choice, one-hot
-            options.append((columns, np.eye(parameter.dim)))
-        elif not parameter.is_continuous:
-            low, high = space.bounds[columns][0]
-            grid = np.arange(math.ceil(low), math.floor(high) + 1, dtype=float)
-            if len(grid) > DISCRETE_VALUES:
-                grid = np.unique(np.round(np.linspace(low, high, DISCRETE_VALUES)))
-            options.append((columns, grid[:, None]))
-    for _ in range(DISCRETE_PASSES if options else 0):
-        moves = np.vstack([np.repeat(x[None], len(rows), axis=0) for _, rows in options])
-        start = 0
-        for columns, rows in options:
-            moves[start : start + len(rows), columns] = rows
-            start += len(rows)
-        scores = acquisition(moves)
-        if not scores.min() < value:
-            break
-        x, value = moves[int(np.argmin(scores))], float(scores.min())
-    return x
