@@ -69,15 +69,20 @@ def test_a_study_records_every_trial_and_compiles_once(shared):
         assert 0.1 <= r.params["dropout_2"] <= 0.5 and 1e-4 <= r.params["learning_rate"] <= 1e-2
         assert len(r.history) == 3 and r.target == max(h["val_accuracy"] for h in r.history)
     assert [r.traces for r in records] == [2, 2, 2, 2] and result.traces == 2
-    best = max(records, key=lambda r: r.target)
+    best = max(records, key=lambda r: (r.target, -r.number))
+    summary = json.loads((out / "summary.json").read_text())
+    selection = summary["selection"]  # --select_best=posterior: the best GP mean of the top 5
+    assert selection["best_observed"] == {"trial": best.number, "target": best.target}
+    chosen = next(r for r in records if r.number == selection["selected_trial"])
+    assert chosen.number == selection["best_posterior"]["trial"]  # all 4 are in the top 5
+    assert "selected by posterior: trial" in stdout and "best observed: trial" in stdout
     assert (result.best_trial, result.best_target, result.best_params) == (
-        best.number,
-        best.target,
-        best.params,
+        chosen.number,
+        chosen.target,
+        chosen.params,
     )
     assert result.trials == records and result.utilization == 1.0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["best_trial"] == best.number and summary["counts"] == {"ok": 4}
+    assert summary["best_trial"] == chosen.number and summary["counts"] == {"ok": 4}
     assert summary["test"]["examples"] == 297 and 0 < summary["test"]["accuracy"] <= 1
     assert "|  trial |" in stdout and f"{best.target:.4f}*" in stdout
     assert "slot utilization: 1.000" in stdout

@@ -34,6 +34,7 @@ ACQUISITIONS = ("ei", "ucb", "poi")
 OBJECTIVE_MODES = ("auto", "max", "min")
 PRUNERS = ("none", "median", "asha", "hyperband")
 SAMPLERS = ("bayes_opt", "tpe", "gp", "random")
+SELECT_BEST = ("posterior", "observed")
 
 # The blog post's study: its CNN's second dropout, learning rate (log scale). `dense_units` is
 # structural and left out of the default so a default study compiles exactly one program.
@@ -259,6 +260,19 @@ class Config:
     )
     final_on_train_and_val: bool = _flag(
         False, "Train the final model on the train and eval splits together."
+    )
+    select_best: str = _flag(
+        "posterior",
+        "Which trial best/, load_best_model and --final_epochs use: posterior (of the 5 best "
+        "scores, the best mean of the GP, which fits the scores' noise) or observed (the best "
+        "score, one noisy draw).",
+        choices=SELECT_BEST,
+    )
+    repeat_best: int = _flag(
+        1,
+        "Once the budget is spent, run the top candidates until each has N runs with different "
+        "seeds (as many candidates as a pack's slots allow), and choose by their mean; 1: off.",
+        lower_bound=1,
     )
 
     def __post_init__(self) -> None:

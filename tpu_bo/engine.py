@@ -154,7 +154,11 @@ class Study:
     @property
     def remaining(self) -> int:
         """Trials the budget still allows to ask (running ones count as spent)."""
-        asked = [t for t in self.optuna.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+        asked = [
+            t
+            for t in self.optuna.get_trials(deepcopy=False)
+            if t.state != TrialState.WAITING and "repeat_of" not in t.user_attrs
+        ]
         return max(0, self.config.total_trials - len(asked))
 
     def resumable(self) -> list[Trial]:
@@ -217,6 +221,12 @@ class Study:
             self.optuna.enqueue_trial(dict(structure))
         return self._start(self.optuna.ask(self._distributions))
 
+    def ask_repeat(self, of: TrialRecord) -> Trial:
+        """A new run of a finished trial's hyperparameters with a new seed (``--repeat_best``):
+        outside the budget, with ``repeat_of`` naming the trial."""
+        self.optuna.enqueue_trial(dict(of.params), user_attrs={"repeat_of": of.number})
+        return self._start(self.optuna.ask(self._distributions))
+
     def _start(self, live: optuna.Trial, *, suggest: bool = False) -> Trial:
         """Records a new trial's seed and source (and, with ``suggest``, draws its parameters
         from the sampler, as ``optuna.Study.ask`` does) and makes it live."""
@@ -232,6 +242,8 @@ class Study:
         seed = (self.config.seed * 100_003 + number) % 2**31
         guided = self.config.sampler != "random" and number >= self.config.init_points
         source = "guided" if guided else "random"
+        if "repeat_of" in live.user_attrs:
+            source = "repeat"
         live.set_user_attr("seed", seed)
         live.set_user_attr("source", source)
         self._live[number] = live

@@ -8,7 +8,6 @@ the background, and every second of the session counted in one clock (:mod:`tpu_
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,50 +17,25 @@ import numpy as np
 from tpu_bo.background import Prefetch
 from tpu_bo.config import Config
 from tpu_bo.engine import Study, Trial, TrialRecord, best, best_epoch
+from tpu_bo.records import StudyResult
 from tpu_bo.input_pipeline import Datasets
 from tpu_bo.models import json_shape
 from tpu_bo.observers import Console, Observer, Observers, SummaryPlot, TensorBoard
 from tpu_bo.report import Reporter
+from tpu_bo.selection import (
+    Kept,
+    choose,
+    kept_name,
+    posterior,
+    repeat_candidates,
+    repeat_plan,
+    selection_lines,
+)
 from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, CONFIG, PLOT, SUMMARY
 from tpu_bo.summary import header_lines, summarize
 from tpu_bo.trainer import Trainer
 
 __all__ = ["Loop", "StudyResult", "some_point"]
-
-
-@dataclasses.dataclass
-class StudyResult:
-    """What a study found.
-
-    Attributes:
-      best_params: Hyperparameters of the best completed trial.
-      best_target: Its objective value (best over its epochs).
-      best_trial: Its trial number.
-      trials: Every finished trial, by number.
-      test_metrics: The best trial's test-split metrics, when they could be computed.
-      counts: Trials by status (``ok``, ``failed``, ``pruned``).
-      traces: Programs traced in this session.
-      seconds: Wall time of this session.
-      utilization: Useful slot-epochs over computed slot-epochs in this session.
-      output_dir: Where the journal, summary and best weights live.
-      final: With ``final_epochs``, the best configuration retrained and exported (what
-        ``final/final.json`` holds, see :func:`tpu_bo.final.train_final`), else ``None``.
-      time: Where this session's wall time went, in seconds (:mod:`tpu_bo.timing`; the final
-        model's training is not in it).
-    """
-
-    best_params: dict[str, Any]
-    best_target: float | None
-    best_trial: int | None
-    trials: list[TrialRecord]
-    test_metrics: dict[str, Any] | None
-    counts: dict[str, int]
-    traces: int
-    seconds: float
-    utilization: float | None
-    output_dir: str
-    final: dict[str, Any] | None = None
-    time: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class Loop:
@@ -101,8 +75,12 @@ class Loop:
         self.draining = False
         self.candidates: dict[int, tuple[float, list[np.ndarray]]] = {}
         self.best_weights: tuple[int, list[np.ndarray]] | None = None
+        self.best_file: tuple[int, str] | None = None  # a selected trial's kept/ file
         self.told = study.records()  # before this session; replayed to the observers
+        self.finished = list(self.told)  # and the ones told since
         self.best = best(self.told, maximize=config.maximize)
+        keep = config.select_best == "posterior" or config.repeat_best > 1
+        self.kept = Kept(study.dir, trainer.save_weights, maximize=config.maximize, enabled=keep)
         self.useful = self.computed = 0
         self.clock = trainer.clock
         self.prefetch = Prefetch(study.ask)
@@ -124,6 +102,7 @@ class Loop:
             self.reporter.line(f"continuing trial {t.number} {after}")
         try:
             self._trials(waiting)
+            self._trials(self._repeats())
         except BaseException as e:
             # Nothing in the background may touch the study once its lock is released (the
             # checkpoint writes are waited for by Study.close, in run_study's finally).
@@ -243,10 +222,13 @@ class Loop:
             [record, *([self.best] if self.best else [])], maximize=self.config.maximize
         )
         is_new_best = new_best is record
+        self.finished.append(record)
         if is_new_best:
             self.best = record
             if candidate is not None:
                 self._save_best(record, candidate[1])
+        if candidate is not None:
+            self.kept.keep(record, candidate[1], self.finished)
         self.observers.on_trial_end(record, new_best=is_new_best)
 
     # Scores and the best trial's weights.
@@ -267,32 +249,79 @@ class Loop:
             return
         score = self._score(history)
         sign = 1.0 if self.config.maximize else -1.0
-        if self.best is None or score > sign * self.best.target:
+        if self.kept.enabled:
+            beat = score > self.kept.threshold(self.finished)
+        else:
+            beat = self.best is None or score > sign * self.best.target
+        if beat:
             self.candidates[slot] = (score, self.pack.weights(slot))
         else:
             self.candidates.pop(slot, None)
 
     def _save_best(self, record: TrialRecord, weights: list[np.ndarray]) -> None:
         self.best_weights = (record.number, weights)
-        files, data = self.study.dir, self.datasets
+        files = self.study.dir
         if not files.writer:
             return
         self.trainer.save_weights(record.params, weights, files.path(BEST_WEIGHTS))
-        files.write_json(
-            BEST_TRIAL,
-            {
-                "trial": record.number,
-                "target": record.target,
-                "objective": self.config.objective,
-                "best_epoch": record.best_epoch,
-                "params": record.params,
-                "fixed": dict(self.config.fixed),
-                "model": self.config.model_name,
-                "dataset": self.config.dataset,
-                "input_shape": json_shape(data.input_shape),
-                "num_classes": data.num_classes,
-            },
-        )
+        files.write_json(BEST_TRIAL, self._best_json(record))
+
+    def _best_json(self, record: TrialRecord) -> dict[str, Any]:
+        return {
+            "trial": record.number,
+            "target": record.target,
+            "objective": self.config.objective,
+            "best_epoch": record.best_epoch,
+            "params": record.params,
+            "fixed": dict(self.config.fixed),
+            "model": self.config.model_name,
+            "dataset": self.config.dataset,
+            "input_shape": json_shape(self.datasets.input_shape),
+            "num_classes": self.datasets.num_classes,
+        }
+
+    # The end: repeats, then the choice of the best trial.
+
+    def _repeats(self) -> list[Trial]:
+        """The runs ``repeat_best`` still wants (none until every budgeted trial is told)."""
+        if self.config.repeat_best <= 1 or self.study.remaining or self.slots:
+            return []
+        optuna_study = self.study.optuna
+        candidates = optuna_study.user_attrs.get("repeat_candidates")
+        if candidates is None:  # chosen once: a resumed study completes the same candidates
+            table, _ = posterior(self.config, self.study.space, optuna_study.get_trials())
+            candidates = repeat_candidates(self.config, self.finished, table)
+            optuna_study.set_user_attr("repeat_candidates", candidates)
+        plan = repeat_plan(self.config, self.finished, candidates)
+        for record, n in plan:
+            self.reporter.line(f"repeating trial {record.number} {n} more time(s), new seeds")
+        return [self.study.ask_repeat(record) for record, n in plan for _ in range(n)]
+
+    def _select(self, records: list[TrialRecord]) -> dict[str, Any]:
+        """Chooses the trial ``best/`` holds (``select_best``; see :mod:`tpu_bo.selection`).
+
+        Every worker of a multi-worker study decides alike, from memory and files no one is
+        writing: the test split's scoring that follows runs collectives.
+        """
+        trials = self.study.optuna.get_trials()
+        table, noise = posterior(self.config, self.study.space, trials)
+        choice = choose(self.config, records, table, noise)
+        chosen = choice.record
+        if chosen is not None and chosen.number != self.best.number:
+            if self.kept.has(chosen.number):
+                self.kept.install(choice, self._best_json(chosen))
+                self.best = chosen
+                weights = self.kept.weights.get(chosen.number)
+                if weights is not None:
+                    self.best_weights = (chosen.number, weights)
+                else:
+                    self.best_file = (chosen.number, self.study.dir.path(kept_name(chosen.number)))
+            else:
+                choice.info["not_kept"] = chosen.number  # best/ keeps the observed best
+        elif chosen is not None:
+            self.kept.install(choice, self._best_json(chosen))
+        choice.info["selected_trial"] = self.best.number
+        return choice.info
 
     def _structure(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         return self.study.space.structure_key(params)
@@ -309,6 +338,8 @@ class Loop:
             return None
         if self.best_weights is not None and self.best_weights[0] == record.number:
             metrics = self.trainer.evaluate_weights(record.params, self.best_weights[1], test)
+        elif self.best_file is not None and self.best_file[0] == record.number:
+            metrics = self.trainer.evaluate_saved(record.params, self.best_file[1], test)
         elif (self.study.dir.read_json(BEST_TRIAL) or {}).get("trial") == record.number:
             path = self.study.dir.path(BEST_WEIGHTS)
             metrics = self.trainer.evaluate_saved(record.params, path, test)
@@ -322,6 +353,7 @@ class Loop:
             self._close_pack()
         self.study.flush()
         records = sorted(self.study.records(), key=lambda r: r.number)
+        selection = self._select(records) if self.best else {}
         with self.clock.measure("eval"):  # the test split, scored once
             test = self._test_metrics() if self.best else None
         seconds = time.perf_counter() - self.started
@@ -330,9 +362,10 @@ class Loop:
         summary, lines = summarize(
             self.config, self.study, records, self.best, test, split, utilization
         )
+        summary["selection"] = selection
         self.study.dir.write_json(SUMMARY, summary)
         self.observers.on_study_end(summary)
-        for line in lines:
+        for line in [*lines[:-1], *selection_lines(selection, self.config.objective), lines[-1]]:
             self.reporter.line(line)
         final = None
         if self.config.final_epochs and self.best:  # on every worker; only the writer writes

@@ -4,6 +4,7 @@
 * :class:`Trial`: what :meth:`tpu_bo.engine.Study.ask` hands out.
 * :class:`Outcome`: what :meth:`tpu_bo.engine.Study.tell` takes when you train yourself.
 * :class:`TrialRecord`: a trial read back from the storage, with :func:`best` over them.
+* :class:`StudyResult`: what :func:`tpu_bo.run_study` returns.
 
 This module does not import TensorFlow.
 """
@@ -96,6 +97,7 @@ class TrialRecord:
     width: int = 1
     resumed_from_epoch: int | None = None
     finished_at: str | None = None
+    repeat_of: int | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -125,6 +127,7 @@ class TrialRecord:
             traces=int(a.get("traces", 0)),
             width=int(a.get("width", 1)),
             resumed_from_epoch=a.get("resumed_from_epoch"),
+            repeat_of=a.get("repeat_of"),
             finished_at=t.datetime_complete.isoformat(timespec="seconds")
             if t.datetime_complete
             else None,
@@ -153,3 +156,38 @@ def best_epoch(history: Sequence[Mapping[str, float]], metric: str, *, maximize:
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclasses.dataclass
+class StudyResult:
+    """What a study found.
+
+    Attributes:
+      best_params: Hyperparameters of the selected best trial (``select_best``).
+      best_target: Its objective value (best over its epochs).
+      best_trial: Its trial number.
+      trials: Every finished trial, by number.
+      test_metrics: The best trial's test-split metrics, when they could be computed.
+      counts: Trials by status (``ok``, ``failed``, ``pruned``).
+      traces: Programs traced in this session.
+      seconds: Wall time of this session.
+      utilization: Useful slot-epochs over computed slot-epochs in this session.
+      output_dir: Where the journal, summary and best weights live.
+      final: With ``final_epochs``, the best configuration retrained and exported (what
+        ``final/final.json`` holds, see :func:`tpu_bo.final.train_final`), else ``None``.
+      time: Where this session's wall time went, in seconds (:mod:`tpu_bo.timing`; the final
+        model's training is not in it).
+    """
+
+    best_params: dict[str, Any]
+    best_target: float | None
+    best_trial: int | None
+    trials: list[TrialRecord]
+    test_metrics: dict[str, Any] | None
+    counts: dict[str, int]
+    traces: int
+    seconds: float
+    utilization: float | None
+    output_dir: str
+    final: dict[str, Any] | None = None
+    time: dict[str, float] = dataclasses.field(default_factory=dict)

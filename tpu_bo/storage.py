@@ -62,6 +62,13 @@ LEASE_RENEW = 20.0
 LEASE_TTL = 60.0
 
 
+def copy_file(source: str, target: str) -> None:
+    """Copies a file (local or ``gs://``), replacing ``target``."""
+    gfile = _gfile()
+    gfile.makedirs(os.path.dirname(target) or ".")
+    gfile.copy(source, target, overwrite=True)
+
+
 def _gfile() -> Any:
     import tensorflow as tf
 
