@@ -32,12 +32,21 @@ def test_the_posterior_rule_reranks_the_top_observed_by_their_mean():
     table = {n: (m, 0.01) for n, m in enumerate([0.999, 0.95, 0.96, 0.965, 0.955, 0.97])}
     # Trial 0's mean is best but its score is not among the 5 best.
     assert [r.number for r in ranked(records, table, rule="posterior", maximize=True)] == [
-        5, 3, 2, 4, 1,
+        5,
+        3,
+        2,
+        4,
+        1,
     ]
     choice = choose(_config(), records, table, 0.002)
     assert choice.record.number == 5
     assert choice.info["best_observed"] == {"trial": 1, "target": 0.99}
-    assert choice.info["best_posterior"] == {"trial": 0, "mean": 0.999, "std": 0.01, "noise_std": 0.002}
+    assert choice.info["best_posterior"] == {
+        "trial": 0,
+        "mean": 0.999,
+        "std": 0.01,
+        "noise_std": 0.002,
+    }
     assert choose(_config(select_best="observed"), records, table, 0.0).record.number == 1
 
 
@@ -56,7 +65,18 @@ def test_repeats_are_planned_for_as_many_candidates_as_a_pack_holds():
 def test_with_repeats_the_best_mean_wins_over_a_lucky_single_run():
     # Trial 1 (0.99) was repeated at 0.95 and 0.95: mean 0.963; trial 3 (0.97) at 0.97, 0.96.
     records = _records(0.90, 0.99, 0.95, 0.97, 0.95, 0.95, 0.97, 0.96)
-    records = [r if r.number < 4 else r.__class__(**{**r.__dict__, "params": records[(1, 1, 3, 3)[r.number - 4]].params, "repeat_of": (1, 1, 3, 3)[r.number - 4]}) for r in records]
+    records = [
+        r
+        if r.number < 4
+        else r.__class__(
+            **{
+                **r.__dict__,
+                "params": records[(1, 1, 3, 3)[r.number - 4]].params,
+                "repeat_of": (1, 1, 3, 3)[r.number - 4],
+            }
+        )
+        for r in records
+    ]
     choice = choose(_config(select_best="observed", repeat_best=3), records, {}, 0.0)
     assert choice.record.number in (3, 6)  # the group of trial 3; its best run
     groups = {tuple(g["trials"]): g for g in choice.info["repeats"]}
@@ -91,7 +111,11 @@ def test_kept_weights_follow_the_top_and_install_the_choice(tmp_path):
     kept.install(choice, {"model": "m"})
     assert (tmp_path / BEST_WEIGHTS).read_text() == "weights of 3"
     info = json.loads((tmp_path / BEST_TRIAL).read_text())
-    assert info["trial"] == 3 and info["model"] == "m" and info["selection"]["selected_by"] == "posterior"
+    assert (
+        info["trial"] == 3
+        and info["model"] == "m"
+        and info["selection"]["selected_by"] == "posterior"
+    )
     # A later session knows the kept trials by their files.
     assert Kept(files, save, maximize=True, enabled=True).has(2)
 
@@ -101,8 +125,15 @@ def test_a_study_repeats_its_best_candidate_and_selects_by_the_mean(tmp_path):
     from tpu_bo.results import load_records
 
     config = Config(
-        dataset="digits", epochs=1, init_points=3, n_iter=1, batch_size=64,
-        parallel_trials=2, repeat_best=3, select_best="posterior", output_dir=str(tmp_path),
+        dataset="digits",
+        epochs=1,
+        init_points=3,
+        n_iter=1,
+        batch_size=64,
+        parallel_trials=2,
+        repeat_best=3,
+        select_best="posterior",
+        output_dir=str(tmp_path),
     )
     result = run_study(config)
     records = load_records(str(tmp_path))
@@ -110,7 +141,9 @@ def test_a_study_repeats_its_best_candidate_and_selects_by_the_mean(tmp_path):
     assert len(records) == 6 and len(repeats) == 2 and {r.source for r in repeats} == {"repeat"}
     of = next(r for r in records if r.number == repeats[0].repeat_of)
     assert all(r.params == of.params and r.repeat_of == of.number for r in repeats)
-    assert len({r.seed for r in [of, *repeats]}) == 3 and all(r.status is Status.OK for r in repeats)
+    assert len({r.seed for r in [of, *repeats]}) == 3 and all(
+        r.status is Status.OK for r in repeats
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     selection = summary["selection"]
     (group,) = selection["repeats"]

@@ -114,10 +114,10 @@ def test_a_pending_point_is_avoided_and_works_with_choices():
     assert fresh.observed == 0
 
 
-def _fed(n, *, seed=0, memo=None, space=SPACE, noise=0.0, exact=False):
+def _fed(n, *, seed=0, memo=None, space=SPACE, noise=0.0, exact=False, **kw):
     """A Suggester with ``n`` random observations of a smooth score, plus ``noise`` (its
     standard deviation); ``exact``: a Suggester that interpolates the scores."""
-    s = Suggester(space, seed=seed, fit_seed=7, memo=memo, noise=not exact)
+    s = Suggester(space, seed=seed, fit_seed=7, memo=memo, noise=not exact, **kw)
     points = Suggester(space, seed=123)
     draws = np.random.default_rng(5)
     for _ in range(n):
@@ -177,7 +177,10 @@ def test_the_work_of_a_suggestion_is_capped_by_counts(monkeypatch):
     # The acquisition: one batch of candidates, one batched L-BFGS-B, the discrete passes.
     polish = acquisition.POLISH_EVALUATIONS * (acquisition.STARTS + 1) * (2 + 1)  # 2 continuous
     discrete = acquisition.DISCRETE_PASSES * 2  # units: 16 or 32
-    assert s.work["posterior_calls"] <= 1 + acquisition.POLISH_EVALUATIONS + acquisition.DISCRETE_PASSES
+    assert (
+        s.work["posterior_calls"]
+        <= 1 + acquisition.POLISH_EVALUATIONS + acquisition.DISCRETE_PASSES
+    )
     assert s.work["posterior_points"] <= acquisition.CANDIDATES + polish + discrete
 
 
@@ -207,7 +210,7 @@ def test_settled_observations_bound_the_refit_data():
 
 
 def test_with_noise_the_acquisition_is_expected_improvement_over_the_best_posterior_mean():
-    s = _fed(25, noise=0.3)
+    s = _fed(25, noise=0.3, acquisition="ei")
     s.suggest()
     gp = s.optimizer._gp
     points = s.optimizer.space.random_sample(20, random_state=0)
@@ -231,7 +234,10 @@ def test_the_fitted_noise_follows_the_scores_noise_and_the_posterior_averages_it
     for s in (exact, smooth, noisy):
         s.posterior(points)
     assert exact.noise_std == 0.0
-    assert smooth.noise_std < 0.01 < 0.1 < noisy.noise_std < 1.0, (smooth.noise_std, noisy.noise_std)
+    assert smooth.noise_std < 0.01 < 0.1 < noisy.noise_std < 1.0, (
+        smooth.noise_std,
+        noisy.noise_std,
+    )
     # Without noise the noise-aware process matches the interpolating one.
     assert smooth.posterior(points)[0] == pytest.approx(exact.posterior(points)[0], abs=0.02)
     # With noise (0.29 fitted for 0.3), the posterior is nearer the truth than an interpolation
@@ -239,4 +245,4 @@ def test_the_fitted_noise_follows_the_scores_noise_and_the_posterior_averages_it
     mean, std = noisy.posterior(points)
     error = np.abs(mean - truth)
     assert np.all(error < 3 * std), (error, std)
-    assert error.mean() < 0.8 * np.abs(interpolating.posterior(points)[0] - truth).mean()
+    assert error.mean() < 0.9 * np.abs(interpolating.posterior(points)[0] - truth).mean()

@@ -30,7 +30,7 @@ from tpu_bo.space_file import read_space_file as read_space_file  # re-exported
 
 ACCELERATORS = ("auto", "tpu", "gpu", "cpu")
 # Optimizer name -> (keras.optimizers class, default learning rate).
-ACQUISITIONS = ("ei", "ucb", "poi")
+ACQUISITIONS = ("auto", "ei", "ucb", "poi")
 OBJECTIVE_MODES = ("auto", "max", "min")
 PRUNERS = ("none", "median", "asha", "hyperband")
 SAMPLERS = ("bayes_opt", "tpe", "gp", "random")
@@ -189,8 +189,9 @@ class Config:
         choices=OBJECTIVE_MODES,
     )
     acquisition: str = _flag(
-        "ei",
-        "Acquisition function: ei (expected improvement), ucb, poi.",
+        "auto",
+        "Acquisition function: auto (ei while the GP finds the scores noise-free, ucb once it "
+        "fits noise above 0.5% of their variance), ei (expected improvement), ucb, poi.",
         choices=ACQUISITIONS,
     )
     xi: float = _flag(

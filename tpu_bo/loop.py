@@ -17,10 +17,10 @@ import numpy as np
 from tpu_bo.background import Prefetch
 from tpu_bo.config import Config
 from tpu_bo.engine import Study, Trial, TrialRecord, best, best_epoch
-from tpu_bo.records import StudyResult
 from tpu_bo.input_pipeline import Datasets
 from tpu_bo.models import json_shape
 from tpu_bo.observers import Console, Observer, Observers, SummaryPlot, TensorBoard
+from tpu_bo.records import StudyResult
 from tpu_bo.report import Reporter
 from tpu_bo.selection import (
     Kept,

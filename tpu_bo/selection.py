@@ -75,10 +75,14 @@ def ranked(
     if rule == "observed" or not table:
         return ok
     top = ok[: recommend.TOP]
-    return sorted(top, key=lambda r: (-sign * table.get(r.number, (-sign * math.inf,))[0], r.number))
+    return sorted(
+        top, key=lambda r: (-sign * table.get(r.number, (-sign * math.inf,))[0], r.number)
+    )
 
 
-def repeat_candidates(config: Any, records: Sequence[TrialRecord], table: dict[int, tuple]) -> list[int]:
+def repeat_candidates(
+    config: Any, records: Sequence[TrialRecord], table: dict[int, tuple]
+) -> list[int]:
     """The trials to repeat: the top ``C`` originals by ``select_best``'s rule, ``C`` = the
     slots of a pack over the runs each needs (at least 1, at most ``TOP``)."""
     n = config.repeat_best
@@ -122,9 +126,7 @@ def choose(
         mean, std = table[top]
         info["best_posterior"] = {"trial": top, "mean": mean, "std": std, "noise_std": noise}
     groups = recommend.groups(ok_records(records))
-    repeated = {
-        k: runs for k, runs in groups.items() if any(r.repeat_of is not None for r in runs)
-    }
+    repeated = {k: runs for k, runs in groups.items() if any(r.repeat_of is not None for r in runs)}
     if repeated:
         info["repeats"] = [_group_info(runs, table) for runs in repeated.values()]
 

@@ -25,10 +25,16 @@ default) the kernel gets a ``WhiteKernel`` term whose variance (in units of the 
 variance, ``normalize_y``) is fitted in [1e-6, 1] with the Gamma(1.1, rate 30) prior of Optuna's
 GPSampler (a MAP fit: a few points are not explained away as pure noise); expected improvement
 is then computed on the objective itself (the noise-free posterior) over the best posterior
-mean at an observed point (the "plug-in" incumbent), not over the best draw. On a deterministic
-objective the fitted noise stays at its floor and nothing changes (``bench/RESULTS.md``,
-"optimizer_quality"). :meth:`Suggester.posterior` gives the model's mean and standard deviation
-of the objective at any points, which :mod:`tpu_bo.recommend` uses to recommend a trial.
+mean at an observed point (the "plug-in" incumbent), not over the best draw. The ``auto``
+acquisition (the default) goes further once the fitted noise passes ``NOISY`` (0.5%) of the
+scores' variance: expected improvement, even over the posterior mean, keeps exploiting small
+differences the noise makes, and UCB (``kappa``) explores instead. On a deterministic
+objective the fitted noise stays at its floor, so ``auto`` is expected improvement as before.
+Distances are measured on coordinates scaled to [0, 1] (``unit``): bayes_opt's one length
+scale on raw coordinates made a dropout's width of 0.4 look flat next to a log learning rate's
+width of 3. Each choice is measured in ``bench/RESULTS.md``, "optimizer_quality".
+:meth:`Suggester.posterior` gives the model's mean and standard deviation of the objective at
+any points, which :mod:`tpu_bo.recommend` uses to recommend a trial.
 
 **Bounded work.** bayes_opt's ``suggest`` refits the kernel every time and maximises the
 acquisition with one ``predict`` call per finite difference (or a differential evolution run to
@@ -77,6 +83,7 @@ FIT_POINTS, FIT_RESTARTS, FIT_EVALUATIONS = 200, 2, 30
 # The observation noise, a variance in units of the scores' variance (sklearn's normalize_y):
 # fitted between these bounds with a Gamma(1.1, rate 30) prior, Optuna's GPSampler's.
 NOISE_BOUNDS, NOISE_START, NOISE_PRIOR = (1e-6, 1.0), 1e-2, (1.1, 30.0)
+NOISY = 0.005  # acquisition "auto": UCB above this noise fraction (noise std > 7% of scores')
 
 
 def refit_point(n: int) -> int:
@@ -94,7 +101,8 @@ class Suggester:
       space: The search space.
       seed: Seeds random starting points and the acquisition's optimiser.
       maximize: Whether larger scores are better.
-      acquisition: ``ei``, ``ucb`` or ``poi``.
+      acquisition: ``auto`` (``ei`` while the fitted noise is under ``NOISY`` of the scores'
+        variance, ``ucb`` above it), ``ei``, ``ucb`` or ``poi``.
       xi: Exploration of ``ei``/``poi``.
       kappa: Exploration of ``ucb``.
       scale_xi: Measure ``xi`` in standard deviations of the scores so far.
@@ -105,6 +113,8 @@ class Suggester:
         extend; a mapping that only saves fits, which are recomputed identically without it.
       noise: Fit an observation noise term (a ``WhiteKernel``) instead of interpolating every
         score: see the module docstring, "Noise".
+      unit: Measure distances on coordinates scaled to [0, 1] (bayes_opt measures them on the
+        raw ones, where a dropout's 0.4 and a log learning rate's 3 share one length scale).
     """
 
     def __init__(
@@ -113,7 +123,7 @@ class Suggester:
         *,
         seed: int = 0,
         maximize: bool = True,
-        acquisition: str = "ei",
+        acquisition: str = "auto",
         xi: float = 0.0,
         kappa: float = 2.576,
         scale_xi: bool = True,
@@ -121,6 +131,7 @@ class Suggester:
         fit_seed: int | None = None,
         memo: MutableMapping[Any, np.ndarray] | None = None,
         noise: bool = True,
+        unit: bool = True,
     ) -> None:
         from bayes_opt import BayesianOptimization, SequentialDomainReductionTransformer
         from bayes_opt import acquisition as acq
@@ -131,8 +142,9 @@ class Suggester:
         self.acquisition = acquisition
         self.xi = xi
         self.scale_xi = scale_xi
+        self._ucb = acq.UpperConfidenceBound(kappa=kappa)
         if acquisition == "ucb":
-            function = acq.UpperConfidenceBound(kappa=kappa)
+            function = self._ucb
         elif acquisition == "poi":
             function = acq.ProbabilityOfImprovement(xi=xi)
         else:
@@ -154,6 +166,9 @@ class Suggester:
                 ),
             )
         self._kernel = self.optimizer._gp.kernel  # bayes_opt's Matern, before any fit
+        self.unit = unit
+        if unit:
+            self._kernel = _unit_kernel(self.optimizer.space)
         self.noise = noise
         if noise:
             self._kernel = self._kernel + WhiteKernel(NOISE_START, NOISE_BOUNDS)
@@ -255,7 +270,7 @@ class Suggester:
             keep = np.linspace(0, n_k - 1, FIT_POINTS).round().astype(int)
             params, target = params[keep], target[keep]
         data = np.ascontiguousarray(params).tobytes() + np.ascontiguousarray(target).tobytes()
-        key = (self.fit_seed, n_k, self.noise, hashlib.blake2b(data, digest_size=16).hexdigest())
+        key = (self.fit_seed, n_k, self.noise, self.unit, hashlib.blake2b(data, digest_size=16).hexdigest())
         theta = self.memo.get(key)
         if theta is None:
             self.work["fits"] += 1
@@ -326,7 +341,9 @@ class Suggester:
         target = self.optimizer.space.target
         spread = float(np.std(target))
         function = self._base
-        if self.acquisition in ("ei", "poi"):
+        if self.acquisition == "auto" and self.noise_fraction > NOISY:
+            function = self._ucb
+        elif self.acquisition in ("ei", "poi", "auto"):
             function.y_max = self._incumbent()
             xi = self.xi * (spread if target.size > 1 else 0.0) if self.scale_xi else self.xi
             function.xi = xi / gp._y_train_std
@@ -362,6 +379,14 @@ class Suggester:
         return mean, np.sqrt(np.maximum(variance, 0.0)) * scale
 
     @property
+    def noise_fraction(self) -> float:
+        """The fitted noise variance over the scores' variance (0 without ``noise``)."""
+        gp = self.optimizer._gp
+        if not self.noise or not hasattr(gp, "kernel_"):
+            return 0.0
+        return float(gp.kernel_.k2.noise_level)
+
+    @property
     def noise_std(self) -> float:
         """The fitted observation noise's standard deviation, in the scores' units (0 without
         ``noise``); valid after a suggestion or :meth:`posterior`."""
@@ -370,6 +395,22 @@ class Suggester:
             return 0.0
         scale = float(np.atleast_1d(gp._y_train_std)[0])
         return math.sqrt(gp.kernel_.k2.noise_level) * scale
+
+
+def _unit_kernel(space: Any) -> Any:
+    """bayes_opt's Matern 2.5 on coordinates scaled to [0, 1] (one-hot choices stay)."""
+    from bayes_opt.parameter import wrap_kernel
+    from sklearn.gaussian_process.kernels import Matern
+
+    bounds = np.array(space.bounds, dtype=float)
+    low, width = bounds[:, 0], np.where(np.ptp(bounds, axis=1) > 0, np.ptp(bounds, axis=1), 1.0)
+    transform = space.kernel_transform
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (transform(x) - low) / width
+
+    # On [0, 1], a length scale under 1% of the range is noise, one over 100 ranges a constant.
+    return wrap_kernel(Matern(nu=2.5, length_scale_bounds=(1e-2, 1e2)), transform=unit)
 
 
 @functools.cache
