@@ -5,9 +5,10 @@ always has one. With ``--select_best=posterior`` or ``--repeat_best`` > 1 the we
 ``TOP`` best observed trials are kept too, in ``kept/``; at the end :class:`Selection` picks the
 recommended trial (:mod:`tpu_bo.recommend`) and copies its weights into ``best/``:
 
-* ``observed``: the best score, a single draw of a noisy measurement;
+* ``observed`` (the default): the best score, a single draw of a noisy measurement;
 * ``posterior``: the best posterior mean of the sampler's noise-aware Gaussian process among
-  the ``TOP`` best observed trials (the default: the luckiest draw is not the best setting).
+  the ``TOP`` best observed trials (better on smooth noisy objectives, worse next to a cliff:
+  ``bench/RESULTS.md``, "optimizer_quality").
 
 With ``--repeat_best=N`` the top candidates (by the same rule) run N - 1 more times with new
 seeds once the budget is spent, as many as a pack's slots allow (:func:`repeat_candidates`,

@@ -75,14 +75,12 @@ from typing import Any
 import numpy as np
 
 from tpu_bo.acquisition import capped_lbfgsb, maximise
+from tpu_bo.gp_kernel import make_kernel, with_prior
 from tpu_bo.space import SearchSpace
 
 REFIT_ALWAYS, REFIT_GROWTH = 12, 1.1  # refit at every count up to 12, then every 10 % more
 UNSETTLED_MAX = 16  # refit data may reach this many observations past the settled prefix
 FIT_POINTS, FIT_RESTARTS, FIT_EVALUATIONS = 200, 2, 30
-# The observation noise, a variance in units of the scores' variance (sklearn's normalize_y):
-# fitted between these bounds with a Gamma(1.1, rate 30) prior, Optuna's GPSampler's.
-NOISE_BOUNDS, NOISE_START, NOISE_PRIOR = (1e-6, 1.0), 1e-2, (1.1, 30.0)
 NOISY = 0.005  # acquisition "auto": UCB above this noise fraction (noise std > 7% of scores')
 
 
@@ -135,7 +133,6 @@ class Suggester:
     ) -> None:
         from bayes_opt import BayesianOptimization, SequentialDomainReductionTransformer
         from bayes_opt import acquisition as acq
-        from sklearn.gaussian_process.kernels import WhiteKernel
 
         self.space = space
         self.sign = 1.0 if maximize else -1.0
@@ -165,13 +162,8 @@ class Suggester:
                     SequentialDomainReductionTransformer() if domain_reduction else None
                 ),
             )
-        self._kernel = self.optimizer._gp.kernel  # bayes_opt's Matern, before any fit
-        self.unit = unit
-        if unit:
-            self._kernel = _unit_kernel(self.optimizer.space)
-        self.noise = noise
-        if noise:
-            self._kernel = self._kernel + WhiteKernel(NOISE_START, NOISE_BOUNDS)
+        self.unit, self.noise = unit, noise
+        self._kernel = make_kernel(self.optimizer, unit=unit, noise=noise)  # before any fit
         self.fit_seed = seed if fit_seed is None else fit_seed
         self.memo = {} if memo is None else memo
         self.work: collections.Counter[str] = collections.Counter()  # what suggestions cost
@@ -270,14 +262,18 @@ class Suggester:
             keep = np.linspace(0, n_k - 1, FIT_POINTS).round().astype(int)
             params, target = params[keep], target[keep]
         data = np.ascontiguousarray(params).tobytes() + np.ascontiguousarray(target).tobytes()
-        key = (self.fit_seed, n_k, self.noise, self.unit, hashlib.blake2b(data, digest_size=16).hexdigest())
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        key = (self.fit_seed, n_k, self.noise, self.unit, digest)
         theta = self.memo.get(key)
         if theta is None:
             self.work["fits"] += 1
 
             def optimizer(f: Callable, x0: np.ndarray, bounds: Any) -> tuple[np.ndarray, float]:
                 x, value, calls = capped_lbfgsb(
-                    self._with_prior(f), x0, bounds, cap=FIT_EVALUATIONS
+                    with_prior(f, self._kernel) if self.noise else f,
+                    x0,
+                    bounds,
+                    cap=FIT_EVALUATIONS,
                 )
                 self.work["likelihood_evaluations"] += calls
                 return x, value
@@ -292,23 +288,6 @@ class Suggester:
                 warnings.simplefilter("ignore")
                 theta = self.memo[key] = model.fit(params, target).kernel_.theta
         return theta
-
-    def _with_prior(self, f: Callable) -> Callable:
-        """The negative log marginal likelihood ``f`` plus the noise's negative log prior (a MAP
-        fit): without one, a handful of points is as well explained by pure noise."""
-        if not self.noise:
-            return f
-        index = len(self._kernel.k1.theta)  # theta: the Matern's, then log(noise)
-        concentration, rate = NOISE_PRIOR
-
-        def penalised(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            value, gradient = f(theta)
-            noise = math.exp(theta[index])
-            gradient = np.array(gradient, dtype=float)
-            gradient[index] += rate * noise - (concentration - 1)
-            return value + rate * noise - (concentration - 1) * theta[index], gradient
-
-        return penalised
 
     def _latent(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The fitted process's mean and variance of the objective itself (without the
@@ -395,22 +374,6 @@ class Suggester:
             return 0.0
         scale = float(np.atleast_1d(gp._y_train_std)[0])
         return math.sqrt(gp.kernel_.k2.noise_level) * scale
-
-
-def _unit_kernel(space: Any) -> Any:
-    """bayes_opt's Matern 2.5 on coordinates scaled to [0, 1] (one-hot choices stay)."""
-    from bayes_opt.parameter import wrap_kernel
-    from sklearn.gaussian_process.kernels import Matern
-
-    bounds = np.array(space.bounds, dtype=float)
-    low, width = bounds[:, 0], np.where(np.ptp(bounds, axis=1) > 0, np.ptp(bounds, axis=1), 1.0)
-    transform = space.kernel_transform
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        return (transform(x) - low) / width
-
-    # On [0, 1], a length scale under 1% of the range is noise, one over 100 ranges a constant.
-    return wrap_kernel(Matern(nu=2.5, length_scale_bounds=(1e-2, 1e2)), transform=unit)
 
 
 @functools.cache
