@@ -1,7 +1,12 @@
 """The test problems of ``bench/optimizer_quality.py``: functions with known minima, each as a
 tpu_bo search space (``space``), bayes_opt bounds (``plain``), the objective ``f`` of a point,
-its ``minimum`` and, for the noisy ones, the ``noise`` and a ``failed_value``. See
-``bench/optimizer_quality.py``'s docstring for what each one models.
+its ``minimum`` and, for the noisy ones, the ``noise`` (the standard deviation of the
+Gaussian noise added to every observation; regret is always measured on the noise-free value)
+and a ``failed_value``. See ``bench/optimizer_quality.py``'s docstring for what each one models.
+
+The first five are the original problems; the ``_nXXX`` ones are noisier copies of three of
+them (``n003``: noise 0.003, ``n01``: 0.1...), the same function and minimum: see
+:data:`NOISY`.
 """
 
 from __future__ import annotations
@@ -114,3 +119,21 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         "minimum": 1.0 - _cliff(0.05, 0.25),
     },
 }
+
+# Noisier copies: name -> (the problem copied, the noise's standard deviation).
+NOISY: dict[str, tuple[str, float]] = {
+    "accuracy_like_n003": ("accuracy_like", 0.003),
+    "accuracy_like_n006": ("accuracy_like", 0.006),
+    "lr_cliff_n004": ("lr_cliff", 0.004),
+    "hartmann6_n01": ("hartmann6", 0.1),
+    "hartmann6_n03": ("hartmann6", 0.3),
+}
+PROBLEMS.update({name: {**PROBLEMS[base], "noise": sd} for name, (base, sd) in NOISY.items()})
+QUICK_PROBLEMS = ("branin", "hartmann6", "log_branin", "accuracy_like", "lr_cliff")
+QUICK_PROBLEMS += ("accuracy_like_n006", "hartmann6_n03")  # --quick: the noisiest two added
+
+
+def set_minima() -> None:
+    """Fills in the minima computed on first use (log_branin's, by brute force)."""
+    if PROBLEMS["log_branin"]["minimum"] is None:
+        PROBLEMS["log_branin"]["minimum"] = log_branin_minimum()
