@@ -246,3 +246,11 @@ def test_the_fitted_noise_follows_the_scores_noise_and_the_posterior_averages_it
     error = np.abs(mean - truth)
     assert np.all(error < 3 * std), (error, std)
     assert error.mean() < 0.9 * np.abs(interpolating.posterior(points)[0] - truth).mean()
+
+
+def test_registering_a_point_twice_prints_nothing(capsys):
+    s = Suggester(SPACE, seed=0)
+    v = s.suggest(random=True)
+    s.observe(v, 1.0)
+    s.observe(v, 0.9)  # a repeat of the same hyperparameters
+    assert len(registered(s)) == 2 and capsys.readouterr().out == ""

@@ -134,6 +134,8 @@ class Suggester:
         from bayes_opt import BayesianOptimization, SequentialDomainReductionTransformer
         from bayes_opt import acquisition as acq
 
+        _quiet_bayes_opt()
+
         self.space = space
         self.sign = 1.0 if maximize else -1.0
         self.acquisition = acquisition
@@ -374,6 +376,19 @@ class Suggester:
             return 0.0
         scale = float(np.atleast_1d(gp._y_train_std)[0])
         return math.sqrt(gp.kernel_.k2.noise_level) * scale
+
+
+@functools.cache
+def _quiet_bayes_opt() -> None:
+    """Silences bayes_opt's one print, a red "Data point ... is not unique" on stdout for every
+    repeat of a point (repeats and pending points are expected here). Set on its module, so
+    no other output, in no other thread, is touched."""
+    from bayes_opt import target_space
+
+    target_space.print = _silent
+
+
+def _silent(*args: Any, **kwargs: Any) -> None: ...
 
 
 @functools.cache
