@@ -240,7 +240,7 @@ def test_the_fitted_noise_follows_the_scores_noise_and_the_posterior_averages_it
     )
     # Without noise the noise-aware process matches the interpolating one.
     assert smooth.posterior(points)[0] == pytest.approx(exact.posterior(points)[0], abs=0.02)
-    # With noise (0.29 fitted for 0.3), the posterior is nearer the truth than an interpolation
+    # With noise (0.20 fitted for 0.3), the posterior is nearer the truth than an interpolation
     # of the noisy scores, and its error within its own uncertainty.
     mean, std = noisy.posterior(points)
     error = np.abs(mean - truth)
