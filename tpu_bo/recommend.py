@@ -29,9 +29,17 @@ def recommend(
 ) -> int:
     """The index of the recommended observation: among the ``top`` best ``scores``, the one
     whose posterior mean (``means``) is best; the earlier among equals."""
+    return order(scores, means, maximize=maximize, top=top)[0]
+
+
+def order(
+    scores: Sequence[float], means: Sequence[float | None], *, maximize: bool, top: int = TOP
+) -> list[int]:
+    """The indices of the ``top`` best ``scores``, best posterior mean first (a mean of
+    ``None`` last; the earlier among equals): the posterior rule's ranking."""
     sign = 1.0 if maximize else -1.0
-    order = sorted(range(len(scores)), key=lambda i: (-sign * scores[i], i))[:top]
-    return min(order, key=lambda i: (-sign * means[i], i))
+    best = sorted(range(len(scores)), key=lambda i: (-sign * scores[i], i))[:top]
+    return sorted(best, key=lambda i: (means[i] is None, -sign * (means[i] or 0.0), i))
 
 
 def key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -75,10 +75,8 @@ def ranked(
     ok = sorted(ok_records(records), key=lambda r: (-sign * r.target, r.number))
     if rule == "observed" or not table:
         return ok
-    top = ok[: recommend.TOP]
-    return sorted(
-        top, key=lambda r: (-sign * table.get(r.number, (-sign * math.inf,))[0], r.number)
-    )
+    means = [table[r.number][0] if r.number in table else None for r in ok]
+    return [ok[i] for i in recommend.order([r.target for r in ok], means, maximize=maximize)]
 
 
 def repeat_candidates(
@@ -204,11 +202,12 @@ class Kept:
         record = choice.record
         if record is None or not self.files.writer:
             return
-        if (self.files.read_json(BEST_TRIAL) or {}).get("trial") != record.number:
+        current = self.files.read_json(BEST_TRIAL) or {}
+        if current.get("trial") != record.number:
             from tpu_bo.storage import copy_file
 
             copy_file(self.files.path(kept_name(record.number)), self.files.path(BEST_WEIGHTS))
-        trial = {**(self.files.read_json(BEST_TRIAL) or {}), **extra}
+        trial = {**current, **extra}
         trial.update(trial=record.number, target=record.target, params=record.params)
         trial.update(best_epoch=record.best_epoch, selection=choice.info)
         self.files.write_json(BEST_TRIAL, trial)

@@ -371,11 +371,10 @@ class Suggester:
     def noise_std(self) -> float:
         """The fitted observation noise's standard deviation, in the scores' units (0 without
         ``noise``); valid after a suggestion or :meth:`posterior`."""
-        gp = self.optimizer._gp
-        if not self.noise or not hasattr(gp, "kernel_"):
+        fraction = self.noise_fraction  # 0 without noise or before any fit
+        if fraction == 0.0:
             return 0.0
-        scale = float(np.atleast_1d(gp._y_train_std)[0])
-        return math.sqrt(gp.kernel_.k2.noise_level) * scale
+        return math.sqrt(fraction) * float(np.atleast_1d(self.optimizer._gp._y_train_std)[0])
 
 
 @functools.cache
