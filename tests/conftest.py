@@ -11,6 +11,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,22 @@ def mnist_dir() -> str:
             pytest.fail(message + " (TPU_BO_REQUIRE_DATA=1)")
         pytest.skip(message + "; set TPU_BO_TFDS_DIR")
     return str(MNIST_DIR)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """A throw-away PostgreSQL server for the session (tpu_bo.local_postgres): its own data
+    directory in /tmp, a free port on 127.0.0.1, run as a non-root user. Tests use their own
+    study names; a test that stops it starts it again on the same port."""
+    from tpu_bo.local_postgres import LocalPostgres, binaries
+
+    if binaries() is None:
+        if os.environ.get("TPU_BO_REQUIRE_DATA") == "1":
+            pytest.fail("PostgreSQL (initdb, pg_ctl) is not installed (TPU_BO_REQUIRE_DATA=1)")
+        pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed")
+    server = LocalPostgres().start()
+    yield server
+    server.stop()
 
 
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
