@@ -58,6 +58,9 @@ def test_repeats_are_planned_for_as_many_candidates_as_a_pack_holds():
     # Trial 4 repeats trial 1 (the plan counts repeat_of, not equal points).
     done = _records(0.90, 0.99, 0.95, 0.97, 0.98, repeat_of={4: 1})
     assert [(r.number, n) for r, n in repeat_plan(config, done, [1, 3])] == [(1, 1), (3, 2)]
+    # Repeats still running (another worker's, in a shared study) count too.
+    plan = repeat_plan(config, done, [1, 3], running=[3, 1])
+    assert [(r.number, n) for r, n in plan] == [(3, 1)]
     assert repeat_candidates(_config(repeat_best=1), records, {}) == []
     assert repeat_candidates(_config(repeat_best=2, parallel_trials=8), records, {}) == [1, 3, 2, 0]
 

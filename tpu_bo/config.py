@@ -251,6 +251,24 @@ class Config:
         False,
         "When another process is running this study, wait for it to finish instead of exiting.",
     )
+    heartbeat_interval: int = _flag(
+        10,
+        "With a database --storage (many workers): seconds between the heartbeats a worker "
+        "records for each of its running trials.",
+        lower_bound=1,
+    )
+    grace_period: int = _flag(
+        60,
+        "With a database --storage: seconds without a heartbeat after which a running trial "
+        "is taken over by another worker, from its last checkpoint in --output_dir.",
+        lower_bound=1,
+    )
+    storage_patience: int = _flag(
+        600,
+        "With a database --storage: seconds to keep retrying, with backoff, a database that "
+        "went away before the worker stops (the study stays in the database).",
+        lower_bound=0,
+    )
 
     # After the study.
     final_epochs: int = _flag(
@@ -259,9 +277,7 @@ class Config:
         "score the test split once, and export final/model.keras and final/saved_model; 0 skips.",
         lower_bound=0,
     )
-    final_on_train_and_val: bool = _flag(
-        False, "Train the final model on the train and eval splits together."
-    )
+    final_on_train_and_val: bool = _flag(False, "Train the final model on train + eval splits.")
     select_best: str = _flag(
         "observed",
         "Which trial best/, load_best_model and --final_epochs use: observed (the best score) or "
@@ -298,10 +314,7 @@ class Config:
 
     @property
     def resolved_study_name(self) -> str:
-        """``study_name``, or the last component of the resolved ``output_dir``.
-
-        ``runs/mnist/`` and ``gs://bucket/studies/mnist`` both give ``mnist``.
-        """
+        """``study_name``, or the last component of ``output_dir`` (``gs://b/x/mnist``: mnist)."""
         if self.study_name:
             return self.study_name
         path = self.resolved_output_dir

@@ -58,6 +58,12 @@ def check_rules(config: Any) -> None:
             f"{config.storage!r} is not a storage URL; give one such as sqlite:///study.db "
             "or postgresql://user@host/db.",
         )
+    if config.grace_period <= config.heartbeat_interval:
+        raise ConfigError(
+            "grace_period",
+            f"must be longer than --heartbeat_interval={config.heartbeat_interval} s, or live "
+            f"workers' trials would look abandoned; got {config.grace_period}.",
+        )
     check_space(config, config.resolved_space())
 
 

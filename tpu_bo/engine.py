@@ -4,13 +4,13 @@ Optuna holds the trials (states, parameters, per-epoch values, attributes) in it
 default a journal in ``--output_dir`` (:mod:`tpu_bo.storage`), or any ``--storage`` URL. This
 module adds what a tpu_bo study needs on top:
 
-* one writer: :meth:`Study.open` takes the output directory's lock first;
+* one writer: :meth:`Study.open` takes the output directory's lock first (a database shared
+  by many workers has a study lock instead: :mod:`tpu_bo.crew`);
 * identity: a study journaled under one configuration is not continued under another;
-* trials that carry their seed and origin (:class:`Trial`), and finished records that carry
-  their history (:class:`TrialRecord`), built from Optuna's ``FrozenTrial`` in one place;
-* checkpoints: the state of a running trial at its last finished epoch is a file in the output
-  directory, named by the trial's ``checkpoint`` attribute, so :meth:`Study.resumable` can
-  continue it after a crash.
+* trials with their seed and origin (:class:`Trial`), finished records with their history
+  (:class:`TrialRecord`), built from Optuna's ``FrozenTrial`` in one place;
+* checkpoints: a running trial's state at its last finished epoch is a file in the output
+  directory, named by its ``checkpoint`` attribute, so it continues after a crash.
 
 Use it directly to drive trials yourself (see the README's "Ask and tell")::
 
@@ -22,6 +22,7 @@ Use it directly to drive trials yourself (see the README's "Ask and tell")::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tpu_bo.background import Writes
 from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError
+from tpu_bo.rdb import count_asked, is_shared
 from tpu_bo.records import (  # noqa: F401 - part of this module's API
     _STATE,
     _STATUS,
@@ -57,6 +59,9 @@ class Study:
       config: The validated configuration.
       writer: Whether this process writes (False on a multi-worker study's other workers,
         which take the same decisions from an in-memory copy of the chief's journal).
+
+    With a database ``--storage`` (PostgreSQL, SQLite), many processes may work on the study
+    at once: each is a worker (:class:`tpu_bo.crew.Crew`) and no directory lock is taken.
     """
 
     def __init__(self, config: Config, *, writer: bool = True) -> None:
@@ -64,7 +69,10 @@ class Study:
         self.space = config.resolved_space()
         self.dir = StudyDir(config.resolved_output_dir, writer=writer)
         self.sign = 1.0 if config.maximize else -1.0
-        self._lock = WriterLock(self.dir.output_dir, wait=config.wait_for_lock) if writer else None
+        self.shared = writer and is_shared(config.storage)
+        lock = writer and not self.shared
+        self._lock = WriterLock(self.dir.output_dir, wait=config.wait_for_lock) if lock else None
+        self.crew: Any = None  # a shared study's tpu_bo.crew.Crew
         self._distributions = distributions(self.space)
         self._live: dict[int, optuna.Trial] = {}
         self._reported: dict[int, set[int]] = {}  # epochs reported, per running trial
@@ -80,6 +88,14 @@ class Study:
         if self._lock is not None:
             self._lock.acquire()
         try:
+            if self.shared:
+                from tpu_bo.crew import Crew
+
+                self.crew = Crew(self.config)
+                with self.crew.exclusive():
+                    self.optuna = self._load_or_create()
+                self.crew.start(self)
+                return self
             self.optuna = self._load_or_create()
             self._check_identity()
         except BaseException:
@@ -101,11 +117,13 @@ class Study:
         }
         if name not in names:
             direction = "maximize" if self.config.maximize else "minimize"
-            return optuna.create_study(direction=direction, **kwargs)
+            return optuna.create_study(direction=direction, load_if_exists=True, **kwargs)
         return optuna.load_study(**kwargs)
 
     def _storage(self) -> optuna.storages.BaseStorage:
         url = self.config.storage
+        if self.crew is not None:
+            return self.crew.storage
         if not url:
             backend = GFileJournal(self.dir.path(JOURNAL), writer=self.dir.writer)
             return optuna.storages.JournalStorage(backend)
@@ -138,6 +156,8 @@ class Study:
         """Waits for the checkpoint writes in flight, then releases the lock (the storage needs
         no closing)."""
         self.flush(quiet=True)
+        if self.crew is not None:
+            self.crew.close(self)
         if self._lock is not None:
             self._lock.release()
 
@@ -154,10 +174,12 @@ class Study:
     @property
     def remaining(self) -> int:
         """Trials the budget still allows to ask (running ones count as spent)."""
+        if self.crew is not None:
+            asked = count_asked(self.crew.storage, self.optuna._study_id)
+            return max(0, self.crew.total_trials(self) - asked)
+        trials = self.optuna.get_trials(deepcopy=False)
         asked = [
-            t
-            for t in self.optuna.get_trials(deepcopy=False)
-            if t.state != TrialState.WAITING and "repeat_of" not in t.user_attrs
+            t for t in trials if t.state != TrialState.WAITING and "repeat_of" not in t.user_attrs
         ]
         return max(0, self.config.total_trials - len(asked))
 
@@ -168,23 +190,38 @@ class Study:
         state starts again from fresh weights, under the same number and parameters. A trial
         killed while it was being asked (no parameters yet; asks run in the background while
         the chip trains) gets them now, from the sampler, and starts under its number.
+
+        In a shared study, only trials no worker beats for are taken (up to a pack's slots).
         """
-        out = []
-        running = self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        # A kill between telling a trial and deleting its file leaves a stale one behind.
-        for name in set(self.dir.checkpoints()) - {self._checkpoint(t) for t in running}:
-            self.dir.remove(name)
-        for t in running:
-            if not self._distributions.keys() <= t.params.keys():
-                out.append(self._start(optuna.Trial(self.optuna, t._trial_id), suggest=True))
-                continue
-            self._live[t.number] = optuna.Trial(self.optuna, t._trial_id)
-            self._reported[t.number] = set(t.intermediate_values)
-            if self.dir.exists(self._checkpoint(t)):
-                self._checkpoints[t.number] = self._checkpoint(t)
-            state = self._load_state(t)
-            out.append(Trial(t.number, dict(t.params), t.user_attrs["seed"], "resumed", state))
-        return out
+        with self.exclusive():
+            running = self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            # A kill between telling a trial and deleting its file leaves a stale one behind.
+            for name in set(self.dir.checkpoints()) - {self._checkpoint(t) for t in running}:
+                self.dir.remove(name)
+            if self.crew is not None:
+                return self.crew.claim(self, self.config.parallel_trials)
+        return [self._continue(t) for t in running]
+
+    def _continue(self, t: FrozenTrial) -> Trial:
+        """Makes a RUNNING trial live again, with its saved state when there is one."""
+        live = optuna.Trial(self.optuna, t._trial_id)
+        if not self._distributions.keys() <= t.params.keys():
+            return self._start(live, suggest=True)
+        self._live[t.number] = live
+        self._reported[t.number] = set(t.intermediate_values)
+        if self.dir.exists(self._checkpoint(t)):
+            self._checkpoints[t.number] = self._checkpoint(t)
+        state = self._load_state(t)
+        return Trial(t.number, dict(t.params), t.user_attrs["seed"], "resumed", state)
+
+    def exclusive(self) -> Any:
+        """Holds the study-wide lock of a shared study (a no-op otherwise)."""
+        return self.crew.exclusive() if self.crew is not None else contextlib.nullcontext()
+
+    def wait_for_others(self) -> list[Trial]:
+        """In a shared study, waits until no other worker runs a trial; returns the trials
+        taken over meanwhile. Otherwise nothing to wait for."""
+        return self.crew.wait_for_others(self) if self.crew is not None else []
 
     def _checkpoint(self, t: FrozenTrial) -> str:
         # The attribute names the file; a kill between writing the file and recording the
@@ -211,21 +248,32 @@ class Study:
 
     # Ask, report, tell.
 
-    def ask(self, structure: Mapping[str, Any] | None = None) -> Trial:
-        """A new trial, already RUNNING in the storage.
+    def ask(self, structure: Mapping[str, Any] | None = None) -> Trial | None:
+        """A new trial, already RUNNING in the storage; ``None`` when the budget is spent.
+
+        In a shared study the ask is made under the study lock, and a trial whose worker died
+        is taken over first (the ``structure`` is then not guaranteed).
 
         Args:
           structure: Structural values the trial must take (to fill a slot of a pack).
         """
-        if structure:
-            self.optuna.enqueue_trial(dict(structure))
-        return self._start(self.optuna.ask(self._distributions))
+        with self.exclusive():
+            if self.crew is not None:
+                taken = self.crew.claim(self, 1)
+                if taken:
+                    return taken[0]
+            if not self.remaining:
+                return None
+            if structure:
+                self.optuna.enqueue_trial(dict(structure))
+            return self._start(self.optuna.ask(self._distributions))
 
     def ask_repeat(self, of: TrialRecord) -> Trial:
         """A new run of a finished trial's hyperparameters with a new seed (``--repeat_best``):
         outside the budget, with ``repeat_of`` naming the trial."""
-        self.optuna.enqueue_trial(dict(of.params), user_attrs={"repeat_of": of.number})
-        return self._start(self.optuna.ask(self._distributions))
+        with self.exclusive():
+            self.optuna.enqueue_trial(dict(of.params), user_attrs={"repeat_of": of.number})
+            return self._start(self.optuna.ask(self._distributions))
 
     def _start(self, live: optuna.Trial, *, suggest: bool = False) -> Trial:
         """Records a new trial's seed and source (and, with ``suggest``, draws its parameters
@@ -246,23 +294,26 @@ class Study:
             source = "repeat"
         live.set_user_attr("seed", seed)
         live.set_user_attr("source", source)
+        if self.crew is not None:
+            self.crew.own(live)
         self._live[number] = live
         self._reported[number] = set()
         return Trial(number, dict(live.params), seed, source)
 
     def report(self, trial: Trial, metrics: Mapping[str, float]) -> bool:
-        """Records one epoch's objective; True when the pruner stops the trial here.
-
-        The last epoch is never pruned: stopping there saves nothing.
-        """
+        """Records one epoch's objective; True when the pruner stops the trial here (never at
+        the last epoch: stopping there saves nothing)."""
         live = self._live[trial.number]
         epoch = int(metrics["epoch"])
         value = float(metrics[self.config.objective])
         reported = self._reported[trial.number]
-        if epoch not in reported and math.isfinite(value):
-            live.report(value, epoch)
-            reported.add(epoch)
-        return epoch < self.config.epochs and live.should_prune()
+        try:
+            if epoch not in reported and math.isfinite(value):
+                live.report(value, epoch)
+                reported.add(epoch)
+            return epoch < self.config.epochs and live.should_prune()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return True  # another worker took the trial over and finished it; tell says so
 
     def checkpoint(self, trial: Trial, state: Any) -> None:
         """Saves a running trial's state (host copies): names the file in the trial's
@@ -271,13 +322,8 @@ class Study:
         leaves the previous state or the new one."""
         if not self.dir.writer:
             return
-        meta = {
-            "epoch": state.epoch,
-            "history": state.history,
-            "steps": state.steps,
-            "seconds": state.seconds,
-            "num_model": len(state.model),
-        }
+        meta = {"epoch": state.epoch, "history": state.history, "steps": state.steps}
+        meta.update(seconds=state.seconds, num_model=len(state.model))
         number, arrays = trial.number, [*state.model, *state.optimizer]
         name = self.dir.checkpoint_name(number)
         if self._checkpoints.get(number) != name:
@@ -297,7 +343,24 @@ class Study:
           trial: The trial, as asked.
           result: An :class:`Outcome` (or a pack's ``TrialResult``).
           **attrs: More attributes to record (``traces``, ``width``).
+
+        Raises:
+          TakenOver: (a shared study) another worker took the trial over meanwhile.
         """
+        if self.crew is None:
+            return self._tell(trial, result, attrs)
+        trial_id = self._live[trial.number]._trial_id
+        try:
+            self.crew.check_owner(trial_id, trial.number)
+            return self._tell(trial, result, attrs)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise self.crew.taken_over(trial_id, trial.number) from None
+        finally:  # a trial taken over is dropped here, its file left to its new worker
+            self._live.pop(trial.number, None)
+            self._reported.pop(trial.number, None)
+            self._checkpoints.pop(trial.number, None)
+
+    def _tell(self, trial: Trial, result: Any, attrs: dict[str, Any]) -> TrialRecord:
         live = self._live.pop(trial.number)
         self._reported.pop(trial.number, None)
         status = Status(result.status)
@@ -326,7 +389,7 @@ class Study:
         self._writes.wait(trial.number)
         if name:
             self.dir.remove(name)
-        return TrialRecord.from_frozen(self.optuna.get_trials(deepcopy=False)[trial.number])
+        return TrialRecord.from_frozen(self.optuna._storage.get_trial(live._trial_id))
 
 
 def _normalise(value: Any) -> Any:

@@ -16,6 +16,8 @@ import numpy as np
 
 from tpu_bo.background import Prefetch
 from tpu_bo.config import Config
+from tpu_bo.crew import TakenOver
+from tpu_bo.ending import Ending
 from tpu_bo.engine import Study, Trial, TrialRecord, best, best_epoch
 from tpu_bo.input_pipeline import Datasets
 from tpu_bo.models import json_shape
@@ -24,21 +26,15 @@ from tpu_bo.records import StudyResult
 from tpu_bo.report import Reporter
 from tpu_bo.selection import (
     Kept,
-    choose,
-    kept_name,
-    posterior,
-    repeat_candidates,
-    repeat_plan,
-    selection_lines,
 )
-from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, CONFIG, PLOT, SUMMARY
-from tpu_bo.summary import header_lines, summarize
+from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, CONFIG, PLOT
+from tpu_bo.summary import header_lines
 from tpu_bo.trainer import Trainer
 
 __all__ = ["Loop", "StudyResult", "some_point"]
 
 
-class Loop:
+class Loop(Ending):
     """One session of a study; see the module docstring."""
 
     def __init__(
@@ -123,7 +119,9 @@ class Loop:
             if self.pack is None:
                 if not waiting and self.study.remaining:
                     with self.clock.measure("suggest_wait"):
-                        waiting.append(self.study.ask())
+                        waiting.extend(t for t in [self.study.ask()] if t is not None)
+                if not waiting:
+                    waiting.extend(self.study.wait_for_others())  # a shared study's end
                 if not waiting:
                     return
                 first = waiting.pop(0)
@@ -151,6 +149,8 @@ class Loop:
             else:
                 with self.clock.measure("suggest_wait"):
                     match = self.study.ask(dict(key) if first_fill else None)
+                if match is None:  # another worker asked the last of the budget
+                    return
                 if self._structure(match.params) != key:
                     waiting.append(match)  # it opens the next pack once this one drains
                     self.draining = True
@@ -170,6 +170,8 @@ class Loop:
         self.prefetch.start(self._to_prefetch(waiting))
         results = self.pack.run_epoch(progress=self.observers)
         for trial in self.prefetch.join():  # the wait, if any, is counted as suggest_wait
+            if trial is None:
+                continue  # another worker asked the last of the budget
             waiting.append(trial)
             if self._structure(trial.params) != self.key:
                 self.draining = True  # it opens the next pack once this one drains
@@ -215,20 +217,29 @@ class Loop:
     def _tell(self, slot: int, result: Any) -> None:
         trial = self.slots.pop(slot)
         candidate = self.candidates.pop(slot, None)
-        with self.clock.measure("journal"):
-            width = self.pack.width
-            record = self.study.tell(trial, result, traces=self.trainer.traces, width=width)
-        new_best = best(
-            [record, *([self.best] if self.best else [])], maximize=self.config.maximize
-        )
-        is_new_best = new_best is record
-        self.finished.append(record)
-        if is_new_best:
-            self.best = record
+        maximize = self.config.maximize
+        with self.study.exclusive():  # a shared study: one worker at a time tells and saves
+            try:
+                with self.clock.measure("journal"):
+                    width = self.pack.width
+                    record = self.study.tell(trial, result, traces=self.trainer.traces, width=width)
+            except TakenOver as e:
+                self.reporter.line(str(e))
+                return
+            if self.study.shared:  # the best among every worker's trials, best/ included
+                self.finished = self.study.records()
+                others = [r for r in self.finished if r.number != record.number]
+                self.best = best(others, maximize=maximize)
+            else:
+                self.finished.append(record)
+            new_best = best([record, *([self.best] if self.best else [])], maximize=maximize)
+            is_new_best = new_best is record
+            if is_new_best:
+                self.best = record
+                if candidate is not None:
+                    self._save_best(record, candidate[1])
             if candidate is not None:
-                self._save_best(record, candidate[1])
-        if candidate is not None:
-            self.kept.keep(record, candidate[1], self.finished)
+                self.kept.keep(record, candidate[1], self.finished)
         self.observers.on_trial_end(record, new_best=is_new_best)
 
     # Scores and the best trial's weights.
@@ -280,115 +291,8 @@ class Loop:
             "num_classes": self.datasets.num_classes,
         }
 
-    # The end: repeats, then the choice of the best trial.
-
-    def _repeats(self) -> list[Trial]:
-        """The runs ``repeat_best`` still wants (none until every budgeted trial is told)."""
-        if self.config.repeat_best <= 1 or self.study.remaining or self.slots:
-            return []
-        optuna_study = self.study.optuna
-        candidates = optuna_study.user_attrs.get("repeat_candidates")
-        if candidates is None:  # chosen once: a resumed study completes the same candidates
-            table, _ = posterior(self.config, self.study.space, optuna_study.get_trials())
-            candidates = repeat_candidates(self.config, self.finished, table)
-            optuna_study.set_user_attr("repeat_candidates", candidates)
-        plan = repeat_plan(self.config, self.finished, candidates)
-        for record, n in plan:
-            self.reporter.line(f"repeating trial {record.number} {n} more time(s), new seeds")
-        return [self.study.ask_repeat(record) for record, n in plan for _ in range(n)]
-
-    def _select(self, records: list[TrialRecord]) -> dict[str, Any]:
-        """Chooses the trial ``best/`` holds (``select_best``; see :mod:`tpu_bo.selection`).
-
-        Every worker of a multi-worker study decides alike, from memory and files no one is
-        writing: the test split's scoring that follows runs collectives.
-        """
-        trials = self.study.optuna.get_trials()
-        table, noise = posterior(self.config, self.study.space, trials)
-        choice = choose(self.config, records, table, noise)
-        chosen = choice.record
-        if chosen is not None and chosen.number != self.best.number:
-            if self.kept.has(chosen.number):
-                self.kept.install(choice, self._best_json(chosen))
-                self.best = chosen
-                weights = self.kept.weights.get(chosen.number)
-                if weights is not None:
-                    self.best_weights = (chosen.number, weights)
-                else:
-                    self.best_file = (chosen.number, self.study.dir.path(kept_name(chosen.number)))
-            else:
-                choice.info["not_kept"] = chosen.number  # best/ keeps the observed best
-        elif chosen is not None:
-            self.kept.install(choice, self._best_json(chosen))
-        choice.info["selected_trial"] = self.best.number
-        return choice.info
-
     def _structure(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         return self.study.space.structure_key(params)
-
-    # The end.
-
-    def _test_metrics(self) -> dict[str, Any] | None:
-        """The best trial's test-split score: from an earlier summary, or computed once now."""
-        record, test = self.best, self.datasets.test
-        previous = self.study.dir.read_json(SUMMARY) or {}
-        if previous.get("best_trial") == record.number and previous.get("test"):
-            return previous["test"]
-        if test is None:
-            return None
-        if self.best_weights is not None and self.best_weights[0] == record.number:
-            metrics = self.trainer.evaluate_weights(record.params, self.best_weights[1], test)
-        elif self.best_file is not None and self.best_file[0] == record.number:
-            metrics = self.trainer.evaluate_saved(record.params, self.best_file[1], test)
-        elif (self.study.dir.read_json(BEST_TRIAL) or {}).get("trial") == record.number:
-            path = self.study.dir.path(BEST_WEIGHTS)
-            metrics = self.trainer.evaluate_saved(record.params, path, test)
-        else:
-            return None
-        scores = {k: v for k, v in metrics.items() if k != "examples"}
-        return {"split": test.split, "examples": test.num_examples, **scores}
-
-    def _finish(self) -> StudyResult:
-        if self.pack is not None:
-            self._close_pack()
-        self.study.flush()
-        records = sorted(self.study.records(), key=lambda r: r.number)
-        selection = self._select(records) if self.best else {}
-        with self.clock.measure("eval"):  # the test split, scored once
-            test = self._test_metrics() if self.best else None
-        seconds = time.perf_counter() - self.started
-        utilization = self.useful / self.computed if self.computed else None
-        split = self.clock.split(seconds)
-        summary, lines = summarize(
-            self.config, self.study, records, self.best, test, split, utilization
-        )
-        summary["selection"] = selection
-        self.study.dir.write_json(SUMMARY, summary)
-        self.observers.on_study_end(summary)
-        for line in [*lines[:-1], *selection_lines(selection, self.config.objective), lines[-1]]:
-            self.reporter.line(line)
-        final = None
-        if self.config.final_epochs and self.best:  # on every worker; only the writer writes
-            from tpu_bo.final import train_final
-
-            final = summary["final"] = train_final(
-                self.config, self.trainer, self.datasets, self.best, self.study.dir, self.reporter
-            )
-            self.study.dir.write_json(SUMMARY, summary)
-        return StudyResult(
-            best_params=dict(self.best.params) if self.best else {},
-            best_target=self.best.target if self.best else None,
-            best_trial=self.best.number if self.best else None,
-            trials=records,
-            test_metrics=test,
-            counts=summary["counts"],
-            traces=self.trainer.traces,
-            seconds=seconds,
-            utilization=utilization,
-            output_dir=self.study.dir.output_dir,
-            final=final,
-            time=split,
-        )
 
 
 def some_point(space: Any) -> dict[str, Any]:

@@ -122,8 +122,10 @@ class SummaryPlot(Observer):
         self.objective = objective
         self.maximize = maximize
         self.records: list[Any] = []
+        self.study: Any = None
 
     def on_study_start(self, study: Any) -> None:
+        self.study = study  # a shared study's plot shows every worker's trials
         # Matplotlib takes about a second to import: do it while the study trains.
         threading.Thread(target=_import_plots, name="matplotlib-import", daemon=True).start()
 
@@ -131,13 +133,16 @@ class SummaryPlot(Observer):
         self.records.append(record)
 
     def on_study_end(self, summary: Mapping[str, Any]) -> None:
-        if not self.records:
+        records = self.records
+        if getattr(self.study, "shared", False):
+            records = self.study.records()
+        if not records:
             return
         from tpu_bo.plots import write_summary_plot
 
         write_summary_plot(
             self.path,
-            [r.to_dict() for r in sorted(self.records, key=lambda r: r.number)],
+            [r.to_dict() for r in sorted(records, key=lambda r: r.number)],
             self.space,
             objective=self.objective,
             maximize=self.maximize,

@@ -94,15 +94,19 @@ def repeat_candidates(
 
 
 def repeat_plan(
-    config: Any, records: Sequence[TrialRecord], candidates: Sequence[int]
+    config: Any,
+    records: Sequence[TrialRecord],
+    candidates: Sequence[int],
+    running: Sequence[int] = (),
 ) -> list[tuple[TrialRecord, int]]:
     """How many more runs each candidate needs to have ``repeat_best`` in all (its repeats
-    so far, whatever their state, count)."""
+    so far, whatever their state, count; ``running``: the candidates of repeats still running,
+    which a shared study's other workers may run)."""
     by_number = {r.number: r for r in records}
     done = dict.fromkeys(candidates, 0)
-    for r in records:
-        if r.repeat_of in done:
-            done[r.repeat_of] += 1
+    for of in [*(r.repeat_of for r in records), *running]:
+        if of in done:
+            done[of] += 1
     needed = [(by_number[c], config.repeat_best - 1 - done[c]) for c in candidates]
     return [(r, n) for r, n in needed if n > 0]
 

@@ -93,7 +93,10 @@ class StudyDir:
         return os.path.join(self.output_dir, name)
 
     def exists(self, name: str) -> bool:
-        return _gfile().exists(self.path(name))
+        path = self.path(name)
+        if "://" not in path:
+            return os.path.exists(path)  # no TensorFlow import for a local look
+        return _gfile().exists(path)
 
     def read_json(self, name: str) -> Any:
         """``name`` parsed as JSON; ``None`` if it does not exist."""
