@@ -40,8 +40,8 @@ flags.DEFINE_integer("digits_trials", 32, "Digits: the study's budget, with 1 an
 flags.DEFINE_string("out", "", "Where the figures go (default bench/results/workers.json).")
 # One synthetic worker process (used by the load test itself).
 flags.DEFINE_string("worker", "", "Internal: run one synthetic worker on this storage URL.")
-flags.DEFINE_string("study_name", "load", "Internal: the synthetic study's name.")
-flags.DEFINE_integer("budget", 320, "Internal: the synthetic study's budget.")
+flags.DEFINE_string("worker_study", "load", "Internal: the synthetic study's name.")
+flags.DEFINE_integer("worker_budget", 320, "Internal: the synthetic study's budget.")
 
 
 def synthetic_worker(url: str, name: str, budget: int) -> dict[str, Any]:
@@ -112,8 +112,8 @@ def load(url: str, workers: int, trials: int, name: str = "load") -> dict[str, A
     from optuna.trial import TrialState
 
     budget = workers * trials
-    command = [sys.executable, "-m", "bench.workers", f"--worker={url}", f"--study_name={name}"]
-    command.append(f"--budget={budget}")
+    command = [sys.executable, "-m", "bench.workers", f"--worker={url}", f"--worker_study={name}"]
+    command.append(f"--worker_budget={budget}")
     seconds, outputs = run_all(command, workers)
     runs = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     told = sorted(n for r in runs for n in r["numbers"])
@@ -180,7 +180,7 @@ def main(argv: list[str]) -> None:
     del argv
     f = flags.FLAGS
     if f.worker:
-        print(json.dumps(synthetic_worker(f.worker, f.study_name, f.budget)), flush=True)
+        print(json.dumps(synthetic_worker(f.worker, f.worker_study, f.worker_budget)), flush=True)
         return
     from bench.common import default_out, write_results
     from tpu_bo.local_postgres import LocalPostgres

@@ -139,5 +139,7 @@ def test_a_killed_workers_trial_is_taken_over_from_its_checkpoint(postgres, tmp_
     assert mark in takeover["from"] and takeover["epoch"] >= 1
     assert taken[0].user_attrs["resumed_from_epoch"] == takeover["epoch"]
     assert len(taken[0].user_attrs["history"]) == 10
+    summary = json.loads((tmp_path / "study" / "summary.json").read_text())
+    assert summary["counts"]["ok"] == 3 and summary["selection"]["selected_trial"] is not None
     assert f"taking over trial {taken[0].number}" in stderr + stdout
     assert "continuing after epoch" in stderr + stdout

@@ -136,3 +136,8 @@ def test_without_a_best_trial(tmp_path):
 def test_the_dashboard_reads_the_storage_or_the_journal(tmp_path, storage):
     s = study(tmp_path, storage=storage)
     assert dashboard_target(s) == (storage or f"{tmp_path}/trials.journal")
+
+
+def test_the_dashboard_line_hides_the_databases_password(tmp_path):
+    s = study(tmp_path, storage="postgresql://me:secret@db.example:5432/studies")
+    assert dashboard_target(s) == "postgresql://me:***@db.example:5432/studies"

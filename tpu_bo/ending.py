@@ -32,6 +32,7 @@ class Ending:
 
     config: Any
     study: Any
+    unsaved_best: int | None  # the best trial when its best epoch's weights were not at hand
 
     # The end: repeats, then the choice of the best trial.
 
@@ -82,10 +83,23 @@ class Ending:
                     self.best_file = (chosen.number, self.study.dir.path(kept_name(chosen.number)))
             else:
                 choice.info["not_kept"] = chosen.number  # best/ keeps the observed best
-        elif chosen is not None:
+        elif chosen is not None and self._holds(chosen.number):
             self.kept.install(choice, self._best_json(chosen))
+        elif chosen is not None:
+            choice.info["not_kept"] = chosen.number  # best/ keeps what it holds
         choice.info["selected_trial"] = self.best.number
         return choice.info
+
+    def _holds(self, number: int) -> bool:
+        """Whether ``best/`` or ``kept/`` holds trial ``number``'s weights. A trial resumed
+        from a checkpoint after its best epoch has none: the checkpoint holds its last epoch.
+        Decided from memory, as every lockstep worker must, except in a shared study, whose
+        other workers wrote ``best/``."""
+        if self.kept.has(number):
+            return True
+        if self.study.shared:
+            return (self.study.dir.read_json(BEST_TRIAL) or {}).get("trial") == number
+        return number != self.unsaved_best
 
     # The end.
 

@@ -72,6 +72,7 @@ class Loop(Ending):
         self.candidates: dict[int, tuple[float, list[np.ndarray]]] = {}
         self.best_weights: tuple[int, list[np.ndarray]] | None = None
         self.best_file: tuple[int, str] | None = None  # a selected trial's kept/ file
+        self.unsaved_best: int | None = None
         self.told = study.records()  # before this session; replayed to the observers
         self.finished = list(self.told)  # and the ones told since
         self.best = best(self.told, maximize=config.maximize)
@@ -238,6 +239,8 @@ class Loop(Ending):
                 self.best = record
                 if candidate is not None:
                     self._save_best(record, candidate[1])
+                else:
+                    self.unsaved_best = record.number
             if candidate is not None:
                 self.kept.keep(record, candidate[1], self.finished)
         self.observers.on_trial_end(record, new_best=is_new_best)

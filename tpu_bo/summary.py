@@ -93,4 +93,8 @@ def dashboard_target(study: Any) -> str:
     """What to pass to ``optuna-dashboard`` to see this study."""
     from tpu_bo.storage import JOURNAL
 
-    return study.config.storage or study.dir.path(JOURNAL)
+    if study.config.storage:
+        from tpu_bo.rdb import where
+
+        return where(study.config.storage)  # the password is not printed
+    return study.dir.path(JOURNAL)
