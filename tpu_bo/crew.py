@@ -23,6 +23,7 @@ turns to a :class:`Crew` for what sharing needs (the database side is :mod:`tpu_
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,7 @@ class Crew:
         self.name = worker_name()
         self.lock = StudyLock(self.storage, config.resolved_study_name)
         self.heartbeats: Heartbeats | None = None
+        self._looked = -math.inf  # when claim last looked for orphans
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -141,8 +143,14 @@ class Crew:
         live.set_user_attr("worker", self.name)
         self.storage.record_heartbeat(live._trial_id)
 
-    def claim(self, study: Study, limit: int) -> list[Any]:
-        """Takes over up to ``limit`` orphaned trials (call under the lock)."""
+    def claim(self, study: Study, limit: int, *, every: float = 0.0) -> list[Any]:
+        """Takes over up to ``limit`` orphaned trials (call under the lock); with ``every``,
+        looks for them at most once in that many seconds (an ask's look costs three queries,
+        and a trial becomes an orphan only after ``--grace_period`` s anyway)."""
+        now = time.monotonic()
+        if every and now - self._looked < every:
+            return []
+        self._looked = now
         out = []
         for t in orphans(self.storage, study.optuna, self.config.grace_period)[:limit]:
             if t.number in study._live:

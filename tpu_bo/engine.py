@@ -259,7 +259,7 @@ class Study:
         """
         with self.exclusive():
             if self.crew is not None:
-                taken = self.crew.claim(self, 1)
+                taken = self.crew.claim(self, 1, every=self.config.heartbeat_interval)
                 if taken:
                     return taken[0]
             if not self.remaining:
