@@ -130,7 +130,8 @@ class Ending:
         records = sorted(self.study.records(), key=lambda r: r.number)
         if self.study.shared:  # every worker's trials
             self.best = best(records, maximize=self.config.maximize)
-        selection = self._select(records) if self.best else {}
+        with self.study.exclusive():  # a shared study's workers end one at a time here
+            selection = self._select(records) if self.best else {}
         with self.clock.measure("eval"):  # the test split, scored once
             test = self._test_metrics() if self.best else None
         seconds = time.perf_counter() - self.started

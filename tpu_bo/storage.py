@@ -352,9 +352,10 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 def write_atomic(path: str, data: str | bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file and a rename."""
+    """Writes ``data`` to ``path`` through a temporary file and a rename (the temporary name
+    is this writer's own: the workers of a shared study write the same files)."""
     gfile = _gfile()
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(3).hex()}"
     with gfile.GFile(tmp, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
     gfile.rename(tmp, path, overwrite=True)
