@@ -133,8 +133,9 @@ class Crew:
         if self.heartbeats is not None:
             self.heartbeats.stop()
         for live in list(study._live.values()):
-            with contextlib.suppress(Exception):
-                live.set_user_attr("worker", RELEASED)
+            with contextlib.suppress(Exception):  # once, not retried: a dead database must
+                # not hold up a Ctrl-C; the trials then go stale after the grace period
+                self.storage.backend.set_trial_user_attr(live._trial_id, "worker", RELEASED)
 
     # Trials.
 
@@ -174,15 +175,17 @@ class Crew:
             how = f"restarting from scratch: {checkpoint} is not in this --output_dir"
         else:
             how = "from its start"
-        self.outage.say(f"taking over trial {t.number} from worker {previous}: {how}")
+        who = "a worker that stopped" if previous == RELEASED else f"worker {previous}"
+        self.outage.say(f"taking over trial {t.number} from {who}: {how}")
         return trial
 
     def check_owner(self, trial_id: int, number: int) -> None:
         """Raises :class:`TakenOver` unless this worker still owns trial ``number``.
 
-        Not under the lock: if another worker claims the trial between this check and the
-        tell, the database's own row lock lets only the first of the two finish it (Optuna
-        raises ``UpdateFinishedTrialError`` for the second, which drops its result)."""
+        Needs no lock (the loop holds one anyway, to write ``best/``): if another worker
+        claims the trial between this check and the tell, the database's row lock lets only
+        the first of the two finish it (Optuna raises ``UpdateFinishedTrialError`` for the
+        second, which drops its result)."""
         frozen = self.storage.get_trial(trial_id)
         if frozen.state != TrialState.RUNNING or frozen.user_attrs.get("worker") != self.name:
             raise TakenOver(number, frozen.user_attrs.get("worker"))

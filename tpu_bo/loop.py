@@ -24,9 +24,7 @@ from tpu_bo.models import json_shape
 from tpu_bo.observers import Console, Observer, Observers, SummaryPlot, TensorBoard
 from tpu_bo.records import StudyResult
 from tpu_bo.report import Reporter
-from tpu_bo.selection import (
-    Kept,
-)
+from tpu_bo.selection import Kept
 from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, CONFIG, PLOT
 from tpu_bo.summary import header_lines
 from tpu_bo.trainer import Trainer

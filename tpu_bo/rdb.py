@@ -288,7 +288,7 @@ class Heartbeats:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5 * self.interval)
+        self._thread.join(timeout=self.interval)  # a daemon: a beat stuck retrying is left
 
 
 def orphans(storage: Retrying, study: optuna.Study, grace: float) -> list[FrozenTrial]:
