@@ -64,6 +64,15 @@ def test_an_unreachable_database_stops_the_worker_in_one_sentence_naming_storage
     assert time.monotonic() - started < 15
 
 
+def test_a_database_that_refuses_the_worker_is_one_sentence_at_once(postgres):
+    url = postgres.url.rsplit("/", 1)[0] + "/no_such_database"
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as e:
+        storage_at(url, [], patience=600)
+    assert e.value.flag == "storage" and "refused this worker" in e.value.message
+    assert "no_such_database" in e.value.message and time.monotonic() - started < 10
+
+
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 def test_the_study_lock_admits_one_holder_at_a_time(kind, postgres, tmp_path):
     url = postgres.url if kind == "postgresql" else f"sqlite:///{tmp_path}/lock.db"

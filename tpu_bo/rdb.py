@@ -56,6 +56,8 @@ class _QuietOutage(logging.Filter):
 
 logging.getLogger("optuna.storages._rdb.storage").addFilter(_QuietOutage())
 RELEASED = "released"  # a trial's ``worker`` attribute after its worker let it go
+# A server that answers with these refuses for good: no point in retrying.
+REFUSED = ("authentication failed", "does not exist", "no password supplied", "pg_hba.conf")
 
 
 def scheme(url: str) -> str:
@@ -112,6 +114,12 @@ class Outage:
                 cause = _unreachable(e)
                 if cause is None:
                     raise
+                if any(words in str(cause) for words in REFUSED):
+                    raise ConfigError(
+                        "storage",
+                        f"the study's database {self.url} refused this worker "
+                        f"({first_line(cause)}); check the user, password and database name.",
+                    ) from None
                 self._failed(cause, delay)
                 time.sleep(delay)
                 delay = min(2 * delay, 30.0)
