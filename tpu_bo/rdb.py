@@ -209,14 +209,32 @@ def _schema_lock(url: str) -> Iterator[None]:
         return
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({SCHEMA_LOCK})"))
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({SCHEMA_LOCK})"))
+        release = _advisory_lock(engine, SCHEMA_LOCK)
+        try:
+            yield
+        finally:
+            release()
     finally:
         engine.dispose()
+
+
+def _advisory_lock(engine: sqlalchemy.Engine, key: int) -> Callable[[], None]:
+    """Takes PostgreSQL's session advisory lock ``key`` on a connection of its own (waiting for
+    its holder); returns what releases it. The server releases it if this process dies."""
+    connection = engine.connect()
+    try:
+        connection.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({key})"))
+    except BaseException:
+        connection.close()
+        raise
+
+    def release() -> None:
+        try:
+            connection.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({key})"))
+        finally:
+            connection.close()
+
+    return release
 
 
 class StudyLock:
@@ -256,20 +274,7 @@ class StudyLock:
             f = open(path + ".tpu_bo-lock", "a")  # noqa: SIM115 - closed by the release
             fcntl.flock(f, fcntl.LOCK_EX)
             return f.close
-        connection = self.storage.backend.engine.connect()
-        try:
-            connection.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({self.key})"))
-        except BaseException:
-            connection.close()
-            raise
-
-        def release() -> None:
-            try:
-                connection.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({self.key})"))
-            finally:
-                connection.close()
-
-        return release
+        return _advisory_lock(self.storage.backend.engine, self.key)
 
 
 class Heartbeats:
@@ -281,14 +286,11 @@ class Heartbeats:
         self._thread = threading.Thread(target=self._run, name="tpu_bo-heartbeat", daemon=True)
         self._thread.start()
 
-    def beat(self, trial_id: int) -> None:
-        self.storage.record_heartbeat(trial_id)
-
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             for trial_id in self.live():
                 try:
-                    self.beat(trial_id)
+                    self.storage.record_heartbeat(trial_id)
                 except ConfigError:
                     return  # the database is gone for good; the main thread says so
                 except Exception:  # noqa: BLE001,S112 - a trial told meanwhile; go on
