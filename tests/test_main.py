@@ -105,6 +105,7 @@ def test_mnist_on_two_replicas_with_several_steps_per_call(tmp_path, mnist_dir):
         (["--space_file=/no/such/space.json"], "space_file"),
         (["--objective=accuracy"], "objective"),
         (["--parallel_trials=0"], "parallel_trials"),
+        (["--scheduler=pbt"], "parallel_trials"),
     ],
 )
 def test_bad_input_is_one_sentence_naming_the_flag(args, flag, tmp_path):

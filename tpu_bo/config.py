@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tpu_bo.config_rules import OPTIMIZERS as OPTIMIZERS  # re-exported
-from tpu_bo.config_rules import check_rules
+from tpu_bo.config_rules import check_rules, identity
 from tpu_bo.flag_fields import check_field
 from tpu_bo.flag_fields import flag_field as _flag
 from tpu_bo.flag_fields import flag_name as flag_name  # re-exported: main.py imports it here
@@ -33,6 +33,7 @@ ACCELERATORS = ("auto", "tpu", "gpu", "cpu")
 ACQUISITIONS = ("auto", "ei", "ucb", "poi")
 OBJECTIVE_MODES = ("auto", "max", "min")
 PRUNERS = ("none", "median", "asha", "hyperband")
+SCHEDULERS = ("fifo", "pbt")
 SAMPLERS = ("bayes_opt", "tpe", "gp", "random")
 SELECT_BEST = ("observed", "posterior")
 
@@ -226,6 +227,25 @@ class Config:
         "Pruning rate of asha and hyperband: 1 in reduction_factor trials goes on at each rung.",
         lower_bound=2,
     )
+    scheduler: str = _flag(
+        "fifo",
+        "How trials spend their epochs: fifo (each runs to --epochs unless --prune stops it) or "
+        "pbt (population-based training: the --parallel_trials slots of a pack are a "
+        "population; every --pbt_interval epochs the worst --pbt_quantile take the weights "
+        "of the best, on the device, and perturb their runtime hyperparameters).",
+        choices=SCHEDULERS,
+    )
+    pbt_interval: int = _flag(2, "PBT: epochs between exploit/explore steps.", lower_bound=1)
+    pbt_quantile: float = _flag(
+        0.25,
+        "PBT: the fraction of the population that takes the weights of a member of the same "
+        "fraction at the top (at least one when above 0); 0 turns exploit and explore off.",
+    )
+    pbt_resample: float = _flag(
+        0.25,
+        "PBT: the chance that explore draws a runtime hyperparameter afresh from its range "
+        "instead of multiplying it by 0.8 or 1.25.",
+    )
     sampler: str = _flag(
         "bayes_opt",
         "Which sampler proposes trials: bayes_opt (a Gaussian process from the "
@@ -369,30 +389,5 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def study_identity(self) -> dict[str, Any]:
-        """The fields that define *which* study this is.
-
-        A journal written under one identity must not be continued under another: that
-        would mix two studies in one optimizer. Budget, output and device settings may change.
-        """
-        keys = (
-            "dataset",
-            "train_split",
-            "eval_split",
-            "batch_size",
-            "model",
-            "optimizer",
-            "fixed",
-            "epochs",
-            "space",
-            "mixed_precision",
-            "objective",
-            "objective_mode",
-        )
-        d = self.to_dict()
-        identity = {k: d[k] for k in keys}
-        # Later additions join the identity only when set, so older studies still match.
-        identity.update({k: d[k] for k in _LATER_IDENTITY if d[k]})
-        return identity
-
-
-_LATER_IDENTITY = ("features", "label", "preprocess", "augment")
+        """The fields that define *which* study this is (:func:`config_rules.identity`)."""
+        return identity(self)

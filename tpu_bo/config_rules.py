@@ -64,7 +64,73 @@ def check_rules(config: Any) -> None:
             f"must be longer than --heartbeat_interval={config.heartbeat_interval} s, or live "
             f"workers' trials would look abandoned; got {config.grace_period}.",
         )
+    check_scheduler(config)
     check_space(config, config.resolved_space())
+
+
+def check_scheduler(config: Any) -> None:
+    """The rules of ``--scheduler=pbt`` (:mod:`tpu_bo.pbt`)."""
+    for name in ("pbt_quantile", "pbt_resample"):
+        value, top = getattr(config, name), 0.5 if name == "pbt_quantile" else 1.0
+        if not 0 <= value <= top:
+            raise ConfigError(name, f"must lie in [0, {top}], got {value}.")
+    if config.scheduler != "pbt":
+        return
+    if config.parallel_trials < 4:
+        raise ConfigError(
+            "parallel_trials",
+            "--scheduler=pbt needs a population of at least 4: the pack's slots are the "
+            f"population, so set --parallel_trials to 4 or more (got {config.parallel_trials}).",
+        )
+    if config.pbt_interval >= config.epochs:
+        raise ConfigError(
+            "pbt_interval",
+            f"must be below --epochs={config.epochs}, or PBT never exploits; got "
+            f"{config.pbt_interval}.",
+        )
+    clashes = {
+        "prune": (config.prune != "none", "PBT replaces pruning: its worst members take "
+                  "the best ones' weights; use --prune=none"),
+        "repeat_best": (config.repeat_best > 1, "a PBT member's result depends on its "
+                        "population, so a repeat alone means nothing; use 1"),
+        "select_best": (config.select_best != "observed", "the GP's posterior models a "
+                        "trial's first values, not a PBT member's schedule; use observed"),
+        "final_epochs": (config.final_epochs > 0, "PBT's result is the best member's "
+                         "weights (best/); a retrain from scratch would not follow its "
+                         "schedule; use 0"),
+    }  # fmt: skip
+    for flag, (clash, why) in clashes.items():
+        if clash:
+            raise ConfigError(flag, f"does not go with --scheduler=pbt: {why}.")
+
+
+def identity(config: Any) -> dict[str, Any]:
+    """The fields that define *which* study this is.
+
+    A journal written under one identity must not be continued under another: that would mix
+    two studies in one optimizer. Budget, output and device settings may change.
+    """
+    keys = (
+        "dataset",
+        "train_split",
+        "eval_split",
+        "batch_size",
+        "model",
+        "optimizer",
+        "fixed",
+        "epochs",
+        "space",
+        "mixed_precision",
+        "objective",
+        "objective_mode",
+    )
+    d = config.to_dict()
+    out = {k: d[k] for k in keys}
+    # Later additions join the identity only when set, so older studies still match.
+    out.update({k: d[k] for k in ("features", "label", "preprocess", "augment") if d[k]})
+    if config.scheduler != "fifo":
+        out["scheduler"] = config.scheduler
+    return out
 
 
 def check_objective(config: Any) -> None:

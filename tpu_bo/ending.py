@@ -14,6 +14,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from tpu_bo.engine import Trial, TrialRecord, best
+from tpu_bo.pbt import pbt_lines, pbt_summary
 from tpu_bo.records import StudyResult
 from tpu_bo.selection import (
     choose,
@@ -141,6 +142,9 @@ class Ending:
             self.config, self.study, records, self.best, test, split, utilization
         )
         summary["selection"] = selection
+        if self.config.scheduler == "pbt":
+            summary["pbt"] = pbt_summary(self.best, records, self.trainer.copy_traces)
+            lines[-1:-1] = pbt_lines(summary["pbt"])
         self.study.dir.write_json(SUMMARY, summary)
         self.observers.on_study_end(summary)
         for line in [*lines[:-1], *selection_lines(selection, self.config.objective), lines[-1]]:

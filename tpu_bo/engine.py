@@ -15,9 +15,9 @@ module adds what a tpu_bo study needs on top:
 Use it directly to drive trials yourself (see the README's "Ask and tell")::
 
     study = Study(config).open()
-    trial = study.ask()
-    ...train, calling study.report(trial, metrics) after every epoch...
-    study.tell(trial, result)
+    while (trial := study.ask()) is not None:
+        ...train, calling study.report(trial, metrics) after every epoch...
+        study.tell(trial, result)
 """
 
 from __future__ import annotations
@@ -58,10 +58,9 @@ class Study:
     Args:
       config: The validated configuration.
       writer: Whether this process writes (False on a multi-worker study's other workers,
-        which take the same decisions from an in-memory copy of the chief's journal).
-
-    With a database ``--storage`` (PostgreSQL, SQLite), many processes may work on the study
-    at once: each is a worker (:class:`tpu_bo.crew.Crew`) and no directory lock is taken.
+        which take the same decisions from an in-memory copy of the chief's journal). With a
+        database ``--storage`` (PostgreSQL, SQLite), each process is a worker of the study
+        (:class:`tpu_bo.crew.Crew`) and no directory lock is taken.
     """
 
     def __init__(self, config: Config, *, writer: bool = True) -> None:
@@ -165,11 +164,8 @@ class Study:
 
     def records(self) -> list[TrialRecord]:
         """Every finished trial, by number."""
-        return [
-            TrialRecord.from_frozen(t)
-            for t in self.optuna.get_trials(deepcopy=False)
-            if _STATUS[t.state] is not Status.RUNNING
-        ]
+        trials = self.optuna.get_trials(deepcopy=False)
+        return [TrialRecord.from_frozen(t) for t in trials if _STATUS[t.state] != Status.RUNNING]
 
     @property
     def remaining(self) -> int:
@@ -177,11 +173,11 @@ class Study:
         if self.crew is not None:
             asked = count_asked(self.crew.storage, self.optuna._study_id)
             return max(0, self.crew.total_trials(self) - asked)
-        trials = self.optuna.get_trials(deepcopy=False)
-        asked = [
-            t for t in trials if t.state != TrialState.WAITING and "repeat_of" not in t.user_attrs
-        ]
-        return max(0, self.config.total_trials - len(asked))
+        asked = sum(
+            t.state != TrialState.WAITING and "repeat_of" not in t.user_attrs
+            for t in self.optuna.get_trials(deepcopy=False)
+        )
+        return max(0, self.config.total_trials - asked)
 
     def resumable(self) -> list[Trial]:
         """The trials a killed session left RUNNING, with their saved state when there is one.
@@ -314,6 +310,13 @@ class Study:
             return epoch < self.config.epochs and live.should_prune()
         except optuna.exceptions.UpdateFinishedTrialError:
             return True  # another worker took the trial over and finished it; tell says so
+
+    def note(self, trial: Trial, **attrs: Any) -> dict[str, Any]:
+        """Records attributes of a running trial (PBT's schedule); returns all it has."""
+        live = self._live[trial.number]
+        for key, value in attrs.items():
+            live.set_user_attr(key, value)
+        return live.user_attrs
 
     def checkpoint(self, trial: Trial, state: Any) -> None:
         """Saves a running trial's state (host copies): names the file in the trial's

@@ -22,6 +22,7 @@ from tpu_bo.engine import Study, Trial, TrialRecord, best, best_epoch
 from tpu_bo.input_pipeline import Datasets
 from tpu_bo.models import json_shape
 from tpu_bo.observers import Console, Observer, Observers, SummaryPlot, TensorBoard
+from tpu_bo.pbt import Population
 from tpu_bo.records import StudyResult
 from tpu_bo.report import Reporter
 from tpu_bo.selection import Kept
@@ -79,6 +80,8 @@ class Loop(Ending):
         self.useful = self.computed = 0
         self.clock = trainer.clock
         self.prefetch = Prefetch(study.ask)
+        pbt = config.scheduler == "pbt"
+        self.population = Population(config, study.space, study) if pbt else None
         self.started = time.perf_counter()
 
     def run(self, started: float | None = None) -> StudyResult:
@@ -139,6 +142,8 @@ class Loop(Ending):
         one (asked for this structure while the pack fills first, freely on a refill)."""
         key = self.key
         first_fill = self.pack.computed_tower_epochs == 0
+        if self.population is not None and not first_fill:
+            return  # a population runs together to its end; the next one opens a new pack
         for slot in self.pack.free:
             match = next((t for t in waiting if self._structure(t.params) == key), None)
             if match is not None:
@@ -157,7 +162,8 @@ class Loop(Ending):
             self._load(slot, match)
 
     def _load(self, slot: int, trial: Trial) -> None:
-        self.pack.load(slot, trial.params, seed=trial.seed, state=trial.resume)
+        params = trial.params if self.population is None else self.population.join(trial)
+        self.pack.load(slot, params, seed=trial.seed, state=trial.resume)
         self.slots[slot] = trial
         state = trial.resume
         if state is not None and state.history and self._epoch_is_best(state.history):
@@ -174,7 +180,7 @@ class Loop(Ending):
             waiting.append(trial)
             if self._structure(trial.params) != self.key:
                 self.draining = True  # it opens the next pack once this one drains
-        every = self.config.checkpoint_every
+        every, saves = self.config.checkpoint_every, []
         for r in results:
             trial, prune = self.slots[r.slot], False
             if r.metrics is not None:
@@ -187,8 +193,13 @@ class Loop(Ending):
             elif prune:
                 self._tell(r.slot, self.pack.stop(r.slot))
             elif r.epoch % every == 0:
-                with self.clock.measure("checkpoint"):
-                    self.study.checkpoint(trial, self.pack.state(r.slot))
+                saves.append(r.slot)
+        if self.population is not None:  # PBT: before the checkpoints, which then hold it
+            for line in self.population.step(self.pack, self.slots, results):
+                self.reporter.line(line)
+        for slot in saves:
+            with self.clock.measure("checkpoint"):
+                self.study.checkpoint(self.slots[slot], self.pack.state(slot))
         if self.pack.broken:
             self._close_pack()
 
@@ -216,6 +227,8 @@ class Loop(Ending):
     def _tell(self, slot: int, result: Any) -> None:
         trial = self.slots.pop(slot)
         candidate = self.candidates.pop(slot, None)
+        if self.population is not None:
+            self.population.leave(trial.number)
         maximize = self.config.maximize
         with self.study.exclusive():  # a shared study: one worker at a time tells and saves
             try:

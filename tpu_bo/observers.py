@@ -111,6 +111,9 @@ class TensorBoard(Observer):
 
     def on_study_end(self, summary: Mapping[str, Any]) -> None:
         self.log.close()
+        best = (summary.get("pbt") or {}).get("best")
+        if best:
+            self.log.schedule(best)
 
 
 class SummaryPlot(Observer):
@@ -146,6 +149,7 @@ class SummaryPlot(Observer):
             self.space,
             objective=self.objective,
             maximize=self.maximize,
+            pbt=(summary.get("pbt") or {}).get("best"),
         )
 
 

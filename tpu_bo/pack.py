@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_bo.programs import Program, out_of_memory
+from tpu_bo.reset import make_copy
 from tpu_bo.slot_results import EpochResult, TrialResult, TrialState
 
 __all__ = ["EpochResult", "Pack", "Progress", "TrialResult", "TrialState"]
@@ -172,6 +173,46 @@ class Pack:
             self._program.towers[slot].freeze()
         record.finish("pruned")
         return record.result()
+
+    def exploit(self, donors: Mapping[int, int]) -> None:
+        """PBT's exploit: ``{receiver: donor}`` running slots; in one device call, each receiver
+        takes its donor's weights and optimizer state (:func:`tpu_bo.reset.make_copy`). The
+        receiver keeps its own dropout RNG state, history, epoch and runtime values."""
+        self._check_usable()
+        active = set(self.active)
+        if not donors.keys() <= active or not set(donors.values()) <= active - donors.keys():
+            raise ValueError(f"exploit needs distinct running receivers and donors: {donors}")
+        program = self._program
+        if program is None or not donors:
+            return
+        trainer = self._trainer
+        if program.copy_fn is None:
+
+            def counted() -> None:
+                trainer.copy_traces += 1
+
+            program.copy_fn = make_copy(program.towers, trainer.strategy, counted)
+        source, mask = np.arange(self.width, dtype=np.int32), np.zeros(self.width, bool)
+        for receiver, donor in donors.items():
+            source[receiver], mask[receiver] = donor, True
+        traces, start = trainer.copy_traces, time.perf_counter()
+        try:
+            program.copy_fn(tf.constant(source), tf.constant(mask))
+        except tf.errors.ResourceExhaustedError as e:
+            self._fail_memory(e)
+        category = "trace" if traces != trainer.copy_traces else "reset"
+        trainer.clock.add(category, time.perf_counter() - start)
+
+    def set_runtime(self, slot: int, values: Mapping[str, Any]) -> None:
+        """PBT's explore: assigns a running slot's runtime hyperparameters (``values`` holds a
+        value for every parameter; structural ones are ignored). No retrace."""
+        if slot not in self.active:
+            raise ValueError(f"slot {slot} is not running a trial")
+        if self._program is None:
+            return
+        config, tower = self._trainer.config, self._program.towers[slot]
+        merged = {**config.fixed, **values}
+        tower.assign_row(tower.runtime_row(merged, merged.get("optimizer", config.optimizer)))
 
     def result(self, slot: int) -> TrialResult:
         """The slot's trial so far (``running``) or final (``ok``, ``failed``, ``pruned``)."""

@@ -3,24 +3,33 @@
 The first panel plots the best objective so far against the trial number (each trial's own
 score as dots; failed trials as crosses on the axis, pruned ones hollow). Then one panel per
 hyperparameter plots each trial's score against its value, on a log axis for ``log``
-parameters, with the best trial starred.
+parameters, with the best trial starred. A PBT study adds the best member's schedule: its
+runtime hyperparameters over the epochs that made its weights, and the members they came from.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tpu_bo.space import Param, SearchSpace
 
 
 def summary_figure(
-    records: Sequence[dict[str, Any]], space: SearchSpace, *, objective: str, maximize: bool
+    records: Sequence[dict[str, Any]],
+    space: SearchSpace,
+    *,
+    objective: str,
+    maximize: bool,
+    pbt: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Builds the summary figure (a matplotlib ``Figure``) from journal records."""
-    fig, axes = _figure(panels=1 + len(space.params))
+    """Builds the summary figure (a matplotlib ``Figure``) from journal records (``pbt``: a
+    PBT study's best member, ``summary.json``'s ``pbt.best``, for one more panel)."""
+    fig, axes = _figure(panels=1 + len(space.params) + bool(pbt))
+    if pbt:
+        _schedule_panel(axes[len(space.params) + 1], pbt, space)
     ok = [r for r in records if r["status"] == "ok" and _finite(r.get("target"))]
     better = max if maximize else min
     best = better(ok, key=lambda r: r["target"]) if ok else None
@@ -108,6 +117,33 @@ def _param_panel(
     ax.set_ylabel(objective)
 
 
+def _schedule_panel(ax: Any, pbt: Mapping[str, Any], space: SearchSpace) -> None:
+    """A PBT member's runtime hyperparameters over the epochs that made its best weights, each
+    as its position in its range (log ranges on a log scale), the donors marked."""
+    rows = pbt["schedule"]
+    epochs = [row["epoch"] for row in rows]
+    for param in space.params:
+        if param.kind == "choice" or param.name not in rows[0]:
+            continue
+        values = [float(row[param.name]) for row in rows]
+        if param.kind == "log":
+            low, high = math.log(param.low), math.log(param.high)
+            values = [math.log(v) for v in values]
+        else:
+            low, high = float(param.low), float(param.high)
+        position = [(v - low) / (high - low) for v in values]
+        ax.step(epochs, position, where="mid", label=param.name)
+    for segment in pbt["ancestry"]:
+        first = segment["epochs"][0]
+        ax.axvline(first - 0.5, color="grey", linestyle=":", linewidth=1)
+        ax.text(first - 0.4, 1.02, f"trial {segment['trial']}", fontsize="x-small")
+    ax.set_ylim(-0.05, 1.12)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("position in its range")
+    ax.set_title(f"PBT: trial {pbt['trial']}'s schedule")
+    ax.legend(loc="lower right", fontsize="x-small")
+
+
 def write_summary_plot(
     path: str,
     records: Sequence[dict[str, Any]],
@@ -115,11 +151,12 @@ def write_summary_plot(
     *,
     objective: str,
     maximize: bool,
+    pbt: Mapping[str, Any] | None = None,
 ) -> None:
     """Renders :func:`summary_figure` as PNG to ``path`` (local or ``gs://``)."""
     from tpu_bo.storage import write_atomic
 
-    fig = summary_figure(records, space, objective=objective, maximize=maximize)
+    fig = summary_figure(records, space, objective=objective, maximize=maximize, pbt=pbt)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     write_atomic(path, buffer.getvalue())

@@ -146,6 +146,8 @@ class Program:
       reset_fn: ``reset_fn(seeds, mask, runtime)`` (:func:`tpu_bo.reset.make_reset`), or
         ``None`` when this model's fresh weights are drawn on the host.
       reset_ready: Whether ``reset_fn`` has run once (traced) without error.
+      copy_fn: PBT's ``copy_fn(source, mask)`` (:func:`tpu_bo.reset.make_copy`), made by
+        the first exploit.
     """
 
     def __init__(
@@ -160,6 +162,7 @@ class Program:
         self.towers = towers
         self.train_fn, self.eval_fn = functions
         self.reset_fn, self.reset_ready = reset_fn, False
+        self.copy_fn: Any = None
         self.owner: Any = None
 
     def reset(self, slot: int, seed: int, runtime: list[float]) -> None:

@@ -98,6 +98,7 @@ class TrialRecord:
     resumed_from_epoch: int | None = None
     finished_at: str | None = None
     repeat_of: int | None = None
+    schedule: tuple[dict[str, Any], ...] = ()  # a PBT member's (tpu_bo.pbt)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -128,6 +129,7 @@ class TrialRecord:
             width=int(a.get("width", 1)),
             resumed_from_epoch=a.get("resumed_from_epoch"),
             repeat_of=a.get("repeat_of"),
+            schedule=tuple(a.get("pbt_schedule", ())),
             finished_at=t.datetime_complete.isoformat(timespec="seconds")
             if t.datetime_complete
             else None,
@@ -138,6 +140,9 @@ class TrialRecord:
         out = dataclasses.asdict(self)
         out["status"] = self.status.value
         out["history"] = list(self.history)
+        out["schedule"] = list(self.schedule)
+        if not self.schedule:
+            del out["schedule"]  # not a PBT member
         return out
 
 

@@ -21,6 +21,9 @@ no value crosses from the host per variable:
 
 A model whose initializers cannot be traced (say, a NumPy function) falls back to the host
 reset (:func:`host_reset`), with one warning per program.
+
+:func:`make_copy` is the same kind of program for population-based training: one traced call
+copies the weights and optimizer state of some towers into others (:mod:`tpu_bo.pbt`).
 """
 
 from __future__ import annotations
@@ -178,6 +181,48 @@ def make_reset(
         return tf.constant(True)
 
     return reset
+
+
+def make_copy(
+    towers: Sequence[Any], strategy: tf.distribute.Strategy, on_trace: Callable[[], None]
+) -> Any:
+    """``copy(source [width] int32, mask [width] bool)``: PBT's exploit, on the device.
+
+    Each tower ``k`` where ``mask`` is set takes tower ``source[k]``'s model variables (all but
+    its dropout RNG state: the two towers would otherwise draw the same dropout masks) and its
+    optimizer variables (step count and slots). Every assign runs inside
+    ``strategy.extended.update``, so each replica copies its own components and nothing
+    crosses to the host; the source is a tensor, so one trace serves every pairing.
+    """
+    width = len(towers)
+    moved = [
+        [v for v in t.model.variables if v.name != RNG_STATE] + list(t.optimizer.variables)
+        for t in towers
+    ]
+
+    def assign(variable: Any, source: tf.Tensor, *values: Any) -> Any:
+        branches = [lambda value=value: tf.convert_to_tensor(value) for value in values]
+        return variable.assign(tf.switch_case(source, branches))
+
+    def copy_tower(k: int, source: tf.Tensor) -> None:
+        for i, variable in enumerate(moved[k]):
+            values = tuple(moved[j][i].value for j in range(width))
+            strategy.extended.update(variable.value, assign, args=(source, *values))
+
+    @tf.function(autograph=False)
+    def copy(source: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        on_trace()  # runs only while tracing
+        with strategy.scope():
+            for k in range(width):
+
+                def branch(k: int = k) -> tf.Tensor:
+                    copy_tower(k, source[k])
+                    return tf.constant(True)
+
+                tf.cond(mask[k], branch, lambda: tf.constant(False))
+        return tf.constant(True)
+
+    return copy
 
 
 def host_reset(tower: Any, fresh: Any, name: str) -> None:

@@ -3,7 +3,8 @@
 Layout under ``<output_dir>/tensorboard/``: the study root holds the HParams *config* (every
 searched hyperparameter with its domain, and the metrics); ``trial_0001/``... each hold that
 trial's hyperparameter values and its ``loss``, ``val_loss`` and ``val_<metric>`` per epoch.
-``tensorboard --logdir <output_dir>`` then compares trials in its HParams tab.
+``tensorboard --logdir <output_dir>`` then compares trials in its HParams tab. A PBT study
+adds ``pbt_best/``: the best member's hyperparameters over epochs (:meth:`TensorBoardLog.schedule`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,23 @@ class TensorBoardLog:
                     tf.summary.scalar(name, metrics[name], step=int(metrics["epoch"]))
         # No flush here: the writer flushes in its own thread every few seconds and on close,
         # so TensorBoard stays off the chip's critical path.
+
+    def schedule(self, best: Mapping[str, Any]) -> None:
+        """Records a PBT study's best member (``summary.json``'s ``pbt.best``) under
+        ``pbt_best/``: each runtime hyperparameter and the member whose values trained each
+        epoch (``pbt/<name>``, ``pbt/trial``), and its ancestry as text."""
+        if not self.writer:
+            return
+        with tf.summary.create_file_writer(os.path.join(self.logdir, "pbt_best")).as_default():
+            for row in best["schedule"]:
+                for name, value in row.items():
+                    if name != "epoch" and isinstance(value, (int, float)):
+                        tf.summary.scalar(f"pbt/{name}", value, step=row["epoch"])
+            lines = [
+                f"epochs {s['epochs'][0]}-{s['epochs'][1]}: trial {s['trial']}, {s['values']}"
+                for s in best["ancestry"]
+            ]
+            tf.summary.text("pbt/ancestry", "\n\n".join(lines), step=best["best_epoch"])
 
     def close(self, trial: int | None = None) -> None:
         """Closes one trial's run, or every open one."""

@@ -101,7 +101,7 @@ class Trainer:
         self.clock = clock or Clock()  # where the time goes (tpu_bo.timing)
         self._host_models: dict[tuple[Any, ...], Any] = {}  # see _saving_model
         self.traces = 0  # train and eval programs traced
-        self.reset_traces = 0  # reset programs traced (tpu_bo.reset)
+        self.reset_traces = self.copy_traces = 0  # reset and PBT copy programs traced
         self._programs: collections.OrderedDict[tuple[Any, ...], Program] = (
             collections.OrderedDict()
         )
