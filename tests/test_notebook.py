@@ -48,6 +48,9 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
         INIT_POINTS=2,
         N_ITER=1,
         FINAL_EPOCHS=1,
+        PBT=True,
+        PBT_MEMBERS=4,
+        PBT_EPOCHS=2,
     )
 
     def execute():
@@ -91,7 +94,9 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
         for out in cell.get("outputs", [])
         if "image/png" in out.get("data", {})
     ]
-    assert images, "summary.png was not shown inline"
+    assert len(images) == 2, "summary.png (the study's and PBT's) was not shown inline"
+    assert re.search(r"^PBT: best val_accuracy 0\.\d+, 2 exploit\(s\)$", text, flags=re.M), text
+    assert re.search(r"^  epochs 1-\d: trial \d+ with \{'", text, flags=re.M)
     from tpu_bo.results import load_records
 
     assert len(load_records(str(output_dir))) == 3
@@ -99,6 +104,7 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
     # A recycled runtime: the same notebook again, with one more guided trial, resumes.
     params["N_ITER"] = 2
     params["SMOKE_CHECK"] = False  # checked above; the resume is what this run tests
+    params["PBT"] = False
     nb = execute()
     assert [r.number for r in load_records(str(output_dir))] == [0, 1, 2, 3]
 

@@ -24,6 +24,12 @@ def header_lines(config: Any, data: Any, study: Any) -> list[str]:
     )
     if config.prune != "none":
         lines.append(f"pruning: {config.prune} after epoch {config.min_epochs}")
+    if config.scheduler == "pbt":
+        lines.append(
+            f"PBT: populations of {config.parallel_trials}; every {config.pbt_interval} "
+            f"epoch(s) the worst {config.pbt_quantile:.0%} take the best's weights, then "
+            f"perturb (resample {config.pbt_resample:.0%})"
+        )
     told = len(study.records())
     if told:
         lines.append(f"resuming: {told} trial(s) already in the study")
