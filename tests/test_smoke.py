@@ -27,7 +27,7 @@ def test_every_check_passes_on_the_cpu_and_the_report_is_complete(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
     assert list(checks) == [
         "versions", "tpu plugin", "cli study", "devices", "throughput", "pack = solo",
-        "no retrace", "reset", "best weights", "bfloat16",
+        "no retrace", "reset", "best weights", "pbt exploit", "bfloat16",
     ]  # fmt: skip
     failed = {n: c["detail"] for n, c in checks.items() if c["ok"] is False}
     assert not failed, failed
@@ -43,7 +43,11 @@ def test_every_check_passes_on_the_cpu_and_the_report_is_complete(tmp_path):
     )
     assert checks["bfloat16"]["ok"] is None  # mixed precision is off on a CPU by default
     lines = run.stdout.splitlines()
-    assert lines[-1].startswith("result: 8 PASS, 0 FAIL, 2 INFO")
+    assert (
+        "0 after it (every replica); 1 copy trace(s) for 2 exploits"
+        in (checks["pbt exploit"]["detail"])
+    )
+    assert lines[-1].startswith("result: 9 PASS, 0 FAIL, 2 INFO")
 
 
 def test_bfloat16_is_checked_with_mixed_precision(tmp_path):

@@ -25,7 +25,9 @@ The checks, in order:
    on a fresh program (weights, optimizer state and dropout draws are all reset).
 9. ``best weights``: saved and reloaded (through the program and through a fresh Keras
    model, as ``load_best_model`` does), they score what the trial scored.
-10. ``bfloat16``: with mixed precision (default on a TPU), layers really compute in bfloat16.
+10. ``pbt exploit``: PBT's on-device copy between two towers is exact on every replica and
+    traced once (``--scheduler=pbt``).
+11. ``bfloat16``: with mixed precision (default on a TPU), layers really compute in bfloat16.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ study has ended and released the accelerator.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from typing import Any
 
@@ -67,6 +68,7 @@ def run(report: Report, args: argparse.Namespace, workdir: str) -> None:
     report.add("no retrace", runs.no_retrace)
     report.add("reset", runs.reset)
     report.add("best weights", runs.best_weights)
+    report.add("pbt exploit", runs.pbt_exploit)
     report.add("bfloat16", runs.bfloat16)
 
 
@@ -200,6 +202,35 @@ class Runs:
             f"{host:.4f} in a fresh Keras model"
         )
 
+    def pbt_exploit(self) -> tuple[bool, str]:
+        """PBT's exploit on this device: after one epoch, tower 0 takes tower 1's weights and
+        optimizer state (all but its dropout RNG state), bit for bit, in one traced program."""
+        from tpu_bo.reset import RNG_STATE
+
+        config = dataclasses.replace(self.config, epochs=3)
+        trainer = Trainer(config, self.strategy, self._train()["datasets"])
+        pack = trainer.pack(POINTS[0], 2)
+        for k in range(2):
+            pack.load(k, POINTS[k], seed=SEEDS[k])
+        pack.run_epoch()
+        towers = pack._program.towers
+
+        def moved(k: int) -> list[np.ndarray]:
+            model = [v for v in towers[k].model.variables if v.name != RNG_STATE]
+            return [_replicas(v) for v in [*model, *towers[k].optimizer.variables]]
+
+        before = sum(not np.array_equal(a, b) for a, b in zip(moved(0), moved(1), strict=True))
+        pack.exploit({0: 1})
+        after = sum(not np.array_equal(a, b) for a, b in zip(moved(0), moved(1), strict=True))
+        pack.run_epoch()
+        pack.exploit({1: 0})
+        live = [r.status for r in map(pack.result, range(2))] == ["running", "running"]
+        ok = before > 0 and after == 0 and trainer.copy_traces == 1 and live
+        return ok, (
+            f"{before} of {len(moved(0))} variables differed before the copy, {after} after it "
+            f"(every replica); {trainer.copy_traces} copy trace(s) for 2 exploits"
+        )
+
     def bfloat16(self) -> tuple[bool | None, str]:
         if not self.config.mixed_precision:
             return None, "mixed precision off (--mixed_precision=on checks it here)"
@@ -233,6 +264,12 @@ def run_keeping_weights(
     while pack.active:
         pack.run_epoch()
     return [(pack.result(k), pack.weights(k)) for k in range(len(points))]
+
+
+def _replicas(variable: Any) -> np.ndarray:
+    """Every replica's copy of a Keras variable, stacked (one under the default strategy)."""
+    value = variable.value
+    return np.stack([np.array(v.numpy()) for v in getattr(value, "values", [value])])
 
 
 def _history(result: TrialResult) -> np.ndarray:
