@@ -270,3 +270,31 @@ def test_a_killed_pbt_study_continues_its_population_on_two_replicas(tmp_path):
     copies = [e["after_epoch"] for r in records[:4] for e in r.schedule[1:]]
     assert set(copies) == {1, 2, 3} and len(copies) <= 6
     assert "MirroredStrategy with 2 replicas" in rerun.stderr
+
+
+def test_a_structural_parameter_runs_one_population_per_structure(tmp_path):
+    result = run_study(
+        **{
+            **STUDY,
+            **TINY,
+            "epochs": 3,
+            "init_points": 6,
+            "n_iter": 6,
+            "space": [*TINY["space"], "width:choice:8,16"],
+        },
+        scheduler="pbt",
+        pbt_interval=1,
+        output_dir=str(tmp_path),
+    )
+    records = {r.number: r for r in result.trials}
+    assert len(records) == 12 and all(r.status.value == "ok" for r in records.values())
+    for r in records.values():
+        for entry in r.schedule[1:]:  # a donor always has the receiver's structure
+            assert records[entry["from"]].params["width"] == r.params["width"]
+            assert "width" not in entry["values"]
+    widths = {r.params["width"] for r in records.values()}
+    assert widths == {8, 16}, widths  # seed 0 draws both
+    summary = json.loads((tmp_path / "summary.json").read_text())["pbt"]
+    # One train, one eval and one copy program per structure.
+    assert result.traces == 2 * len(widths) and summary["copy_traces"] == len(widths)
+    assert summary["exploits"] >= 2 * 3
