@@ -37,6 +37,8 @@ def summary_figure(
     _progress_panel(axes[0], records, objective=objective, maximize=maximize)
     for ax, param in zip(axes[1 : len(space.params) + 1], space.params, strict=True):
         _param_panel(ax, param, records, best, objective=objective)
+        if pbt:  # a PBT member's params are its first values; its schedule is the last panel
+            ax.set_xlabel(f"{param.name} ({param.kind}), first value")
     fig.suptitle(
         f"{len(records)} trials, {len(ok)} ok; best {objective} "
         + (f"{best['target']:.4f} (trial {best['number']})" if best else "none")
