@@ -42,3 +42,10 @@ def test_data_flags_join_the_identity_only_when_set():
     assert "features" not in Config().study_identity()
     identity = Config(features="a,b", label="y", augment="m:f").study_identity()
     assert (identity["features"], identity["label"], identity["augment"]) == ("a,b", "y", "m:f")
+
+
+def test_pbt_joins_the_identity_so_a_fifo_study_is_not_continued_as_pbt():
+    assert "scheduler" not in Config().study_identity()  # older studies still match
+    pbt = Config(scheduler="pbt", parallel_trials=4).study_identity()
+    assert pbt["scheduler"] == "pbt"
+    assert {k: v for k, v in pbt.items() if k != "scheduler"} == Config().study_identity()
