@@ -1,9 +1,10 @@
 r"""Schedulers at equal compute: tpu_bo's pruners and PBT against KerasTuner and Optuna.
 
   python -m bench.schedulers                     # MNIST train[:10%], 7 methods x 3 seeds:
-                                                 # budget 64, about 1.5-2 h on 2 CPU cores
+                                                 # budget 32, about 1 h on 2 CPU cores
   python -m bench.schedulers --methods=fifo,asha --seeds=1 --budget=32
   python -m bench.schedulers --quick             # digits, 1 seed, budget 8, 2 epochs (CI)
+  python -m bench.schedulers --from_json=bench/results/schedulers.json --target=0.98
 
 One workload: the seed CNN (``tpu_bo.models.mnist_cnn``'s layers) on ``--train_split`` of MNIST
 in ``--data_dir``, scored on ``train[90%:]`` after every epoch, batch 128, up to ``--epochs`` (8)
@@ -47,10 +48,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import math
 import os
 import pathlib
-import statistics
 import tempfile
 import time
 import warnings
@@ -58,86 +59,28 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.common import default_out, fmt, peak_rss_mib, quiet, write_results
+from bench.scheduler_figures import (  # noqa: F401 - tests read them here too
+    best_at,
+    best_by_wall,
+    censored_median,
+    median_curve,
+    resummarise,
+    run_figures,
+    summarise,
+    time_to_target,
+    truncate,
+    with_best,
+)
 from bench.scheduler_peers import SPACE, BudgetSpent, Curve, run_kerastuner, run_optuna
 from tpu_bo.observers import Observer
 
 METHODS = ("fifo", "median", "asha", "hyperband", "pbt", "kerastuner", "optuna")
 PRUNE = {"fifo": "none", "median": "median", "asha": "asha", "hyperband": "hyperband"}
 RECORD_FIELDS = ("compute", "wall_seconds", "val_accuracy", "best_so_far")
-Record = list[float]
 
 
 class Unavailable(Exception):
     """The method cannot run with this tpu_bo (``pbt`` before ``Config.scheduler`` exists)."""
-
-
-# Pure figures of one run's records (``RECORD_FIELDS``, in the order the epochs happened).
-
-
-def with_best(events: Sequence[Sequence[float]]) -> list[Record]:
-    """(compute, wall, accuracy) events as records with the best accuracy so far appended."""
-    best, out = -math.inf, []
-    for compute, wall, accuracy in events:
-        best = max(best, accuracy)
-        out.append([compute, wall, accuracy, best])
-    return out
-
-
-def truncate(records: Sequence[Record], budget: float) -> list[Record]:
-    """The records made within ``budget`` tower-epochs."""
-    return [list(r) for r in records if r[0] <= budget]
-
-
-def best_at(records: Sequence[Record], compute: float) -> float | None:
-    """The best accuracy of the epochs done by ``compute`` tower-epochs; ``None`` before any."""
-    seen = [r[2] for r in records if r[0] <= compute]
-    return max(seen) if seen else None
-
-
-def time_to_target(records: Sequence[Record], target: float) -> tuple[float | None, float | None]:
-    """(compute, wall seconds) of the first epoch at or above ``target``; ``None``s if none."""
-    hit = next((r for r in records if r[2] >= target), None)
-    return (None, None) if hit is None else (hit[0], hit[1])
-
-
-def censored_median(values: Sequence[float | None], missing: float = math.inf) -> float | None:
-    """The median with ``None`` counted as ``missing`` (infinite: a target never reached);
-    ``None`` when the median is a missing one."""
-    if not values:
-        return None
-    median = statistics.median([missing if v is None else v for v in values])
-    return None if math.isinf(median) else median
-
-
-def median_curve(curves: Sequence[Sequence[float | None]]) -> list[float | None]:
-    """Pointwise median of best-so-far curves on one grid (a seed with no epoch yet, ``None``,
-    counts as the worst)."""
-    return [censored_median(c, missing=-math.inf) for c in zip(*curves, strict=True)]
-
-
-def run_figures(records: Sequence[Record], budget: float, target: float) -> dict[str, Any]:
-    """One run's reported figures from its records, truncated at ``budget``."""
-    kept = truncate(records, budget)
-    compute, wall = time_to_target(kept, target)
-    return {
-        "best_at_budget": best_at(kept, budget),
-        "compute_to_target": compute,
-        "wall_to_target": wall,
-        "wall_seconds": kept[-1][1] if kept else None,  # when the budget was spent
-    }
-
-
-def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A method's medians over its seeds' runs (``run_figures`` plus utilization and wall)."""
-    best = [r["best_at_budget"] for r in runs if r["best_at_budget"] is not None]
-    return {
-        "best_at_budget": statistics.median(best) if best else None,
-        "compute_to_target": censored_median([r["compute_to_target"] for r in runs]),
-        "wall_to_target": censored_median([r["wall_to_target"] for r in runs]),
-        "reached_target": sum(r["compute_to_target"] is not None for r in runs),
-        "utilization": statistics.median(r["utilization"] for r in runs),
-        "wall_seconds": censored_median([r["wall_seconds"] for r in runs]),
-    }
 
 
 class PackMeter(Observer):
@@ -275,22 +218,29 @@ def run_all(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    """The medians, and the best accuracy at equal wall time: by the time the quickest method
+    (by its median) spent the budget."""
+    ran = {m: e for m, e in results.items() if e["available"]}
+    walls = [e["summary"]["wall_seconds"] for e in ran.values() if e["summary"]["wall_seconds"]]
+    equal = min(walls, default=0.0)
     print(
         f"\nbudget {args.budget} tower-epochs (tpu_bo: computed slot-epochs), target val "
         f"accuracy {args.target}, medians over {args.seeds} seed(s); peers train one model "
         f"at a time (utilization 1.0)\n{'method':<11} {'best val':>9} {'compute to target':>18} "
-        f"{'s to target':>12} {'reached':>8} {'util':>6} {'wall s':>8}"
+        f"{'s to target':>12} {'reached':>8} {'util':>6} {'wall s':>8} "
+        f"{f'best by {equal:.0f} s':>14}"
     )
     for method, entry in results.items():
         if not entry["available"]:
             print(f"{method:<11} unavailable: {entry['reason']}")
             continue
         s, n = entry["summary"], len(entry["runs"])
+        by_wall = best_by_wall(entry["runs"], equal)
         print(
             f"{method:<11} {fmt(s['best_at_budget'], '.4f'):>9} "
             f"{fmt(s['compute_to_target'], '.0f'):>18} {fmt(s['wall_to_target'], '.1f'):>12} "
             f"{s['reached_target']:>6}/{n} {fmt(s['utilization'], '.3f'):>6} "
-            f"{fmt(s['wall_seconds'], '.1f'):>8}"
+            f"{fmt(s['wall_seconds'], '.1f'):>8} {fmt(by_wall, '.4f'):>14}"
         )
 
 
@@ -326,7 +276,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add = parser.add_argument
     add("--methods", default=",".join(METHODS), help="comma list, run in this order")
     add("--seeds", type=int, default=3, help="seeds 0 .. N-1")
-    add("--budget", type=int, default=64, help="tower-epochs per method and seed")
+    add("--budget", type=int, default=32, help="tower-epochs per method and seed")
     add("--epochs", type=int, default=8, help="epochs of a full-length trial")
     add("--target", type=float, default=0.97, help="val accuracy for the time to target")
     add("--k", type=int, default=4, help="tpu_bo's trials per pack (PBT's population)")
@@ -341,6 +291,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--batch_size", type=int, default=128)
     add("--quick", action="store_true", help="digits, 1 seed, budget 8, 2 epochs")
     add("--out", default="", help="default bench/results/schedulers[_quick].json")
+    add("--from_json", default="", help="print a written JSON's tables for --target; run nothing")
     add("--plot", default="", help="PNG or 'none'; default next to the JSON (--quick: tmp)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -364,6 +315,11 @@ def main() -> None:
     # continued trials, whose checkpoint restores the weights but not the optimizer's slots.
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     args = parse_args()
+    if args.from_json:  # the figures of a finished run, for another --target
+        payload = json.loads(pathlib.Path(args.from_json).read_text())
+        args.budget, args.seeds = payload["budget"], payload["seeds"]
+        print_table(resummarise(payload["methods"], args.budget, args.target), args)
+        return
     started = time.perf_counter()
     results = run_all(args)
     print_table(results, args)

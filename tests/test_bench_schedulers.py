@@ -172,3 +172,15 @@ def test_a_method_whose_config_field_is_missing_is_unavailable(monkeypatch):
     monkeypatch.setattr(schedulers, "tpu_bo_fields", lambda *a: {**fields(*a), "no_such_field": 1})
     with pytest.raises(schedulers.Unavailable):
         schedulers.run_tpu_bo("pbt", 0, schedulers.parse_args(["--quick"]))
+
+
+def test_a_written_run_is_summarised_again_for_another_target_and_by_wall_time():
+    from bench.schedulers import best_by_wall, resummarise
+
+    runs = [{"seed": 0, "records": with_best(EVENTS), "utilization": 1.0}]
+    methods = {"fifo": {"available": True, "runs": runs}, "pbt": {"available": False}}
+    again = resummarise(methods, 12, 0.99)
+    assert again["fifo"]["summary"]["compute_to_target"] == 12
+    assert again["fifo"]["runs"][0]["wall_to_target"] == 31.0 and again["pbt"] == methods["pbt"]
+    assert resummarise(methods, 8, 0.99)["fifo"]["summary"]["reached_target"] == 0
+    assert best_by_wall(runs, 20.0) == 0.97 and best_by_wall(runs, 5.0) is None
