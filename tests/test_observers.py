@@ -136,7 +136,8 @@ def test_the_summary_plot_gets_every_record_as_a_dict_by_number(tmp_path, monkey
     plot = SummaryPlot("out.png", SPACE, objective="val_loss", maximize=False)
     for n in (2, 0, 1):
         plot.on_trial_end(record(n), new_best=False)
-    plot.on_study_end({})
+    plot.on_study_end({"pbt": {"best": {"trial": 1}}})  # a PBT study's best member
     (((path, records, space), kwargs),) = calls
-    assert (path, space, kwargs) == ("out.png", SPACE, {"objective": "val_loss", "maximize": False})
+    expected = {"objective": "val_loss", "maximize": False, "pbt": {"trial": 1}}
+    assert (path, space, kwargs) == ("out.png", SPACE, expected)
     assert [r["number"] for r in records] == [0, 1, 2] and records[0]["status"] == "ok"
