@@ -36,6 +36,7 @@ def test_model_default_spaces():
     [
         ({"accelerator": "fpga"}, "accelerator", "'fpga' is not one of"),
         ({"n_iter": 0}, "n_iter", "positive whole number"),
+        ({"seed": -1}, "seed", "must be a whole number >= 0, got -1"),
         ({"init_points": 0}, "init_points", "positive whole number"),
         ({"epochs": -1}, "epochs", "positive whole number"),
         ({"batch_size": 0}, "batch_size", "positive whole number"),

@@ -176,7 +176,7 @@ class Config:
     )
     init_points: int = _flag(5, "Random trials before the optimizer takes over.", lower_bound=1)
     n_iter: int = _flag(10, "Guided trials after the random ones.", lower_bound=1)
-    seed: int = _flag(0, "Seeds the optimizer, data order and trials.")
+    seed: int = _flag(0, "Seeds the optimizer, data order and trials.", lower_bound=0)
     objective: str = _flag(
         "val_accuracy",
         "Metric a trial is scored by, its best value over the trial's epochs: loss, val_loss or "

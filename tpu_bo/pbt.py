@@ -140,8 +140,7 @@ class Population:
         top, donors, rngs = ranked[:n], {}, {}
         for r in ranked[-n:]:
             number = slots[r.slot].number
-            seed = [self.config.seed % 2**32, epoch, number]  # --seed may be negative
-            rng = rngs[r.slot] = np.random.default_rng(seed)
+            rng = rngs[r.slot] = np.random.default_rng([self.config.seed, epoch, number])
             donors[r.slot] = top[int(rng.integers(len(top)))].slot
         pack.exploit(donors)
         lines = []
