@@ -27,6 +27,7 @@ from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError
 from tpu_bo.pbt import ancestry, cut, explore, per_epoch
 from tpu_bo.reset import RNG_STATE
+from tpu_bo.reset import copied_variables as moved
 from tpu_bo.space import SearchSpace
 
 TINY = {
@@ -56,11 +57,6 @@ def components(variable):
     """Each replica's copy of a Keras variable (one under the default strategy)."""
     value = variable.value
     return [np.array(v.numpy()) for v in getattr(value, "values", [value])]
-
-
-def moved(tower):
-    model = [v for v in tower.model.variables if v.name != RNG_STATE]
-    return model + list(tower.optimizer.variables)
 
 
 def test_exploit_copies_weights_and_optimizer_state_exactly_in_one_traced_program():

@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from tpu_bo.records import SCHEDULE
 from tpu_bo.space import Param, SearchSpace
-
-SCHEDULE = "pbt_schedule"
 
 
 def explore(

@@ -37,6 +37,7 @@ _STATUS = {
     TrialState.FAIL: Status.FAILED,
 }
 _STATE = {Status.OK: TrialState.COMPLETE, Status.PRUNED: TrialState.PRUNED}
+SCHEDULE = "pbt_schedule"  # a PBT member's schedule attribute (tpu_bo.pbt)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +130,7 @@ class TrialRecord:
             width=int(a.get("width", 1)),
             resumed_from_epoch=a.get("resumed_from_epoch"),
             repeat_of=a.get("repeat_of"),
-            schedule=tuple(a.get("pbt_schedule", ())),
+            schedule=tuple(a.get(SCHEDULE, ())),
             finished_at=t.datetime_complete.isoformat(timespec="seconds")
             if t.datetime_complete
             else None,

@@ -183,6 +183,14 @@ def make_reset(
     return reset
 
 
+def copied_variables(tower: Any) -> list[Any]:
+    """What PBT's exploit copies from a tower (:func:`make_copy`): every model variable but
+    its dropout RNG state, then every optimizer variable."""
+    return [v for v in tower.model.variables if v.name != RNG_STATE] + list(
+        tower.optimizer.variables
+    )
+
+
 def make_copy(
     towers: Sequence[Any], strategy: tf.distribute.Strategy, on_trace: Callable[[], None]
 ) -> Any:
@@ -195,10 +203,7 @@ def make_copy(
     crosses to the host; the source is a tensor, so one trace serves every pairing.
     """
     width = len(towers)
-    moved = [
-        [v for v in t.model.variables if v.name != RNG_STATE] + list(t.optimizer.variables)
-        for t in towers
-    ]
+    moved = [copied_variables(t) for t in towers]
 
     def assign(variable: Any, source: tf.Tensor, *values: Any) -> Any:
         branches = [lambda value=value: tf.convert_to_tensor(value) for value in values]

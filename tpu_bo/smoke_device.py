@@ -205,7 +205,7 @@ class Runs:
     def pbt_exploit(self) -> tuple[bool, str]:
         """PBT's exploit on this device: after one epoch, tower 0 takes tower 1's weights and
         optimizer state (all but its dropout RNG state), bit for bit, in one traced program."""
-        from tpu_bo.reset import RNG_STATE
+        from tpu_bo.reset import copied_variables
 
         config = dataclasses.replace(self.config, epochs=3)
         trainer = Trainer(config, self.strategy, self._train()["datasets"])
@@ -216,8 +216,7 @@ class Runs:
         towers = pack._program.towers
 
         def moved(k: int) -> list[np.ndarray]:
-            model = [v for v in towers[k].model.variables if v.name != RNG_STATE]
-            return [_replicas(v) for v in [*model, *towers[k].optimizer.variables]]
+            return [_replicas(v) for v in copied_variables(towers[k])]
 
         before = sum(not np.array_equal(a, b) for a, b in zip(moved(0), moved(1), strict=True))
         pack.exploit({0: 1})
