@@ -1,41 +1,53 @@
-"""The one frozen configuration of a study.
+"""The one frozen configuration of a study: its fields, their flags, and the rules between them.
 
 Every field is a command-line flag of the same name (``space`` is set by ``--param``), so an error
-about a field names the flag too. The field's metadata holds the flag's help text, choices and
-lower bound (see :mod:`tpu_bo.flag_fields`); ``tpu_bo/main.py`` defines the absl flags from it.
+about a field names the flag too. A field's metadata holds its flag's help text, choices and
+lower bound (:func:`flag_field`); ``tpu_bo/main.py`` defines the absl flags from it, and
+:func:`check_field` enforces the same choices and bound on a value set from Python.
+
 A notebook builds a :class:`Config` directly (or passes keywords to :func:`tpu_bo.run_study`);
 the CLI builds it from flags. Either way :meth:`Config.validate` checks it before any device or
-data is touched. A ``--space_file`` is read by :mod:`tpu_bo.space_file`.
+data is touched: each field's choices and bound, then the rules that span fields (space vs space
+file, objective and mode, ``--cpu_replicas`` vs accelerator and batch, pruning, the storage URL,
+PBT) and those between the search space and the fields (fixed vs searched, optimizer choices,
+domain reduction, numeric trainer parameters). Each raises one :class:`ConfigError` naming the
+flag at fault.
 
-This module imports neither TensorFlow nor absl.
+Also here: :data:`OPTIMIZERS`, the model optimizers ``--optimizer`` names; :func:`import_function`,
+which resolves a flag naming ``package.module:function`` (``--model``, ``--dataset``,
+``--preprocess``, ``--augment``); and :func:`read_space_file` (``--space_file``).
+
+This module imports neither TensorFlow (but to read a ``gs://`` space file) nor absl.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from tpu_bo.config_rules import OPTIMIZERS as OPTIMIZERS  # re-exported
-from tpu_bo.config_rules import check_rules, identity
-from tpu_bo.flag_fields import check_field
-from tpu_bo.flag_fields import flag_field as _flag
-from tpu_bo.flag_fields import flag_name as flag_name  # re-exported: main.py imports it here
+from tpu_bo.errors import ConfigError
 from tpu_bo.objectives import infer_maximize
-from tpu_bo.space import SearchSpace
-from tpu_bo.space_file import read_space_file as read_space_file  # re-exported
+from tpu_bo.search.space import TRAINER_PARAMS, SearchSpace
 
 ACCELERATORS = ("auto", "tpu", "gpu", "cpu")
-# Optimizer name -> (keras.optimizers class, default learning rate).
 ACQUISITIONS = ("auto", "ei", "ucb", "poi")
 OBJECTIVE_MODES = ("auto", "max", "min")
 PRUNERS = ("none", "median", "asha", "hyperband")
 SCHEDULERS = ("fifo", "pbt")
 SAMPLERS = ("bayes_opt", "tpe", "gp", "random")
 SELECT_BEST = ("observed", "posterior")
+# The model's optimizer (--optimizer): name -> (keras.optimizers class, default learning rate).
+OPTIMIZERS: dict[str, tuple[str, float]] = {
+    "rmsprop": ("RMSprop", 1e-3),
+    "adam": ("Adam", 1e-3),
+    "sgd": ("SGD", 1e-2),
+    "adamw": ("AdamW", 1e-3),
+}
 
 # The blog post's study: its CNN's second dropout, learning rate (log scale). `dense_units` is
 # structural and left out of the default so a default study compiles exactly one program.
@@ -49,6 +61,76 @@ FALLBACK_SPACE: tuple[str, ...] = ("learning_rate:log:1e-4:1e-2",)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+def flag_field(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    choices: Collection[str] = (),
+    lower_bound: int | None = None,
+    flag: str | None = None,
+    repeated: bool = False,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field together with its command-line flag's metadata.
+
+    Args:
+      default: The field's default, and its flag's.
+      help: The flag's help text (``--helpfull``).
+      choices: The allowed values: the flag is an enum and :func:`check_field` checks them.
+      lower_bound: The least allowed whole number, for the flag and for :func:`check_field`.
+      flag: The flag's name when it differs from the field's (``space`` is set by ``--param``).
+      repeated: The flag is a repeatable string (``--param``, ``--fixed``) whose values the CLI
+        parses into the field.
+      default_factory: As for :func:`dataclasses.field`.
+    """
+    metadata = {
+        "help": help,
+        "choices": tuple(choices),
+        "lower_bound": lower_bound,
+        "flag": flag,
+        "repeated": repeated,
+    }
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    """The name of the command-line flag that sets ``field`` (its own name but for ``space``)."""
+    return field.metadata.get("flag") or field.name
+
+
+def check_field(field: dataclasses.Field, value: Any) -> None:
+    """Checks ``value`` against the choices and lower bound in ``field``'s metadata.
+
+    Raises:
+      ConfigError: naming the field, for a value outside its choices or below its bound.
+    """
+    choices = field.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(field.name, f"{value!r} is not one of {', '.join(choices)}.")
+    lower = field.metadata.get("lower_bound")
+    if lower is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < lower:
+        if lower == 1:
+            raise ConfigError(field.name, f"must be a positive whole number, got {value!r}.")
+        raise ConfigError(field.name, f"must be a whole number >= {lower}, got {value!r}.")
+
+
+def import_function(spec: str, flag: str) -> Callable[..., Any]:
+    """The function named by ``package.module:function``, or a ConfigError naming ``flag``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(flag, f"{spec!r} is not package.module:function.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(flag, f"cannot import module {module_name!r} ({e}).") from None
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ConfigError(flag, f"module {module_name!r} has no function {attr!r}.")
+    return function
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything a study needs; see ``python -m tpu_bo.main --helpfull`` for each field.
@@ -58,109 +140,113 @@ class Config:
     """
 
     # Accelerator.
-    accelerator: str = _flag(
+    accelerator: str = flag_field(
         "auto",
         "Where to train: auto tries TPU, then GPU, then CPU, and says which it picked.",
         choices=ACCELERATORS,
     )
-    tpu: str = _flag(
+    tpu: str = flag_field(
         "local",
         "TPU to connect to: 'local' on a TPU VM or Colab, else a TPU or pod-slice name.",
     )
-    cpu_replicas: int = _flag(
+    cpu_replicas: int = flag_field(
         1,
         "Split the CPU into this many logical devices under a MirroredStrategy (tests the "
         "multi-replica path without GPUs).",
         lower_bound=1,
     )
     # Data.
-    dataset: str = _flag(
+    dataset: str = flag_field(
         "digits",
         "'digits' (8x8 digits shipped with scikit-learn; no download), a TFDS dataset name "
         "(mnist, cifar10, any supervised one with --features/--label), or "
         "package.module:function returning tf.data.Datasets of (features, label) examples "
         "(see the README's 'Your own data and model').",
     )
-    features: str = _flag(
+    features: str = flag_field(
         "",
         "Feature key(s) of the dataset's examples, comma-separated; several make a dict input "
         "(a multi-input model). Default: the dataset's supervised input.",
     )
-    label: str = _flag(
+    label: str = flag_field(
         "", "Label key of the dataset's examples. Default: the dataset's supervised label."
     )
-    preprocess: str = _flag(
+    preprocess: str = flag_field(
         "",
         "package.module:function mapping one example (features, label) -> (features, label), "
         "run once before the cache (tf ops only, static output shapes).",
     )
-    augment: str = _flag(
+    augment: str = flag_field(
         "",
         "package.module:function mapping one training example (features, label) -> "
         "(features, label), run after the cache on every epoch, on the host pipeline (tf ops "
         "only, static output shapes).",
     )
-    data_dir: str | None = _flag(None, "TFDS data directory (local or gs://); default: TFDS's own.")
-    train_split: str = _flag("train[:90%]", "Split trials train on.")
-    eval_split: str = _flag(
+    data_dir: str | None = flag_field(
+        None, "TFDS data directory (local or gs://); default: TFDS's own."
+    )
+    train_split: str = flag_field("train[:90%]", "Split trials train on.")
+    eval_split: str = flag_field(
         "train[90%:]", "Held-out split that scores every trial (the objective)."
     )
-    test_split: str = _flag("test", "Split scored once, for the best trial; '' to skip.")
-    batch_size: int = _flag(
+    test_split: str = flag_field("test", "Split scored once, for the best trial; '' to skip.")
+    batch_size: int = flag_field(
         128,
         "Global batch (all replicas together); must divide by the number of replicas.",
         lower_bound=1,
     )
-    shuffle_buffer: int = _flag(
+    shuffle_buffer: int = flag_field(
         0, "Shuffle buffer in examples; 0 = the whole train split.", lower_bound=0
     )
-    download: bool = _flag(True, "Let TFDS download and prepare a dataset missing from --data_dir.")
+    download: bool = flag_field(
+        True, "Let TFDS download and prepare a dataset missing from --data_dir."
+    )
     # Model and training. A Python caller may pass the builder function itself as `model`.
-    model: str | Callable[..., Any] = _flag(
+    model: str | Callable[..., Any] = flag_field(
         "mnist_cnn",
         "mnist_cnn, mlp, or package.module:function returning a keras.Model from "
         "(hp, input_shape, num_classes): uncompiled for the default classification loss, or "
         "compiled with its own loss and metrics.",
     )
-    optimizer: str = _flag(
+    optimizer: str = flag_field(
         "rmsprop", "Optimizer (searchable as a choice param).", choices=OPTIMIZERS
     )
-    fixed: Mapping[str, Any] = _flag(
+    fixed: Mapping[str, Any] = flag_field(
         help="A hyperparameter held fixed for the whole study, NAME=VALUE "
         "(e.g. --fixed=dense_units=256). Repeatable.",
         repeated=True,
         default_factory=dict,
     )
-    epochs: int = _flag(5, "Epochs per trial.", lower_bound=1)
-    steps_per_execution: int = _flag(
+    epochs: int = flag_field(5, "Epochs per trial.", lower_bound=1)
+    steps_per_execution: int = flag_field(
         32, "Training steps per host call; more keeps a TPU fed.", lower_bound=1
     )
-    mixed_precision: bool = _flag(False, "Compute in bfloat16 (the TPU's native type).")
-    jit_compile: bool = _flag(
+    mixed_precision: bool = flag_field(False, "Compute in bfloat16 (the TPU's native type).")
+    jit_compile: bool = flag_field(
         False,
         "Compile steps with XLA on CPU/GPU; rejects dynamic shapes like a TPU. Ignored on a TPU, "
         "which compiles every program with XLA anyway.",
     )
-    max_programs: int = _flag(
+    max_programs: int = flag_field(
         4,
         "Compiled programs (one per structure and pack width) kept at once; the oldest is dropped.",
         lower_bound=1,
     )
-    parallel_trials: int = _flag(
+    parallel_trials: int = flag_field(
         1,
         "Trials of one structure trained side by side in one compiled program (a pack), to fill "
         "an accelerator that one small model leaves idle; a slot whose trial ends takes the next "
         "trial at once.",
         lower_bound=1,
     )
-    checkpoint_every: int = _flag(
+    checkpoint_every: int = flag_field(
         1,
         "Save each running trial's state every N epochs (copied to the host, then written in "
         "a background thread); a killed study loses at most N epochs of each running trial.",
         lower_bound=1,
     )
     # Study.
-    space: SearchSpace | None = _flag(
+    space: SearchSpace | None = flag_field(
         None,
         "A searched hyperparameter: NAME:float:LOW:HIGH, NAME:log:LOW:HIGH, NAME:int:LOW:HIGH or "
         "NAME:choice:V1,V2,..., optionally ending in :runtime or :structural. Repeatable. "
@@ -169,65 +255,67 @@ class Config:
         flag="param",
         repeated=True,
     )
-    space_file: str = _flag(
+    space_file: str = flag_field(
         "",
         'JSON file with the search space instead of --param: {"NAME": {"kind": "log", '
         '"low": 1e-4, "high": 1e-2}, ...} or a list of such objects with a "name".',
     )
-    init_points: int = _flag(5, "Random trials before the optimizer takes over.", lower_bound=1)
-    n_iter: int = _flag(10, "Guided trials after the random ones.", lower_bound=1)
-    seed: int = _flag(0, "Seeds the optimizer, data order and trials.", lower_bound=0)
-    objective: str = _flag(
+    init_points: int = flag_field(
+        5, "Random trials before the optimizer takes over.", lower_bound=1
+    )
+    n_iter: int = flag_field(10, "Guided trials after the random ones.", lower_bound=1)
+    seed: int = flag_field(0, "Seeds the optimizer, data order and trials.", lower_bound=0)
+    objective: str = flag_field(
         "val_accuracy",
         "Metric a trial is scored by, its best value over the trial's epochs: loss, val_loss or "
         "val_<metric> of any metric the model reports (val_accuracy by default; val_mae, "
         "val_auc... for a model compiled with them).",
     )
-    objective_mode: str = _flag(
+    objective_mode: str = flag_field(
         "auto",
         "Maximise or minimise the objective; auto infers it from the Keras metric's name "
         "(losses and errors down, accuracy/AUC/precision/recall up) and otherwise asks.",
         choices=OBJECTIVE_MODES,
     )
-    acquisition: str = _flag(
+    acquisition: str = flag_field(
         "auto",
         "Acquisition function: auto (ei while the GP finds the scores noise-free, ucb once it "
         "fits noise above 0.5% of their variance), ei (expected improvement), ucb, poi.",
         choices=ACQUISITIONS,
     )
-    xi: float = _flag(
+    xi: float = flag_field(
         0.0,
         "Exploration of ei and poi, in standard deviations of the scores so far; 0 (plain "
         "expected improvement) measured best in bench/RESULTS.md.",
     )
-    kappa: float = _flag(2.576, "Exploration of ucb.")
-    domain_reduction: bool = _flag(
+    kappa: float = flag_field(2.576, "Exploration of ucb.")
+    domain_reduction: bool = flag_field(
         False,
         "Shrink the search bounds around the best point as the study goes (bayes_opt's "
         "SequentialDomainReductionTransformer); float and log parameters only.",
     )
-    prune: str = _flag(
+    prune: str = flag_field(
         "none",
         "Stop hopeless trials early with Optuna's pruners: median (MedianPruner: below the "
         "median of earlier trials at the same epoch), asha (SuccessiveHalvingPruner) or "
         "hyperband (HyperbandPruner); a pruned slot takes the next trial at once.",
         choices=PRUNERS,
     )
-    prune_after: int = _flag(
+    prune_after: int = flag_field(
         5, "Trials that must finish before the median rule prunes anything.", lower_bound=1
     )
-    min_epochs: int = _flag(
+    min_epochs: int = flag_field(
         1,
         "Epochs every trial runs before it may be pruned (asha/hyperband: the minimum "
         "resource; median: warm-up epochs).",
         lower_bound=1,
     )
-    reduction_factor: int = _flag(
+    reduction_factor: int = flag_field(
         3,
         "Pruning rate of asha and hyperband: 1 in reduction_factor trials goes on at each rung.",
         lower_bound=2,
     )
-    scheduler: str = _flag(
+    scheduler: str = flag_field(
         "fifo",
         "How trials spend their epochs: fifo (each runs to --epochs unless --prune stops it) or "
         "pbt (population-based training: the --parallel_trials slots of a pack are a "
@@ -235,55 +323,55 @@ class Config:
         "of the best, on the device, and perturb their runtime hyperparameters).",
         choices=SCHEDULERS,
     )
-    pbt_interval: int = _flag(2, "PBT: epochs between exploit/explore steps.", lower_bound=1)
-    pbt_quantile: float = _flag(
+    pbt_interval: int = flag_field(2, "PBT: epochs between exploit/explore steps.", lower_bound=1)
+    pbt_quantile: float = flag_field(
         0.25,
         "PBT: the fraction of the population that takes the weights of a member of the same "
         "fraction at the top (at least one when above 0); 0 turns exploit and explore off.",
     )
-    pbt_resample: float = _flag(
+    pbt_resample: float = flag_field(
         0.25,
         "PBT: the chance that explore draws a runtime hyperparameter afresh from its range "
         "instead of multiplying it by 0.8 or 1.25.",
     )
-    sampler: str = _flag(
+    sampler: str = flag_field(
         "bayes_opt",
         "Which sampler proposes trials: bayes_opt (a Gaussian process from the "
         "bayesian-optimization package; the default), or Optuna's tpe, gp (needs PyTorch: "
         "pip install torch==2.13.0) or random.",
         choices=SAMPLERS,
     )
-    output_dir: str = _flag(
+    output_dir: str = flag_field(
         "",
         "Where the journal and summary go (local or gs://); an existing study there is resumed. "
         "Default: runs/<dataset>-<model>.",
     )
-    storage: str = _flag(
+    storage: str = flag_field(
         "",
         "Optuna storage URL for the study's trials (sqlite:///study.db, postgresql://...); "
         "default: a journal file inside --output_dir.",
     )
-    study_name: str = _flag(
+    study_name: str = flag_field(
         "",
         "Name of the study inside --storage; default: the last component of --output_dir.",
     )
-    wait_for_lock: bool = _flag(
+    wait_for_lock: bool = flag_field(
         False,
         "When another process is running this study, wait for it to finish instead of exiting.",
     )
-    heartbeat_interval: int = _flag(
+    heartbeat_interval: int = flag_field(
         10,
         "With a database --storage (many workers): seconds between the heartbeats a worker "
         "records for each of its running trials.",
         lower_bound=1,
     )
-    grace_period: int = _flag(
+    grace_period: int = flag_field(
         60,
         "With a database --storage: seconds without a heartbeat after which a running trial "
         "is taken over by another worker, from its last checkpoint in --output_dir.",
         lower_bound=1,
     )
-    storage_patience: int = _flag(
+    storage_patience: int = flag_field(
         600,
         "With a database --storage: seconds to keep retrying, with backoff, a database that "
         "went away before the worker stops (the study stays in the database).",
@@ -291,21 +379,23 @@ class Config:
     )
 
     # After the study.
-    final_epochs: int = _flag(
+    final_epochs: int = flag_field(
         0,
         "After the study, retrain the best configuration from its seed for this many epochs, "
         "score the test split once, and export final/model.keras and final/saved_model; 0 skips.",
         lower_bound=0,
     )
-    final_on_train_and_val: bool = _flag(False, "Train the final model on train + eval splits.")
-    select_best: str = _flag(
+    final_on_train_and_val: bool = flag_field(
+        False, "Train the final model on train + eval splits."
+    )
+    select_best: str = flag_field(
         "observed",
         "Which trial best/, load_best_model and --final_epochs use: observed (the best score) or "
         "posterior (of the 5 best scores, the best mean of the GP, which fits the scores' "
         "noise: better on smooth noisy objectives, worse next to a learning-rate cliff).",
         choices=SELECT_BEST,
     )
-    repeat_best: int = _flag(
+    repeat_best: int = flag_field(
         1,
         "Once the budget is spent, run the top candidates until each has N runs with different "
         "seeds (as many candidates as a pack's slots allow), and choose by their mean; 1: off.",
@@ -373,7 +463,7 @@ class Config:
         """
         for field in dataclasses.fields(self):
             check_field(field, getattr(self, field.name))
-        check_rules(self)
+        _check_rules(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -388,6 +478,169 @@ class Config:
         """The configuration as indented JSON."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-    def study_identity(self) -> dict[str, Any]:
-        """The fields that define *which* study this is (:func:`config_rules.identity`)."""
-        return identity(self)
+
+# The rules that span fields.
+
+
+def _check_rules(config: Config) -> None:
+    """Every rule between fields, then those between the search space and the fields."""
+    if config.space is not None and config.space_file:
+        raise ConfigError("space_file", "give the space by --param or by --space_file, not both.")
+    _check_objective(config)
+    if config.xi < 0:
+        raise ConfigError("xi", f"must be >= 0, got {config.xi}.")
+    if config.kappa < 0:
+        raise ConfigError("kappa", f"must be >= 0, got {config.kappa}.")
+    for name in ("dataset", "train_split", "eval_split"):
+        if not str(getattr(config, name)).strip():
+            raise ConfigError(name, "must not be empty.")
+    if config.cpu_replicas > 1 and config.accelerator not in ("cpu", "auto"):
+        raise ConfigError(
+            "cpu_replicas",
+            f"only applies to --accelerator=cpu or auto, not {config.accelerator}.",
+        )
+    if config.cpu_replicas > 1 and config.batch_size % config.cpu_replicas:
+        raise ConfigError(
+            "batch_size",
+            f"the global batch {config.batch_size} does not divide by the "
+            f"{config.cpu_replicas} CPU replicas; use a multiple of {config.cpu_replicas}.",
+        )
+    if config.prune != "none" and config.min_epochs > config.epochs:
+        raise ConfigError(
+            "min_epochs",
+            f"must not exceed --epochs={config.epochs} when pruning, got {config.min_epochs}.",
+        )
+    if config.storage and not _URL.match(config.storage):
+        raise ConfigError(
+            "storage",
+            f"{config.storage!r} is not a storage URL; give one such as sqlite:///study.db "
+            "or postgresql://user@host/db.",
+        )
+    if config.grace_period <= config.heartbeat_interval:
+        raise ConfigError(
+            "grace_period",
+            f"must be longer than --heartbeat_interval={config.heartbeat_interval} s, or live "
+            f"workers' trials would look abandoned; got {config.grace_period}.",
+        )
+    _check_scheduler(config)
+    _check_space(config, config.resolved_space())
+
+
+def _check_scheduler(config: Config) -> None:
+    """The rules of ``--scheduler=pbt`` (:mod:`tpu_bo.session.pbt`)."""
+    for name in ("pbt_quantile", "pbt_resample"):
+        value, top = getattr(config, name), 0.5 if name == "pbt_quantile" else 1.0
+        if not 0 <= value <= top:
+            raise ConfigError(name, f"must lie in [0, {top}], got {value}.")
+    if config.scheduler != "pbt":
+        return
+    if config.parallel_trials < 4:
+        raise ConfigError(
+            "parallel_trials",
+            "--scheduler=pbt needs a population of at least 4: the pack's slots are the "
+            f"population, so set --parallel_trials to 4 or more (got {config.parallel_trials}).",
+        )
+    if config.pbt_interval >= config.epochs:
+        raise ConfigError(
+            "pbt_interval",
+            f"must be below --epochs={config.epochs}, or PBT never exploits; got "
+            f"{config.pbt_interval}.",
+        )
+    clashes = {
+        "prune": (config.prune != "none", "PBT replaces pruning: its worst members take "
+                  "the best ones' weights; use --prune=none"),
+        "repeat_best": (config.repeat_best > 1, "a PBT member's result depends on its "
+                        "population, so a repeat alone means nothing; use 1"),
+        "select_best": (config.select_best != "observed", "the GP's posterior models a "
+                        "trial's first values, not a PBT member's schedule; use observed"),
+        "final_epochs": (config.final_epochs > 0, "PBT's result is the best member's "
+                         "weights (best/); a retrain from scratch would not follow its "
+                         "schedule; use 0"),
+    }  # fmt: skip
+    for flag, (clash, why) in clashes.items():
+        if clash:
+            raise ConfigError(flag, f"does not go with --scheduler=pbt: {why}.")
+
+
+def _check_objective(config: Config) -> None:
+    if config.objective != "loss" and not config.objective.startswith("val_"):
+        raise ConfigError(
+            "objective",
+            f"{config.objective!r} is not a reported metric; use loss, val_loss or "
+            "val_<metric> (e.g. val_accuracy, val_mae, val_auc).",
+        )
+    if config.objective_mode == "auto" and infer_maximize(config.objective) is None:
+        raise ConfigError(
+            "objective_mode",
+            f"cannot tell whether {config.objective} improves up or down from its name; pass "
+            "--objective_mode=max or --objective_mode=min.",
+        )
+    if config.final_on_train_and_val and not config.final_epochs:
+        raise ConfigError("final_on_train_and_val", "needs --final_epochs > 0.")
+
+
+def _check_space(config: Config, space: SearchSpace) -> None:
+    """The rules between the search space and the other fields."""
+    clash = sorted(set(config.fixed) & set(space.names))
+    if clash:
+        raise ConfigError("fixed", f"{clash[0]!r} is both fixed and searched; drop one.")
+    if "optimizer" in config.fixed and not _is_optimizer(config.fixed["optimizer"]):
+        raise ConfigError("fixed", f"optimizer must be one of {', '.join(OPTIMIZERS)}.")
+    if "optimizer" in space.names:
+        bad = [c for c in space["optimizer"].choices if not _is_optimizer(c)]
+        if space["optimizer"].kind != "choice" or bad:
+            raise ConfigError("param", f"optimizer must be a choice among {', '.join(OPTIMIZERS)}.")
+    if config.domain_reduction and any(p.kind not in ("float", "log") for p in space.params):
+        raise ConfigError(
+            "domain_reduction", "works only when every searched parameter is float or log."
+        )
+    for name in TRAINER_PARAMS & set(space.names) - {"optimizer"}:
+        if space[name].kind == "choice" and not all(
+            isinstance(c, (int, float)) for c in space[name].choices
+        ):
+            raise ConfigError("param", f"{name} must take numeric values.")
+
+
+def _is_optimizer(value: Any) -> bool:
+    return isinstance(value, str) and value in OPTIMIZERS
+
+
+def read_space_file(path: str) -> SearchSpace:
+    """Reads a search space from a JSON file (local or ``gs://``).
+
+    The file holds either a mapping from name to a parameter (``{"learning_rate": {"kind":
+    "log", "low": 1e-4, "high": 1e-2}, "dense_units": ["choice", [128, 256]]}``) or a list of
+    parameters each with a ``name`` (the form ``config.json`` records).
+
+    Raises:
+      ConfigError: naming ``space_file``, for an unreadable file or an invalid space.
+    """
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError("space_file", f"{path} is not valid JSON ({e}).") from None
+    try:
+        if isinstance(data, list):
+            if not all(isinstance(d, Mapping) and "name" in d for d in data):
+                raise ConfigError("param", "every entry of a list needs a 'name'.")
+            return SearchSpace.from_list(data)
+        if isinstance(data, Mapping):
+            return SearchSpace.from_value(data)
+    except ConfigError as e:
+        raise ConfigError("space_file", f"{path}: {e.message}") from None
+    raise ConfigError("space_file", f"{path} must hold a JSON object or list of parameters.")
+
+
+def _read_text(path: str) -> str:
+    """The file's text; TensorFlow's file system for a URL such as ``gs://``."""
+    try:
+        if "://" in path:
+            import tensorflow as tf
+
+            with tf.io.gfile.GFile(path, "r") as f:
+                return f.read()
+        with open(path) as f:
+            return f.read()
+    except Exception as e:  # noqa: BLE001 - OSError locally, tf.errors on gs://
+        raise ConfigError("space_file", f"cannot read {path}: {e}.") from None

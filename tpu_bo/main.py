@@ -28,7 +28,7 @@ from absl import app, flags, logging
 
 from tpu_bo.config import Config, flag_name
 from tpu_bo.errors import ConfigError
-from tpu_bo.space import SearchSpace, parse_fixed
+from tpu_bo.search.space import SearchSpace, parse_fixed
 
 # How the strings of a repeatable flag become its field's value.
 _FROM_STRINGS: dict[str, Callable[[list[str] | None], Any]] = {
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
         # TensorFlow and TFDS log a lot at INFO; keep tpu_bo's own INFO lines visible.
         logging.set_verbosity(logging.WARNING)
         py_logging.getLogger("tpu_bo").setLevel(py_logging.INFO)
-    from tpu_bo import tpu_env
+    from tpu_bo.device import tpu_env
 
     stray = tpu_env.stray_tpu_build(tpu_env.ensure_configured())
     if stray:
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
 
     # Optuna announces every study it creates or loads at INFO; the table says it all.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from tpu_bo.study import run_study
+    from tpu_bo.session.run import run_study
 
     try:
         run_study(config, extra_files={"flags.txt": flags_text()})
@@ -152,14 +152,14 @@ def _known_failure(e: Exception, config: Config) -> tuple[str, int] | None:
             "for the VM's service account, or `gcloud auth application-default login`).",
             2,
         )
-    from tpu_bo.accelerator import num_workers
+    from tpu_bo.device.cluster import lockstep_workers
 
-    if type(e).__name__ in ("UnavailableError", "CancelledError") and num_workers() > 1:
+    if type(e).__name__ in ("UnavailableError", "CancelledError") and lockstep_workers() > 1:
         # A worker of a lockstep study died (killed, preempted): the collectives abort.
         lines = str(e).strip().splitlines() or [type(e).__name__]
         text = next((line for line in lines if "aborted" in line), lines[0])[:200]
         return (
-            f"another worker of this multi-worker study stopped ({text}); every finished trial "
+            f"another lockstep worker of this study stopped ({text}); every finished trial "
             f"is in {config.resolved_output_dir} and the running ones continue from their last "
             "finished epoch: start every worker again with the same command.",
             1,

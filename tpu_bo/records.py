@@ -1,23 +1,27 @@
-"""A study's trials as tpu_bo reads them: typed, frozen, built from Optuna's in one place.
+"""A study's typed records, shared by every layer; plain dataclasses with no Optuna import.
 
 * :class:`Status`: ``running``, ``ok``, ``pruned``, ``failed``.
-* :class:`Trial`: what :meth:`tpu_bo.engine.Study.ask` hands out.
-* :class:`Outcome`: what :meth:`tpu_bo.engine.Study.tell` takes when you train yourself.
-* :class:`TrialRecord`: a trial read back from the storage, with :func:`best` over them.
+* :class:`Trial`: what :meth:`tpu_bo.study.Study.ask` hands out.
+* :class:`Checkpoint`: a running trial caught at an epoch boundary, enough to continue it in
+  another process (what ``inflight/trial_N.npz`` holds).
+* :class:`Outcome`: what a trial produced; a pack's slot returns one, and
+  :meth:`tpu_bo.study.Study.tell` takes one (also from your own training loop).
+* :class:`TrialRecord`: a finished trial read back from the storage, with :func:`best` over
+  them (:mod:`tpu_bo.study.trials` builds it from Optuna's trial).
+* :class:`Summary`: what ``summary.json`` holds, built once at the end of a session.
 * :class:`StudyResult`: what :func:`tpu_bo.run_study` returns.
 
-This module does not import TensorFlow.
+This module imports neither TensorFlow nor Optuna.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
+import numpy as np
 
 
 class Status(str, enum.Enum):
@@ -29,50 +33,91 @@ class Status(str, enum.Enum):
     FAILED = "failed"
 
 
-_STATUS = {
-    TrialState.RUNNING: Status.RUNNING,
-    TrialState.WAITING: Status.RUNNING,
-    TrialState.COMPLETE: Status.OK,
-    TrialState.PRUNED: Status.PRUNED,
-    TrialState.FAIL: Status.FAILED,
-}
-_STATE = {Status.OK: TrialState.COMPLETE, Status.PRUNED: TrialState.PRUNED}
-SCHEDULE = "pbt_schedule"  # a PBT member's schedule attribute (tpu_bo.pbt)
+SCHEDULE = "pbt_schedule"  # a PBT member's schedule attribute (tpu_bo.session.pbt)
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A trial caught at the end of an epoch, enough to continue it in another process.
+
+    Attributes:
+      epoch: Epochs finished.
+      history: Their metrics.
+      model: Values of ``model.variables`` (weights and dropout RNG state).
+      optimizer: Values of ``optimizer.variables`` (step count and slots).
+      steps: Training steps run so far.
+      seconds: Wall time spent so far.
+    """
+
+    epoch: int
+    history: list[dict[str, float]]
+    model: list[np.ndarray]
+    optimizer: list[np.ndarray]
+    steps: int
+    seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
-    """A trial handed out by :meth:`Study.ask`; it is RUNNING in the storage.
+    """A trial handed out by :meth:`tpu_bo.study.Study.ask`; it is RUNNING in the storage.
 
     Attributes:
       number: Optuna's trial number (0, 1, ...).
       params: A value for every parameter of the space.
       seed: Seeds its initial weights and dropout.
-      source: ``random`` (a starting point) or ``guided`` (the sampler's model chose it).
-      resume: A saved state to continue (a pack's ``TrialState``), or ``None``.
+      source: ``random`` (a starting point), ``guided`` (the sampler's model chose it),
+        ``repeat`` (``--repeat_best``) or ``resumed`` (a killed session's, continued).
+      resume: The checkpoint to continue from, or ``None`` (fresh weights).
     """
 
     number: int
     params: dict[str, Any]
     seed: int
     source: str
-    resume: Any = None
+    resume: Checkpoint | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What a trial produced, for :meth:`Study.tell` when you train it yourself.
+    """What a trial produced: a pack's slot returns one, :meth:`tpu_bo.study.Study.tell` takes one.
 
-    A pack's ``TrialResult`` has the same fields. ``status`` is ``ok``, ``pruned`` or
-    ``failed``; ``history`` holds one dict per finished epoch with ``epoch`` and the objective.
+    Attributes:
+      status: ``ok`` (reached ``epochs``), ``pruned`` (stopped early), ``failed`` (NaN/Inf loss,
+        out of memory, or your own loop's failure) or ``running`` (a slot's trial so far). A
+        string is read as its :class:`Status`.
+      history: One dict per finished epoch: ``epoch``, ``loss``, ``val_loss``, ``val_<metric>``
+        for each of the model's metrics and ``steps_per_second`` (your own loop needs only
+        ``epoch`` and the objective).
+      error: For a failed trial, one sentence saying why.
+      steps: Training steps run (including those before a resume).
+      seconds: Wall time of the trial, including any trace, and the time before a resume.
+      resumed_from_epoch: The epoch a resumed trial continued after, else ``None``.
+      train_seconds: Time inside train-program calls in this session (a pack's slot).
+      eval_seconds: Time inside eval-program calls in this session (a pack's slot).
     """
 
-    status: str
+    status: Status
     history: Sequence[Mapping[str, float]]
     error: str | None = None
     steps: int = 0
     seconds: float = 0.0
     resumed_from_epoch: int | None = None
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The epoch with the best validation accuracy (else the lowest validation loss), and
+        its ``best_epoch``."""
+        if not self.history:
+            return {}
+        accuracy = "val_accuracy" in self.history[0]
+        metric = "val_accuracy" if accuracy else "val_loss"
+        epoch = dict(self.history[best_epoch(self.history, metric, maximize=accuracy) - 1])
+        return {**epoch, "best_epoch": epoch["epoch"]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +144,7 @@ class TrialRecord:
     resumed_from_epoch: int | None = None
     finished_at: str | None = None
     repeat_of: int | None = None
-    schedule: tuple[dict[str, Any], ...] = ()  # a PBT member's (tpu_bo.pbt)
+    schedule: tuple[dict[str, Any], ...] = ()  # a PBT member's (tpu_bo.session.pbt)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -108,33 +153,6 @@ class TrialRecord:
             return {}
         epoch = self.history[self.best_epoch - 1]
         return {k: v for k, v in epoch.items() if k != "epoch"}
-
-    @classmethod
-    def from_frozen(cls, t: FrozenTrial) -> TrialRecord:
-        a = t.user_attrs
-        history = tuple(a.get("history", ()))
-        target = a.get("target")
-        return cls(
-            number=t.number,
-            status=_STATUS[t.state],
-            params=dict(t.params),
-            target=target if _finite(target) else None,
-            seed=a.get("seed"),
-            source=a.get("source"),
-            history=history,
-            error=a.get("error"),
-            seconds=float(a.get("seconds", 0.0)),
-            steps=int(a.get("steps", 0)),
-            best_epoch=a.get("best_epoch"),
-            traces=int(a.get("traces", 0)),
-            width=int(a.get("width", 1)),
-            resumed_from_epoch=a.get("resumed_from_epoch"),
-            repeat_of=a.get("repeat_of"),
-            schedule=tuple(a.get(SCHEDULE, ())),
-            finished_at=t.datetime_complete.isoformat(timespec="seconds")
-            if t.datetime_complete
-            else None,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (``status`` as its string)."""
@@ -160,8 +178,58 @@ def best_epoch(history: Sequence[Mapping[str, float]], metric: str, *, maximize:
     return max(range(len(history)), key=lambda i: (sign * history[i][metric], -i)) + 1
 
 
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+@dataclasses.dataclass
+class Summary:
+    """What ``summary.json`` holds: the study as it stands at the end of a session.
+
+    :func:`tpu_bo.report.summary.summarize` builds it; the session adds what only it knows
+    (``selection``, ``pbt``, ``final``) before writing it.
+
+    Attributes:
+      best_trial: The selected best trial's number (``None``: no trial succeeded).
+      best_target: Its objective value (best over its epochs).
+      objective: The objective, its direction and rule, e.g. ``val_accuracy (max, best epoch)``.
+      best_params: Its hyperparameters.
+      best_epoch: Its best epoch.
+      test: Its test-split metrics (``split``, ``examples`` and the scores), or ``None``.
+      counts: Finished trials by status.
+      trials: Finished trials.
+      budget: ``init_points + n_iter``.
+      training_steps: Training steps of every finished trial.
+      best_at_edge: The parameters whose best value lies at an edge of the space.
+      utilization_this_session: Useful over computed slot-epochs in this session.
+      seconds_this_session: Wall time of this session.
+      time_this_session: Where it went, by category (:mod:`tpu_bo.timing`).
+      selection: How the best trial was chosen (:mod:`tpu_bo.session.selection`).
+      pbt: A PBT study's exploits and the best member's ancestry, else ``None``.
+      final: With ``--final_epochs``, the retrained model's ``final/final.json``, else ``None``.
+    """
+
+    best_trial: int | None
+    best_target: float | None
+    objective: str
+    best_params: dict[str, Any]
+    best_epoch: int | None
+    test: dict[str, Any] | None
+    counts: dict[str, int]
+    trials: int
+    budget: int
+    training_steps: int
+    best_at_edge: list[str]
+    utilization_this_session: float | None
+    seconds_this_session: float
+    time_this_session: dict[str, float]
+    selection: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pbt: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``pbt`` and ``final`` only when set, as earlier versions wrote it)."""
+        out = dataclasses.asdict(self)
+        for key in ("pbt", "final"):
+            if out[key] is None:
+                del out[key]
+        return out
 
 
 @dataclasses.dataclass
@@ -180,7 +248,7 @@ class StudyResult:
       utilization: Useful slot-epochs over computed slot-epochs in this session.
       output_dir: Where the journal, summary and best weights live.
       final: With ``final_epochs``, the best configuration retrained and exported (what
-        ``final/final.json`` holds, see :func:`tpu_bo.final.train_final`), else ``None``.
+        ``final/final.json`` holds, see :func:`tpu_bo.session.final.train_final`), else ``None``.
       time: Where this session's wall time went, in seconds (:mod:`tpu_bo.timing`; the final
         model's training is not in it).
     """

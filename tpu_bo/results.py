@@ -1,6 +1,6 @@
 """Reading a study's output directory, finished or not, without the trainer.
 
-* :func:`load_records`: every trial of the study, as :class:`tpu_bo.engine.TrialRecord`.
+* :func:`load_records`: every trial of the study, as :class:`tpu_bo.TrialRecord`.
 * :func:`load_best_model`: a fresh Keras model holding the best trial's saved weights.
 * :func:`load_summary`: ``summary.json``.
 * :func:`load_final_model`: the retrained best configuration of ``--final_epochs``.
@@ -10,12 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from tpu_bo import models
+import optuna
+
 from tpu_bo.errors import ConfigError
-from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, FINAL_MODEL, JOURNAL, SUMMARY, StudyDir
+from tpu_bo.records import TrialRecord
+from tpu_bo.study.journal import GFileJournal
+from tpu_bo.study.output_dir import (
+    BEST_TRIAL,
+    BEST_WEIGHTS,
+    FINAL_MODEL,
+    JOURNAL,
+    SUMMARY,
+    OutputDir,
+)
+from tpu_bo.study.trials import record
+from tpu_bo.train import models
 
 
-def load_records(output_dir: str, *, storage: str = "", study_name: str = "") -> list[Any]:
+def load_records(output_dir: str, *, storage: str = "", study_name: str = "") -> list[TrialRecord]:
     """Every trial of the study in ``output_dir`` (or in ``storage``), by number.
 
     Reads only; safe while the study runs.
@@ -23,12 +35,7 @@ def load_records(output_dir: str, *, storage: str = "", study_name: str = "") ->
     Raises:
       ConfigError: naming ``output_dir`` when it holds no study.
     """
-    import optuna
-
-    from tpu_bo.engine import TrialRecord
-    from tpu_bo.storage import GFileJournal
-
-    files = StudyDir(output_dir, writer=False)
+    files = OutputDir(output_dir, writer=False)
     if storage:
         backend: Any = storage
     elif files.exists(JOURNAL):
@@ -39,12 +46,12 @@ def load_records(output_dir: str, *, storage: str = "", study_name: str = "") ->
     if not names or (study_name and study_name not in names):
         raise ConfigError("output_dir", f"{output_dir} holds no study {study_name!r}.")
     study = optuna.load_study(study_name=study_name or names[0], storage=backend)
-    return [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
+    return [record(t) for t in study.get_trials(deepcopy=False)]
 
 
 def load_summary(output_dir: str) -> dict[str, Any] | None:
     """``summary.json`` of the study, or ``None`` before its first session ended."""
-    return StudyDir(output_dir, writer=False).read_json(SUMMARY)
+    return OutputDir(output_dir, writer=False).read_json(SUMMARY)
 
 
 def load_best_model(output_dir: str, *, builder: models.Builder | None = None) -> Any:
@@ -61,7 +68,7 @@ def load_best_model(output_dir: str, *, builder: models.Builder | None = None) -
     Raises:
       ConfigError: naming ``output_dir``, when the directory holds no saved best trial.
     """
-    files = StudyDir(output_dir, writer=False)
+    files = OutputDir(output_dir, writer=False)
     info = files.read_json(BEST_TRIAL)
     if info is None:
         raise ConfigError("output_dir", f"{output_dir} holds no best trial (no {BEST_TRIAL}).")
@@ -93,9 +100,9 @@ def load_final_model(output_dir: str) -> Any:
     import keras
     import tensorflow as tf
 
-    import tpu_bo.layers  # noqa: F401 - registers tpu_bo>Dropout for deserialization
+    import tpu_bo.train.layers  # noqa: F401 - registers tpu_bo>Dropout for deserialization
 
-    files = StudyDir(output_dir, writer=False)
+    files = OutputDir(output_dir, writer=False)
     if not files.exists(FINAL_MODEL):
         raise ConfigError(
             "output_dir",

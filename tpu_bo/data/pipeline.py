@@ -1,0 +1,375 @@
+"""Input pipelines, built once per study and shared by every trial.
+
+``load_datasets`` reads the study's splits from a :class:`tpu_bo.data.sources.Source` (``digits``, a
+TFDS name, a ``package.module:function``, or Python arrays) and returns persistent *distributed
+iterators*. Every kind of data goes through the same rules:
+
+* each example is ``(features, label)``: ``features`` one tensor or a dict of tensors;
+* ``--preprocess`` maps every example once, before the cache; float64 becomes float32 and int64
+  becomes int32 (a TPU's types); every shape must then be static (a TPU compiles fixed shapes);
+* train: cached, shuffled with a fixed seed (reshuffled each pass), repeated forever,
+  ``--augment`` mapped over every example of every pass (after the cache), batched to the
+  global batch with ``drop_remainder=True``, prefetched. Trials draw their steps from this one
+  stream; none rebuilds it.
+* eval and test: every example exactly once per evaluation. The last batch is padded to the
+  global batch with copies of an example of weight 0, so shapes stay static and the padding
+  does not count. The stream repeats, so each evaluation runs exactly ``steps`` steps.
+* features a source marks as uint8 images (digits, TFDS ``Image`` features) are scaled to
+  [0, 1] float32 after the cache, unless ``--preprocess`` already made them another type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import tensorflow as tf
+
+from tpu_bo.config import Config, import_function
+from tpu_bo.data.sources import IMAGE, Source, count_examples, describe, make_source
+from tpu_bo.errors import ConfigError, first_line
+
+
+@dataclasses.dataclass
+class EvalData:
+    """A split prepared for exact, static-shape evaluation.
+
+    Attributes:
+      split: The split string, e.g. ``train[90%:]``.
+      num_examples: Real examples in the split; each is counted exactly once.
+      steps: Global batches per evaluation (the last one padded with weight-0 examples).
+      iterator: A persistent distributed iterator over ``(features, label, weight)`` batches.
+    """
+
+    split: str
+    num_examples: int
+    steps: int
+    iterator: Any
+
+
+@dataclasses.dataclass
+class Datasets:
+    """Everything the trainer reads, built once per study.
+
+    Attributes:
+      name: The dataset's name.
+      input_shape: Shape of one example's features, e.g. ``(28, 28, 1)``, or a dict of shapes
+        for dict features; the model builder receives it.
+      num_classes: Label classes (from the data's metadata, else the largest integer label
+        plus one), or ``None`` for labels that are not class indices.
+      element_spec: ``(features, label)`` TensorSpecs of one example as the model sees it.
+      global_batch: Examples per step across all replicas.
+      num_train: Examples in the train split.
+      steps_per_epoch: ``num_train // global_batch`` (the remainder is carried into the
+        next epoch by the repeated stream, not dropped from the study).
+      train_iterator: The persistent distributed iterator of ``(features, label)`` batches.
+      eval: The evaluation split that scores trials.
+      test: The test split (scored once, for the best trial), or ``None`` without one.
+    """
+
+    name: str
+    input_shape: tuple[int, ...] | dict[str, tuple[int, ...]]
+    num_classes: int | None
+    element_spec: tuple[Any, Any]
+    global_batch: int
+    num_train: int
+    steps_per_epoch: int
+    train_iterator: Any
+    eval: EvalData
+    test: EvalData | None
+    make_train: Callable[[tf.data.Dataset, int], Any] | None = dataclasses.field(
+        default=None, repr=False
+    )
+    splits: dict[str, tuple[tf.data.Dataset, int]] = dataclasses.field(
+        default_factory=dict, repr=False
+    )
+
+    def train_and_eval(self) -> tuple[Any, int]:
+        """A new train stream over the train and eval splits together, and its steps per epoch.
+
+        Built on demand (for the final model), with the train stream's rules.
+        """
+        (train, n_train), (held, n_held) = self.splits["train"], self.splits["eval"]
+        n = n_train + n_held
+        return self.make_train(train.concatenate(held), n), n // self.global_batch
+
+    def zeros(self, batch: int) -> tuple[Any, Any]:
+        """A batch of ``batch`` all-zero examples (features, label), to build or probe a model."""
+
+        def zero(spec: tf.TensorSpec) -> tf.Tensor:
+            return tf.zeros((batch, *spec.shape), spec.dtype)
+
+        return tf.nest.map_structure(zero, self.element_spec)
+
+
+def load_datasets(
+    config: Config,
+    strategy: tf.distribute.Strategy,
+    *,
+    source: Source | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Datasets:
+    """Loads, caches and distributes the study's datasets once.
+
+    Args:
+      config: Uses ``dataset``, ``data_dir``, ``download``, ``features``, ``label``,
+        ``preprocess``, ``augment``, the three split fields, ``batch_size`` (the global batch),
+        ``shuffle_buffer`` and ``seed``.
+      strategy: The distribution strategy the iterators feed.
+      source: Where the examples come from instead of ``config.dataset``, e.g.
+        :func:`synthetic_source` (the smoke check measures throughput on it).
+      data: Python objects by split name, as :func:`tpu_bo.data.sources.python_source` takes.
+
+    Raises:
+      ConfigError: naming the flag, for data that cannot be read or does not fit the rules.
+    """
+    batch = _global_batch(config, strategy)
+    source = source or make_source(config, data)
+    preprocess = import_function(config.preprocess, "preprocess") if config.preprocess else None
+    augment = import_function(config.augment, "augment") if config.augment else None
+
+    def split(name: str, flag: str) -> tuple[tf.data.Dataset, int]:
+        return _examples(source, name, flag, preprocess)
+
+    train, num_train = split(config.train_split, "train_split")
+    _check_fits(num_train, config)
+    prepare = _scaler(source.image_keys, train.element_spec)
+    element_spec = _check_augment(train.map(prepare), augment, config.augment)
+
+    def make_train(ds: tf.data.Dataset, n: int) -> Any:
+        pipeline = _train_pipeline(ds, n, batch, config.shuffle_buffer, config.seed)
+        return _distribute(strategy, _batched(pipeline, batch, prepare, augment))
+
+    def make_eval(name: str, flag: str) -> tuple[EvalData, tuple[tf.data.Dataset, int]]:
+        ds, n = split(name, flag)
+        _check_same_spec(ds.element_spec, train.element_spec, flag)
+        return _eval_data(ds, n, name, flag, batch, strategy, prepare, source.name), (ds, n)
+
+    eval_data, held = make_eval(config.eval_split, "eval_split")
+    return Datasets(
+        name=source.name if config.dataset == "digits" or data is not None else config.dataset,
+        input_shape=tf.nest.map_structure(lambda s: tuple(s.shape), element_spec[0]),
+        num_classes=source.num_classes or _num_classes(train, element_spec[1]),
+        element_spec=element_spec,
+        global_batch=batch,
+        num_train=num_train,
+        steps_per_epoch=num_train // batch,
+        train_iterator=make_train(train, num_train),
+        eval=eval_data,
+        # Built now, so a bad --test_split stops the study before its first trial.
+        test=make_eval(config.test_split, "test_split")[0] if _has_test(config, source) else None,
+        make_train=make_train,
+        splits={"train": (train, num_train), "eval": held},
+    )
+
+
+def _has_test(config: Config, source: Source) -> bool:
+    """Whether to score a test split: one is set, and the default ``test`` only if it exists."""
+    if not config.test_split:
+        return False
+    default = config.test_split == Config().test_split
+    return not (default and source.names is not None and config.test_split not in source.names)
+
+
+def _examples(
+    source: Source, split: str, flag: str, preprocess: Callable[..., Any] | None
+) -> tuple[tf.data.Dataset, int]:
+    """One split's examples: preprocessed, in TPU types, with static shapes, and counted."""
+    ds, n = source.load(split, flag)
+    if preprocess is not None:
+        ds = _mapped(ds, preprocess, "preprocess")
+    ds = ds.map(_tpu_types)
+    _check_static(ds.element_spec, "preprocess" if preprocess is not None else "dataset")
+    return ds, count_examples(ds) if n is None else n
+
+
+def _mapped(ds: tf.data.Dataset, function: Callable[..., Any], flag: str) -> tf.data.Dataset:
+    """``ds.map(function)``, whose result must again be ``(features, label)``."""
+    try:
+        out = ds.map(function, num_parallel_calls=tf.data.AUTOTUNE)
+    except Exception as e:  # noqa: BLE001 - the user's function may raise anything
+        raise ConfigError(
+            flag, f"{_name(function)} failed on an example: {first_line(e)}."
+        ) from None
+    if not (isinstance(out.element_spec, tuple) and len(out.element_spec) == 2):
+        raise ConfigError(
+            flag, f"{_name(function)} must return a (features, label) pair, not {out.element_spec}."
+        )
+    return out
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return f"{function.__module__}:{getattr(function, '__qualname__', function)}"
+
+
+def _tpu_types(x: Any, y: Any) -> tuple[Any, Any]:
+    """float64 -> float32 and int64 -> int32: the types a TPU computes in."""
+    cast = {tf.float64: tf.float32, tf.int64: tf.int32}
+
+    def convert(t: tf.Tensor) -> tf.Tensor:
+        return tf.cast(t, cast[t.dtype]) if t.dtype in cast else t
+
+    return tf.nest.map_structure(convert, (x, y))
+
+
+def _check_static(spec: tuple[Any, Any], flag: str) -> None:
+    for part, nest in zip(("features", "label"), spec, strict=True):
+        paths = _paths(nest)
+        for path, s in paths:
+            if not s.shape.is_fully_defined():
+                what = f"feature {path!r}" if path else f"the {part}"
+                raise ConfigError(
+                    flag,
+                    f"{what} has shape {s.shape}, which is not static; a TPU compiles fixed "
+                    "shapes: pad, crop or resize it in --preprocess.",
+                )
+
+
+def _paths(nest: Any) -> list[tuple[str, tf.TensorSpec]]:
+    if isinstance(nest, Mapping):
+        return [(str(k), v) for k, v in nest.items() if isinstance(v, tf.TensorSpec)]
+    return [("", s) for s in tf.nest.flatten(nest)]
+
+
+def _check_same_spec(spec: Any, train: Any, flag: str) -> None:
+    if spec != train:
+        raise ConfigError(
+            flag,
+            f"its examples {describe(spec)} differ from the train split's {describe(train)}.",
+        )
+
+
+def _global_batch(config: Config, strategy: tf.distribute.Strategy) -> int:
+    """``batch_size``, which must divide by the replicas."""
+    batch, replicas = config.batch_size, strategy.num_replicas_in_sync
+    if batch % replicas:
+        raise ConfigError(
+            "batch_size",
+            f"the global batch {batch} does not divide by the {replicas} replicas; "
+            f"use a multiple of {replicas}.",
+        )
+    return batch
+
+
+def _check_fits(num_train: int, config: Config) -> None:
+    if num_train < config.batch_size:
+        raise ConfigError(
+            "batch_size",
+            f"the global batch {config.batch_size} is larger than the {num_train} examples of "
+            f"--train_split={config.train_split}.",
+        )
+
+
+def _check_augment(ds: tf.data.Dataset, augment: Callable[..., Any] | None, spec_text: str) -> Any:
+    """The examples' spec, which ``augment`` must keep."""
+    before = ds.element_spec
+    if augment is None:
+        return before
+    after = _mapped(ds, augment, "augment").element_spec
+    if after != before:
+        raise ConfigError(
+            "augment",
+            f"{spec_text} changed the examples from {describe(before)} to {describe(after)}; "
+            "it must keep their shapes and types (do resizing in --preprocess).",
+        )
+    return before
+
+
+def _scaler(image_keys: frozenset[Any], spec: tuple[Any, Any]) -> Callable[..., Any]:
+    """Scales the uint8 image features to [0, 1] float32 (on examples or on batches)."""
+    features = spec[0]
+    if isinstance(features, Mapping):
+        keys = {k for k in image_keys if k in features and features[k].dtype == tf.uint8}
+    else:
+        keys = {IMAGE} if IMAGE in image_keys and features.dtype == tf.uint8 else set()
+
+    def scale(t: tf.Tensor) -> tf.Tensor:
+        return tf.cast(t, tf.float32) / 255.0
+
+    def prepare(x: Any, y: Any, *rest: Any) -> tuple[Any, ...]:
+        if isinstance(x, Mapping):
+            x = {k: scale(v) if k in keys else v for k, v in x.items()}
+        elif keys:
+            x = scale(x)
+        return (x, y, *rest)
+
+    return prepare
+
+
+def _num_classes(train: tf.data.Dataset, label: Any) -> int | None:
+    """The largest integer class label plus one, for scalar integer labels; else ``None``."""
+    if not isinstance(label, tf.TensorSpec) or label.shape.rank != 0 or not label.dtype.is_integer:
+        return None
+    largest = train.map(lambda x, y: tf.cast(y, tf.int64)).reduce(
+        tf.constant(-1, tf.int64), tf.maximum
+    )
+    return int(largest) + 1
+
+
+def _train_pipeline(
+    train: tf.data.Dataset, num_train: int, batch: int, shuffle_buffer: int, seed: int
+) -> tf.data.Dataset:
+    """The endless, shuffled stream of examples that every trial draws from."""
+    buffer = shuffle_buffer or num_train
+    return (
+        train.cache()
+        .shuffle(min(buffer, num_train), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+    )
+
+
+def _batched(
+    ds: tf.data.Dataset,
+    batch: int,
+    prepare: Callable[..., Any],
+    augment: Callable[..., Any] | None,
+) -> tf.data.Dataset:
+    """Full global batches (static shapes for TPUs), scaled, augmented on the host, prefetched."""
+    if augment is None:
+        ds = ds.batch(batch, drop_remainder=True).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: augment(*prepare(x, y)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _eval_data(
+    ds: tf.data.Dataset,
+    n: int,
+    split: str,
+    flag: str,
+    batch: int,
+    strategy: tf.distribute.Strategy,
+    prepare: Callable[..., Any],
+    dataset: str,
+) -> EvalData:
+    """``split`` once per ``steps`` batches, the last padded with examples of weight 0."""
+    if n == 0:
+        raise ConfigError(flag, f"split {split!r} of {dataset} has no examples.")
+    steps = -(-n // batch)
+    ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+    pad = steps * batch - n
+    if pad:
+        blank = ds.take(1).map(lambda x, y, w: (x, y, tf.constant(0.0))).repeat(pad)
+        ds = ds.concatenate(blank)
+    ds = (
+        ds.cache()
+        .batch(batch, drop_remainder=True)
+        .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        .repeat()
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return EvalData(split=split, num_examples=n, steps=steps, iterator=_distribute(strategy, ds))
+
+
+def _distribute(strategy: tf.distribute.Strategy, ds: tf.data.Dataset) -> Any:
+    """A persistent distributed iterator over ``ds``."""
+    return iter(strategy.experimental_distribute_dataset(_shard_by_data(ds)))
+
+
+def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    # Sources may be one file or in memory, so lockstep workers must shard by element.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)

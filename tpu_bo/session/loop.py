@@ -1,0 +1,286 @@
+"""One session of a study: the loop :func:`tpu_bo.session.run_study` runs.
+
+ask → load slot → run_epoch → report/should_prune → tell → refill, with the sampler's asks for
+the slots an epoch will free made in a background thread while that epoch trains
+(:class:`tpu_bo.study.background.Prefetch`), in-flight checkpoints every ``checkpoint_every``
+epochs written in the background, and every second of the session counted in one clock
+(:mod:`tpu_bo.timing`).
+
+:class:`Loop` holds what changes while the session runs: the open pack, the trial in each slot
+and the clock. The best trial's weights are :class:`tpu_bo.session.best.BestWeights`'s; the
+end of the session (repeats, selection, test score, summary, final model) is
+:class:`tpu_bo.session.ending.Ending`'s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tpu_bo.config import Config
+from tpu_bo.data.pipeline import Datasets
+from tpu_bo.records import Outcome, StudyResult, Trial, TrialRecord
+from tpu_bo.report.console import Console, Reporter
+from tpu_bo.report.observers import Observer, Observers
+from tpu_bo.report.plots import SummaryPlot
+from tpu_bo.report.summary import header_lines
+from tpu_bo.report.tensorboard import TensorBoard
+from tpu_bo.session.best import BestWeights
+from tpu_bo.session.ending import Ending
+from tpu_bo.session.pbt import Population
+from tpu_bo.study.background import Prefetch
+from tpu_bo.study.output_dir import CONFIG, PLOT
+from tpu_bo.study.shared.crew import TakenOver
+from tpu_bo.study.study import Study
+from tpu_bo.train.models import json_shape
+from tpu_bo.train.pack import Pack
+from tpu_bo.train.trainer import Trainer
+
+
+class Loop:
+    """One session of a study; see the module docstring.
+
+    Args:
+      config: The validated configuration.
+      study: The open study.
+      trainer: The trainer over the study's datasets (its first program is built).
+      datasets: The study's datasets.
+      observers: The caller's observers, after the console, TensorBoard and the plot.
+      extra_files: More files to write into the output directory, name to text.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        study: Study,
+        trainer: Trainer,
+        datasets: Datasets,
+        observers: Sequence[Observer],
+        extra_files: Mapping[str, str],
+    ) -> None:
+        self.config, self.study, self.trainer = config, study, trainer
+        self.reporter = Reporter(study.space.names, total=config.total_trials)
+        files = study.dir
+        for name, text in {CONFIG: config.to_json() + "\n", **extra_files}.items():
+            files.write_text(name, text)
+        built_in: list[Observer] = [Console(self.reporter)]
+        if files.writer:
+            metrics = trainer.reported_metrics(study.space.some_point())
+            built_in.append(TensorBoard(files.output_dir, study.space, metrics))
+            built_in.append(
+                SummaryPlot(
+                    files.path(PLOT),
+                    study.space,
+                    objective=config.objective,
+                    maximize=config.maximize,
+                )
+            )
+        self.observers = Observers([*built_in, *observers])
+        self.header = header_lines(config, datasets, study)
+        self.pack: Pack | None = None
+        self.key: tuple[Any, ...] = ()  # the pack's structure
+        self.slots: dict[int, Trial] = {}  # the trial in each running slot
+        self.draining = False  # a waiting trial has another structure: no refill
+        self.told = study.records()  # before this session; replayed to the observers
+        self.finished = list(self.told)  # and the ones told since
+        self.best = BestWeights(
+            config,
+            files,
+            trainer.save_weights,
+            told=self.told,
+            trial_json=lambda record: _trial_json(config, datasets, record),
+        )
+        self.ending = Ending(
+            config, study, trainer, datasets, self.best, self.reporter, self.observers
+        )
+        self.useful = self.computed = 0  # slot-epochs, over every pack of the session
+        self.clock = trainer.clock
+        self.prefetch = Prefetch(study.ask)
+        pbt = config.scheduler == "pbt"
+        self.population = Population(config, study.space, study) if pbt else None
+
+    def run(self, started: float | None = None) -> StudyResult:
+        """Runs the session; ``started`` is when it began (before the data were loaded)."""
+        started = started or time.perf_counter()
+        for line in self.header:
+            self.reporter.line(line)
+        self.observers.on_study_start(self.study)
+        for record in self.told:
+            self.observers.on_trial_end(record, new_best=record is self.best.record)
+        waiting = self.study.resumable()
+        if not (waiting or self.study.remaining):
+            self.reporter.line("the study's budget is already spent; nothing to run.")
+        for t in waiting:
+            after = f"after epoch {t.resume.epoch}" if t.resume else "from its start"
+            self.reporter.line(f"continuing trial {t.number} {after}")
+        try:
+            self._trials(waiting)
+            self._trials(self.ending.repeats(self.finished) if not self.slots else [])
+        except BaseException as e:
+            # Nothing in the background may touch the study once its lock is released (the
+            # checkpoint writes are waited for by Study.close, in run_study's finally).
+            self.prefetch.close()
+            if isinstance(e, KeyboardInterrupt):
+                self.reporter.line(
+                    f"interrupted; every finished trial is in {self.study.dir.output_dir}, and "
+                    "running ones continue from their last saved epoch. Rerun the same command "
+                    "to resume."
+                )
+            raise
+        if self.pack is not None:
+            self._close_pack()
+        utilization = self.useful / self.computed if self.computed else None
+        return self.ending.finish(clock=self.clock, started=started, utilization=utilization)
+
+    # The loop.
+
+    def _trials(self, waiting: list[Trial]) -> None:
+        """Runs ``waiting`` and then asked trials, pack after pack, until none is left."""
+        while True:
+            if self.pack is None:
+                if not waiting and self.study.remaining:
+                    with self.clock.measure("suggest_wait"):
+                        waiting.extend(t for t in [self.study.ask()] if t is not None)
+                if not waiting:
+                    waiting.extend(self.study.wait_for_others())  # a shared study's end
+                if not waiting:
+                    return
+                first = waiting.pop(0)
+                self.pack = self.trainer.pack(first.params, self.config.parallel_trials)
+                self.key = self._structure(first.params)
+                self.draining = False
+                self._load(0, first)
+            self._fill(waiting)
+            if not self.pack.active:
+                self._close_pack()
+                continue
+            self._epoch(waiting)
+
+    def _fill(self, waiting: list[Trial]) -> None:
+        """Gives every free slot a trial of the pack's structure: a resumed one, else a new
+        one (asked for this structure while the pack fills first, freely on a refill)."""
+        key = self.key
+        first_fill = self.pack.computed_tower_epochs == 0
+        if self.population is not None and not first_fill:
+            return  # a population runs together to its end; the next one opens a new pack
+        for slot in self.pack.free:
+            match = next((t for t in waiting if self._structure(t.params) == key), None)
+            if match is not None:
+                waiting.remove(match)
+            elif self.draining or not self.study.remaining:
+                return
+            else:
+                with self.clock.measure("suggest_wait"):
+                    match = self.study.ask(dict(key) if first_fill else None)
+                if match is None:  # another worker asked the last of the budget
+                    return
+                if self._structure(match.params) != key:
+                    waiting.append(match)  # it opens the next pack once this one drains
+                    self.draining = True
+                    return
+            self._load(slot, match)
+
+    def _load(self, slot: int, trial: Trial) -> None:
+        params = trial.params if self.population is None else self.population.join(trial)
+        self.pack.load(slot, params, seed=trial.seed, state=trial.resume)
+        self.slots[slot] = trial
+        self.best.loaded(slot, trial.resume)
+        self.observers.on_trial_start(trial)
+
+    def _epoch(self, waiting: list[Trial]) -> None:
+        """One epoch of the pack; meanwhile, the trials for the slots it frees are asked."""
+        pack = self.pack
+        self.prefetch.start(self._to_prefetch(waiting))
+        results = pack.run_epoch(progress=self.observers)
+        for trial in self.prefetch.join():  # the wait, if any, is counted as suggest_wait
+            if trial is None:
+                continue  # another worker asked the last of the budget
+            waiting.append(trial)
+            if self._structure(trial.params) != self.key:
+                self.draining = True  # it opens the next pack once this one drains
+        every, saves = self.config.checkpoint_every, []
+        for r in results:
+            trial, prune = self.slots[r.slot], False
+            if r.metrics is not None:
+                self.observers.on_epoch(trial, r.metrics)
+                history = pack.result(r.slot).history
+                weights = lambda slot=r.slot: pack.weights(slot)  # noqa: E731 - copied if needed
+                self.best.after_epoch(r.slot, history, weights, self.finished)
+                with self.clock.measure("journal"):
+                    prune = self.study.report(trial, r.metrics)
+            if r.done:
+                self._tell(r.slot, pack.result(r.slot))
+            elif prune:
+                self._tell(r.slot, pack.stop(r.slot))
+            elif r.epoch % every == 0:
+                saves.append(r.slot)
+        if self.population is not None:  # PBT: before the checkpoints, which then hold it
+            for line in self.population.step(pack, self.slots, results):
+                self.reporter.line(line)
+        for slot in saves:
+            with self.clock.measure("checkpoint"):
+                self.study.checkpoint(self.slots[slot], pack.state(slot))
+        if pack.broken:
+            self._close_pack()
+
+    def _to_prefetch(self, waiting: list[Trial]) -> int:
+        """How many trials to ask while the next epoch runs: one per slot it will free (a
+        slot pruned or failed instead is refilled by an ask at the boundary)."""
+        if self.draining:
+            return 0
+        ready = sum(1 for t in waiting if self._structure(t.params) == self.key)
+        n = max(0, min(len(self.pack.finishing) - ready, self.study.remaining))
+        trials = self.study.optuna.get_trials(deepcopy=False)
+        init = self.config.init_points
+        if self.config.sampler != "random" and sum(t.state.is_finished() for t in trials) < init:
+            # The first guided trial waits for every random one, as a sequential study's
+            # does: asked any earlier, the sampler would guide from one or two scores.
+            n = min(n, max(0, init - len(trials)))
+        return n
+
+    def _close_pack(self) -> None:
+        self.useful += self.pack.useful_tower_epochs
+        self.computed += self.pack.computed_tower_epochs
+        assert not self.slots, "a pack closes once every slot's trial is told"
+        self.pack = None
+
+    def _tell(self, slot: int, outcome: Outcome) -> None:
+        trial = self.slots.pop(slot)
+        if self.population is not None:
+            self.population.leave(trial.number)
+        with self.study.exclusive():  # a shared study: one worker at a time tells and saves
+            try:
+                with self.clock.measure("journal"):
+                    record = self.study.tell(
+                        trial, outcome, traces=self.trainer.traces, width=self.pack.width
+                    )
+            except TakenOver as e:
+                self.best.dropped(slot)
+                self.reporter.line(str(e))
+                return
+            if self.study.shared:  # the best among every worker's trials, best/ included
+                self.finished = self.study.records()
+            else:
+                self.finished.append(record)
+            new_best = self.best.told(slot, record, self.finished, shared=self.study.shared)
+        self.observers.on_trial_end(record, new_best=new_best)
+
+    def _structure(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        return self.study.space.structure_key(params)
+
+
+def _trial_json(config: Config, datasets: Datasets, record: TrialRecord) -> dict[str, Any]:
+    """What ``best/trial.json`` holds: enough to rebuild the model (``load_best_model``)."""
+    return {
+        "trial": record.number,
+        "target": record.target,
+        "objective": config.objective,
+        "best_epoch": record.best_epoch,
+        "params": record.params,
+        "fixed": dict(config.fixed),
+        "model": config.model_name,
+        "dataset": config.dataset,
+        "input_shape": json_shape(datasets.input_shape),
+        "num_classes": datasets.num_classes,
+    }

@@ -1,0 +1,56 @@
+"""The smoke check's report: one line per check, PASS, FAIL or INFO, printed as it ends."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tpu_bo.errors import ConfigError, first_line
+
+
+@dataclasses.dataclass
+class Check:
+    """One line of the report: ``ok`` is True (PASS), False (FAIL) or None (INFO)."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+    @property
+    def mark(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "INFO"}[self.ok]
+
+    def line(self) -> str:
+        return f"{self.mark}  {self.name:<13} {self.detail}"
+
+
+class Report:
+    """Collects checks and prints each as it ends, so a slow device shows progress."""
+
+    def __init__(self) -> None:
+        self.checks: list[Check] = []
+        self.started = time.perf_counter()
+
+    def add(self, name: str, run: Callable[[], tuple[bool | None, str]]) -> bool:
+        """Runs one check; an exception is its FAIL line. Returns whether it did not fail."""
+        try:
+            ok, detail = run()
+        except ConfigError as e:
+            ok, detail = False, e.for_cli()
+        except Exception as e:  # noqa: BLE001 - every failure is a report line, not a crash
+            ok, detail = False, f"{type(e).__name__}: {first_line(e, 300)}"
+        self.checks.append(Check(name, ok, detail))
+        print(self.checks[-1].line(), flush=True)
+        return ok is not False
+
+    def summary(self) -> str:
+        counts = {mark: 0 for mark in ("PASS", "FAIL", "INFO")}
+        for check in self.checks:
+            counts[check.mark] += 1
+        seconds = time.perf_counter() - self.started
+        return ", ".join(f"{n} {m}" for m, n in counts.items()) + f" in {seconds:.0f} s"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checks": [dataclasses.asdict(c) for c in self.checks], "summary": self.summary()}
