@@ -43,10 +43,10 @@ def mnist_dir() -> str:
 
 @pytest.fixture(scope="session")
 def postgres() -> Any:
-    """A throw-away PostgreSQL server for the session (tpu_bo.local_postgres): its own data
-    directory in /tmp, a free port on 127.0.0.1, run as a non-root user. Tests use their own
-    study names; a test that stops it starts it again on the same port."""
-    from tpu_bo.local_postgres import LocalPostgres, binaries
+    """A throw-away PostgreSQL server for the session (tpu_bo.study.shared.local_postgres): its
+    own data directory in /tmp, a free port on 127.0.0.1, run as a non-root user. Tests use
+    their own study names; a test that stops it starts it again on the same port."""
+    from tpu_bo.study.shared.local_postgres import LocalPostgres, binaries
 
     if binaries() is None:
         if os.environ.get("TPU_BO_REQUIRE_DATA") == "1":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tpu_bo.layers import Dropout
+from tpu_bo.train.layers import Dropout
 
 
 def tiny(hp, input_shape, num_classes):
@@ -59,7 +59,7 @@ class Gain(keras.layers.Layer):
     def call(self, x):
         import tensorflow as tf
 
-        from tpu_bo.layers import runtime_tensor
+        from tpu_bo.train.layers import runtime_tensor
 
         return x * tf.pow(10.0, runtime_tensor(self.exponent))
 

@@ -1,4 +1,9 @@
-"""The frozen Config: defaults, field metadata, validation across fields, and study identity."""
+"""The frozen Config: defaults, field metadata, validation across fields, and study identity.
+
+Also: the rules between a Config's fields (the objective and its direction, the final model);
+the dataclass fields carrying their flag's metadata, and the checks that metadata drives;
+--space_file, a search space from JSON in either form, and errors naming the flag.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tpu_bo.config import OPTIMIZERS, Config, flag_name
+from tpu_bo import config
+from tpu_bo.config import OPTIMIZERS, Config, check_field, flag_field, flag_name, read_space_file
 from tpu_bo.errors import ConfigError
+from tpu_bo.search.space import SearchSpace
 
 
 def test_defaults_are_valid_and_offline():
@@ -65,20 +72,6 @@ def test_invalid_fields_name_their_flag(fields, flag, needle):
         Config(**fields).validate()
     assert info.value.flag == flag
     assert needle in info.value.message
-
-
-def test_identity_ignores_budget_and_device_but_not_the_space():
-    a = Config(dataset="mnist", epochs=1)
-    assert (
-        a.study_identity()
-        == dataclasses.replace(
-            a, n_iter=30, accelerator="tpu", output_dir="elsewhere"
-        ).study_identity()
-    )
-    assert (
-        a.study_identity()
-        != Config(dataset="mnist", epochs=1, space=["learning_rate:log:1e-5:1e-2"]).study_identity()
-    )
 
 
 @pytest.mark.parametrize(
@@ -168,3 +161,165 @@ def test_config_imports_neither_tensorflow_nor_absl_nor_optuna():
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "fields,maximize",
+    [
+        ({}, True),
+        ({"objective": "val_mae"}, False),
+        ({"objective": "val_auc"}, True),
+        ({"objective": "val_my_score", "objective_mode": "min"}, False),
+        ({"objective": "val_loss", "objective_mode": "max"}, True),
+    ],
+)
+def test_the_objective_direction_is_inferred_or_given(fields, maximize):
+    assert Config(**fields).validate().maximize is maximize
+
+
+@pytest.mark.parametrize(
+    "fields,flag,words",
+    [
+        ({"objective": "accuracy"}, "objective", "use loss, val_loss or val_<metric>"),
+        ({"objective": "val_my_score"}, "objective_mode", "cannot tell whether val_my_score"),
+        ({"final_on_train_and_val": True}, "final_on_train_and_val", "needs --final_epochs"),
+        ({"final_epochs": -1}, "final_epochs", ""),
+    ],
+)
+def test_rules_name_the_flag(fields, flag, words):
+    with pytest.raises(ConfigError) as error:
+        Config(**fields).validate()
+    assert error.value.flag == flag and words in error.value.message
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    mode: str = flag_field("a", "The mode.", choices=("a", "b"))
+    count: int = flag_field(1, "How many.", lower_bound=1)
+    offset: int = flag_field(0, "Where from.", lower_bound=0)
+    ratio: float = flag_field(0.5, "Any number.")
+    space: tuple = flag_field((), "Searched.", flag="param", repeated=True)
+    extra: dict = flag_field(help="Fixed.", repeated=True, default_factory=dict)
+
+
+def fields():
+    return {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def test_flag_field_records_the_flags_metadata_and_the_default():
+    f = fields()
+    assert dict(f["mode"].metadata) == {
+        "help": "The mode.",
+        "choices": ("a", "b"),
+        "lower_bound": None,
+        "flag": None,
+        "repeated": False,
+    }
+    assert f["count"].metadata["lower_bound"] == 1 and f["space"].metadata["repeated"]
+    s = Settings()
+    assert (s.mode, s.count, s.ratio, s.extra) == ("a", 1, 0.5, {})
+    assert Settings().extra is not s.extra  # a fresh default per instance
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.mode = "b"
+
+
+def test_flag_name_is_the_field_name_unless_the_flag_is_renamed():
+    assert [flag_name(f) for f in fields().values()] == [
+        "mode",
+        "count",
+        "offset",
+        "ratio",
+        "param",
+        "extra",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("mode", "c", "'c' is not one of a, b."),
+        ("count", 0, "must be a positive whole number, got 0."),
+        ("count", 2.0, "must be a positive whole number, got 2.0."),
+        ("count", True, "must be a positive whole number, got True."),
+        ("offset", -1, "must be a whole number >= 0, got -1."),
+        ("offset", "3", "must be a whole number >= 0, got '3'."),
+    ],
+)
+def test_check_field_refuses_values_outside_the_metadata(name, value, needle):
+    with pytest.raises(ConfigError) as e:
+        check_field(fields()[name], value)
+    assert e.value.flag == name and e.value.message == needle
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("mode", "b"), ("count", 7), ("offset", 0), ("ratio", -3.5), ("space", ())]
+)
+def test_check_field_accepts_values_inside_the_metadata(name, value):
+    check_field(fields()[name], value)
+
+
+def test_config_still_exports_what_moved_out_of_it():
+    from tpu_bo.config import read_space_file
+
+    assert config.flag_name is flag_name and config.read_space_file is read_space_file
+    with pytest.raises(ConfigError, match="not one of auto, tpu, gpu, cpu"):
+        config.Config(accelerator="fpga").validate()
+
+
+SPACE = SearchSpace.from_value(
+    {
+        "learning_rate": ("log", 1e-4, 1e-2),
+        "dense_units": ("choice", [128, 256]),
+        "dropout": ("float", 0.1, 0.5, "structural"),
+    }
+)
+
+
+def write(tmp_path, content):
+    path = tmp_path / "space.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+def test_a_mapping_of_names_to_params(tmp_path):
+    path = write(
+        tmp_path,
+        {
+            "learning_rate": {"kind": "log", "low": 1e-4, "high": 1e-2},
+            "dense_units": ["choice", [128, 256]],
+            "dropout": ["float", 0.1, 0.5, "structural"],
+        },
+    )
+    assert read_space_file(path) == SPACE
+
+
+def test_the_list_that_config_json_records_reads_back_as_the_same_space(tmp_path):
+    path = write(tmp_path, SPACE.to_list())
+    assert read_space_file(path).to_list() == SPACE.to_list()  # roles now explicit
+    assert Config(space_file=path).validate().resolved_space() == read_space_file(path)
+
+
+def test_a_url_is_read_through_tensorflows_file_system(tmp_path):
+    path = write(tmp_path, SPACE.to_list())
+    assert read_space_file(f"file://{path}") == read_space_file(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "cannot read"),
+        ("", "is not valid JSON"),
+        ([{"kind": "log", "low": 0.1, "high": 1}], "every entry of a list needs a 'name'."),
+        ([["lr", "log", 0.1, 1]], "every entry of a list needs a 'name'."),
+        (3, "must hold a JSON object or list of parameters."),
+        ({}, "the search space is empty"),
+        ({"lr": ["log", 0.1]}, "lr"),
+        ({"bad name": ["float", 0, 1]}, "not a valid name"),
+    ],
+)
+def test_bad_files_name_the_flag_and_the_file(tmp_path, content, needle):
+    path = str(tmp_path / "space.json") if content is None else write(tmp_path, content)
+    with pytest.raises(ConfigError) as e:
+        read_space_file(path)
+    assert e.value.flag == "space_file"
+    assert needle in e.value.message and path in e.value.message

@@ -1,14 +1,24 @@
-"""The command line, run as a user runs it: ``python -m tpu_bo.main``."""
+"""The command line, run as a user runs it: ``python -m tpu_bo.main``.
+
+Also: The flags are the Config's fields; every flagfile in flags/ documents itself, parses, runs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pathlib
 import subprocess
 import sys
 
 import pytest
+from absl import flags
 
 from tests.conftest import ROOT, run_cli, start_cli
+from tpu_bo import main
+from tpu_bo.config import Config, flag_name
+from tpu_bo.errors import ConfigError
+from tpu_bo.results import load_records
 
 
 def journal(path):
@@ -19,19 +29,19 @@ def journal(path):
 
 
 def checkpoint(path, number):
-    """The saved state's metadata of running trial ``number``, or None."""
-    from tpu_bo.storage import StudyDir
+    """Running trial ``number``'s saved checkpoint, or None."""
+    from tpu_bo.study.output_dir import OutputDir
 
     name = f"inflight/trial_{number:04d}.npz"
     if not (path / name).exists():
         return None
-    saved = StudyDir(str(path), writer=False).load_checkpoint(name)
-    return saved[0] if saved else None
+    saved = OutputDir(str(path), writer=False).load_checkpoint(name)
+    return saved
 
 
 def test_importing_tpu_bo_does_not_import_tensorflow():
     code = (
-        "import sys, tpu_bo, tpu_bo.main, tpu_bo.config, tpu_bo.space, tpu_bo.models; "
+        "import sys, tpu_bo, tpu_bo.main, tpu_bo.config, tpu_bo.search.space, tpu_bo.train.models; "
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run(
@@ -149,7 +159,7 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_journal(tmp_path):
 
 
 def _lock_is_free(path):
-    from tpu_bo.storage import WriterLock
+    from tpu_bo.study.writer_lock import WriterLock
 
     lock = WriterLock(str(path))
     lock.acquire()
@@ -219,7 +229,7 @@ def test_a_killed_worker_stops_its_peer_in_one_sentence_and_both_resume(tmp_path
     assert chief.returncode == 1, err[-3000:]
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "another worker of this multi-worker study stopped" in errors[0]
+    assert len(errors) == 1 and "another lockstep worker of this study stopped" in errors[0]
     assert "start every worker again with the same command" in errors[0]
 
     runs = run_two_workers([tmp_path, tmp_path], *args)
@@ -255,9 +265,9 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(
 ):
     """Kill -9 once trial 2 or later has saved an epoch of 3; the rerun finishes 8 trials.
 
-    With ``parallel=2`` two trials train side by side, and both continue. ASHA and Hyperband
-    (rungs from epoch 1 on) resume the same way. With ``--checkpoint_every=2`` only epoch 2 is
-    ever saved, so a kill loses at most 2 epochs of a trial (and the one in flight).
+    With ``parallel=2`` two trials train side by side, and both continue. ASHA (rungs from
+    epoch 2) and Hyperband (from epoch 1) resume the same way. With ``--checkpoint_every=2``
+    only epoch 2 is ever saved, so a kill loses at most 2 epochs of a trial (and the one in flight).
     """
     import signal
     import time
@@ -272,8 +282,11 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(
         f"--prune={prune}",
         f"--checkpoint_every={every}",
         f"--output_dir={tmp_path}",
-        # 1 in 2 goes on at each rung, so that some trial after the first two outlives epoch 1.
+        # 1 in 2 goes on at each rung. ASHA's first rung is epoch 2, so every trial saves
+        # epoch 1 before it can be pruned (with a rung at epoch 1 a good first trial prunes
+        # every later one at once, and no later trial ever saves an epoch to be killed after).
         "--reduction_factor=2",
+        f"--min_epochs={2 if prune == 'asha' else 1}",
     ]
     proc = start_cli(*args)
     deadline = time.monotonic() + 240
@@ -292,12 +305,12 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(
     assert running, "no trial was in flight"
     # A trial told just before the kill may leave its file behind; the rerun deletes it.
     saved = {n: checkpoint(tmp_path, n) for n in running if checkpoint(tmp_path, n)}
-    assert all(m["epoch"] in range(every, 3, every) for m in saved.values())
+    assert all(m.epoch in range(every, 3, every) for m in saved.values())
 
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
     for number in running:
-        after = f"after epoch {saved[number]['epoch']}" if number in saved else "from its start"
+        after = f"after epoch {saved[number].epoch}" if number in saved else "from its start"
         assert f"continuing trial {number} {after}" in rerun.stdout
     records = journal(tmp_path)
     assert [r.number for r in records] == list(range(8))
@@ -307,14 +320,14 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(
             assert r == told_before[r.number]
         elif r.number in saved:
             state = saved[r.number]
-            assert r.resumed_from_epoch == state["epoch"]
-            assert list(r.history[: state["epoch"]]) == state["history"]
+            assert r.resumed_from_epoch == state.epoch
+            assert list(r.history[: state.epoch]) == state.history
         else:
             assert r.resumed_from_epoch is None
         if r.status.value == "ok":
             assert [h["epoch"] for h in r.history] == [1, 2, 3]
             assert r.steps == 3 * (1350 // 16)
-    if prune == "asha":  # 1 in 2 goes on at epoch 1 (Hyperband's pruning: tests/test_engine.py)
+    if prune == "asha":  # 1 in 2 goes on at epoch 2 (Hyperband's: tests/study/test_study.py)
         assert any(r.status.value == "pruned" for r in records), [r.status for r in records]
     assert not list((tmp_path / "inflight").iterdir())
 
@@ -356,3 +369,152 @@ def test_an_output_dir_without_write_permission_is_one_sentence():
     assert "Traceback" not in run.stderr
     lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith("error: --output_dir: cannot write")
+
+
+FLAGFILES = sorted((ROOT / "flags").glob("*.flags"))
+RENAMED = {"space": "param"}  # the one field whose flag has another name
+
+
+def _parsed(*args: str) -> Config:
+    try:
+        flags.FLAGS(["tpu_bo", *args])
+        return main.config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+def test_every_config_field_is_exactly_one_flag_with_its_default_and_help():
+    ours = {flag.name: flag for flag in flags.FLAGS.get_flags_for_module(main)}
+    fields = dataclasses.fields(Config)
+    assert sorted(RENAMED.get(f.name, f.name) for f in fields) == sorted(ours)
+    defaults = Config()
+    for field in fields:
+        flag = ours[flag_name(field)]
+        assert flag_name(field) == RENAMED.get(field.name, field.name)
+        assert flag.help.strip() and field.metadata["help"] in flag.help, field.name
+        if field.name in ("space", "fixed"):
+            assert isinstance(flag, flags.MultiFlag) and flag.default is None
+        else:
+            assert flag.default == getattr(defaults, field.name), field.name
+        if field.metadata["choices"]:
+            assert flag.parser.enum_values == list(field.metadata["choices"])
+        if field.metadata["lower_bound"] is not None:
+            assert flag.parser.lower_bound == field.metadata["lower_bound"]
+        if isinstance(getattr(defaults, field.name), bool):
+            assert isinstance(flag, flags.BooleanFlag), field.name
+    assert ours["optimizer"].help.startswith("<rmsprop|adam|sgd|adamw>: ")
+    assert ours["model"].parser.flag_type() == "string"
+
+
+def test_default_flags_give_the_default_config_and_flags_text_lists_every_flag():
+    assert _parsed() == Config()
+    text = main.flags_text()
+    for name in ("accelerator", "sampler", "min_epochs", "reduction_factor", "storage"):
+        assert f"--{name}=" in text
+    assert "--nowait_for_lock" in text and "--download" in text
+
+
+def test_flags_text_repeats_a_run(tmp_path):
+    args = (
+        "--sampler=tpe",
+        "--prune=asha",
+        "--min_epochs=2",
+        "--reduction_factor=4",
+        "--storage=sqlite:///study.db",
+        "--study_name=mine",
+        "--wait_for_lock",
+        "--optimizer=adamw",
+        "--param=learning_rate:log:1e-4:1e-2",
+        "--fixed=dense_units=256",
+        "--nodownload",
+        "--xi=0.5",
+    )
+    config = _parsed(*args)
+    assert (config.sampler, config.prune, config.min_epochs) == ("tpe", "asha", 2)
+    assert (config.reduction_factor, config.storage, config.study_name) == (
+        4,
+        "sqlite:///study.db",
+        "mine",
+    )
+    assert config.wait_for_lock and not config.download and config.xi == 0.5
+    assert config.space.names == ["learning_rate"] and config.fixed == {"dense_units": 256}
+    try:
+        flags.FLAGS(["tpu_bo", *args])
+        text = main.flags_text()
+    finally:
+        flags.FLAGS.unparse_flags()
+    (tmp_path / "flags.txt").write_text(text)
+    assert _parsed(f"--flagfile={tmp_path / 'flags.txt'}") == config
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--storage=study.db"], "storage"),
+        (["--prune=median", "--epochs=2", "--min_epochs=3"], "min_epochs"),
+        (["--param=learning_rate:gauss:0:1"], "param"),
+        (["--fixed=dense_units"], "fixed"),
+    ],
+)
+def test_bad_values_name_their_flag(args, flag):
+    with pytest.raises(ConfigError) as info:
+        _parsed(*args)
+    assert info.value.flag == flag
+
+
+@pytest.mark.parametrize(
+    "arg", ["--reduction_factor=1", "--min_epochs=0", "--sampler=cmaes", "--prune=sometimes"]
+)
+def test_flag_bounds_and_choices_are_checked_while_parsing(arg):
+    with pytest.raises(flags.IllegalFlagValueError, match=arg.split("=")[0].lstrip("-")):
+        _parsed(arg)
+
+
+def test_there_are_flagfiles():
+    assert len(FLAGFILES) >= 3
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: p.name)
+def test_flagfile_opens_with_command_hardware_and_expectations(path: pathlib.Path):
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    text = "\n".join(header)
+    assert f"--flagfile=flags/{path.name}" in text
+    assert "Hardware:" in text and "Expected:" in text
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: p.name)
+def test_flagfile_parses_into_a_valid_config(path: pathlib.Path):
+    assert _parsed(f"--flagfile={path}").total_trials >= 2
+
+
+def test_cpu_smoke_flagfile_runs(tmp_path):
+    run = run_cli(
+        "--flagfile=flags/cpu_smoke.flags",
+        "--init_points=1",
+        "--n_iter=1",
+        "--epochs=1",
+        f"--output_dir={tmp_path}",
+    )
+    assert run.returncode == 0, run.stderr
+    assert len(load_records(str(tmp_path))) == 2
+
+
+def test_mnist_blog_cpu_flagfile_runs(tmp_path, mnist_dir):
+    run = run_cli(
+        "--flagfile=flags/mnist_blog_cpu.flags",
+        f"--data_dir={mnist_dir}",
+        "--train_split=train[:5%]",
+        "--eval_split=train[95%:]",
+        "--test_split=",
+        "--init_points=1",
+        "--n_iter=1",
+        f"--output_dir={tmp_path}",
+    )
+    assert run.returncode == 0, run.stderr
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["dataset"] == "mnist" and config["epochs"] == 1
+    assert [p["name"] for p in config["space"]] == ["dropout_2", "learning_rate"]

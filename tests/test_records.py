@@ -1,10 +1,9 @@
-"""Typed trial records, built from Optuna's frozen trials."""
+"""Typed trial records: the best trial and epoch, and the metrics an Outcome reports (those of
+its best epoch)."""
 
 from __future__ import annotations
 
-import optuna
-from optuna.distributions import FloatDistribution
-
+from tpu_bo.records import Outcome as TrialResult
 from tpu_bo.records import Status, TrialRecord, best, best_epoch
 
 HISTORY = [
@@ -12,42 +11,6 @@ HISTORY = [
     {"epoch": 2, "val_accuracy": 0.7, "val_loss": 0.8},
     {"epoch": 3, "val_accuracy": 0.7, "val_loss": 0.9},
 ]
-
-
-def frozen(state, value=None, **attrs):
-    return optuna.trial.create_trial(
-        state=state,
-        value=value,
-        params={"lr": 0.01},
-        distributions={"lr": FloatDistribution(1e-4, 1e-1, log=True)},
-        user_attrs=attrs,
-    )
-
-
-def test_a_record_reads_every_attribute_and_maps_the_state():
-    t = frozen(
-        optuna.trial.TrialState.COMPLETE,
-        0.7,
-        target=0.7,
-        history=HISTORY,
-        seed=5,
-        source="guided",
-        best_epoch=2,
-        steps=30,
-        seconds=1.5,
-        traces=2,
-        width=4,
-    )
-    r = TrialRecord.from_frozen(t)
-    assert (r.status, r.target, r.seed, r.source, r.width, r.traces) == (
-        Status.OK, 0.7, 5, "guided", 4, 2,
-    )  # fmt: skip
-    assert r.metrics == {"val_accuracy": 0.7, "val_loss": 0.8}
-    assert r.to_dict()["status"] == "ok" and r.to_dict()["history"] == HISTORY
-    failed = TrialRecord.from_frozen(frozen(optuna.trial.TrialState.FAIL, target=float("nan")))
-    assert failed.status is Status.FAILED and failed.target is None and failed.metrics == {}
-    running = TrialRecord.from_frozen(frozen(optuna.trial.TrialState.RUNNING))
-    assert running.status is Status.RUNNING and running.finished_at is None
 
 
 def test_best_takes_the_best_ok_target_and_the_earliest_among_equals():
@@ -69,3 +32,15 @@ def test_best_takes_the_best_ok_target_and_the_earliest_among_equals():
 def test_best_epoch_is_one_based_and_takes_the_earlier_tie():
     assert best_epoch(HISTORY, "val_accuracy", maximize=True) == 2
     assert best_epoch(HISTORY, "val_loss", maximize=False) == 2
+
+
+def test_metrics_are_the_best_epoch_by_accuracy_else_by_loss():
+    history = [
+        {"epoch": 1, "val_accuracy": 0.5, "val_loss": 0.9},
+        {"epoch": 2, "val_accuracy": 0.7, "val_loss": 1.1},
+        {"epoch": 3, "val_accuracy": 0.6, "val_loss": 0.8},
+    ]
+    assert TrialResult("ok", history).metrics == {**history[1], "best_epoch": 2}
+    losses = [{k: v for k, v in h.items() if k != "val_accuracy"} for h in history]
+    assert TrialResult("ok", losses).metrics == {**losses[2], "best_epoch": 3}
+    assert TrialResult("failed", []).metrics == {}

@@ -8,13 +8,14 @@ import keras
 import numpy as np
 import pytest
 
-from tpu_bo import models
 from tpu_bo.config import Config
-from tpu_bo.engine import Outcome, Status, Study
 from tpu_bo.errors import ConfigError
+from tpu_bo.records import Outcome, Status
 from tpu_bo.results import load_best_model, load_final_model, load_records, load_summary
-from tpu_bo.space import SearchSpace
-from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, FINAL_MODEL, SUMMARY
+from tpu_bo.search.space import SearchSpace
+from tpu_bo.study.output_dir import BEST_TRIAL, BEST_WEIGHTS, FINAL_MODEL, SUMMARY
+from tpu_bo.study.study import Study
+from tpu_bo.train import models
 
 SPACE = SearchSpace.from_value({"learning_rate": ("log", 1e-4, 1e-1)})
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpu_bo.layers import Dropout
+from tpu_bo.train.layers import Dropout
 
 N_TABULAR, CATEGORIES = 1024, 6
 

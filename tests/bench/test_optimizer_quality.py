@@ -11,9 +11,9 @@ import pytest
 from bench import optimizer_quality
 from bench.problems import PROBLEMS
 from bench.quality_methods import Run, pick, posterior_pick, regret, run_one
-from tpu_bo.recommend import TOP, recommend
-from tpu_bo.space import SearchSpace
-from tpu_bo.suggest import Suggester
+from tpu_bo.search.recommend import TOP, recommend
+from tpu_bo.search.space import SearchSpace
+from tpu_bo.search.suggester import Suggester
 
 
 def test_the_noisy_problems_are_copies_with_more_noise_and_the_originals_are_unchanged():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tpu_bo.accelerator import get_strategy
 from tpu_bo.config import Config
+from tpu_bo.data.pipeline import load_datasets
+from tpu_bo.device.accelerator import get_strategy
 from tpu_bo.errors import ConfigError
-from tpu_bo.input_pipeline import load_datasets
 
 
 def _drain(strategy, data):

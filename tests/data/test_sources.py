@@ -7,8 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tpu_bo.config import Config
-from tpu_bo.errors import ConfigError
-from tpu_bo.sources import (
+from tpu_bo.data.sources import (
     count_examples,
     digits_source,
     function_source,
@@ -16,6 +15,7 @@ from tpu_bo.sources import (
     python_study,
     tfds_source,
 )
+from tpu_bo.errors import ConfigError
 
 
 def test_digits_splits_take_the_slice_syntax():

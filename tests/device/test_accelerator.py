@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from tpu_bo import accelerator
+from tpu_bo.device import accelerator
 from tpu_bo.errors import ConfigError
 
 
@@ -54,35 +54,8 @@ def test_malformed_tf_config(monkeypatch):
         accelerator.get_strategy("cpu")
 
 
-@pytest.mark.parametrize(
-    ("tf_config", "chief"),
-    [
-        (None, True),
-        ({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}, True),
-        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
-        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
-        (
-            {
-                "cluster": {"chief": ["c:1"], "worker": ["a:1"]},
-                "task": {"type": "worker", "index": 0},
-            },
-            False,
-        ),
-        ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief"}}, True),
-    ],
-)
-def test_only_the_chief_writes(monkeypatch, tf_config, chief):
-    import json
-
-    if tf_config is None:
-        monkeypatch.delenv("TF_CONFIG", raising=False)
-    else:
-        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    assert accelerator.is_chief() is chief
-
-
 def test_auto_does_not_probe_a_machine_without_tpu_devices(monkeypatch, capsys):
-    from tpu_bo import tpu_env
+    from tpu_bo.device import tpu_env
 
     calls = []
     monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", calls.append)
@@ -95,7 +68,7 @@ def test_auto_does_not_probe_a_machine_without_tpu_devices(monkeypatch, capsys):
 
 
 def test_auto_probes_the_tpu_once_per_process(monkeypatch, capsys):
-    from tpu_bo import tpu_env
+    from tpu_bo.device import tpu_env
 
     monkeypatch.setattr(tpu_env, "tpu_evidence", lambda: "/dev/vfio/0")  # a TPU may be here
     calls = []
@@ -121,7 +94,7 @@ def test_an_explicit_tpu_request_still_probes(monkeypatch):
 
 
 def test_a_tpu_machine_that_tensorflow_cannot_reach_names_the_plugin(monkeypatch):
-    from tpu_bo import tpu_env
+    from tpu_bo.device import tpu_env
 
     setup = tpu_env.Setup(
         evidence="/dev/vfio/0",
@@ -151,26 +124,3 @@ def test_bfloat16_on_a_gpu_without_it_warns(details, warned):
     assert (warning is not None) is warned
     if warned:
         assert warning.startswith("--mixed_precision: Tesla T4 (compute capability 7.5)")
-
-
-@pytest.mark.parametrize(
-    ("tf_config", "workers", "index"),
-    [
-        (None, 0, 0),
-        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, 2, 1),
-        ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief"}}, 2, 0),
-        (
-            {"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker"}},
-            2,
-            1,
-        ),
-    ],
-)
-def test_worker_places(monkeypatch, tf_config, workers, index):
-    import json
-
-    if tf_config is None:
-        monkeypatch.delenv("TF_CONFIG", raising=False)
-    else:
-        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    assert accelerator.num_workers() == workers and accelerator.worker_index() == index

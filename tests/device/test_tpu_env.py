@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tpu_bo import tpu_env
+from tpu_bo.device import tpu_env
 
 
 @pytest.fixture

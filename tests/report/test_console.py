@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from tpu_bo.engine import Status, TrialRecord
-from tpu_bo.report import Reporter, format_value
+from tpu_bo.records import Status, TrialRecord
+from tpu_bo.report.console import Reporter, format_value
 
 
 class Terminal(io.StringIO):

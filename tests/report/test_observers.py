@@ -7,10 +7,13 @@ from types import SimpleNamespace
 
 import tensorflow as tf
 
-from tpu_bo.engine import Status, TrialRecord
-from tpu_bo.observers import Console, Observer, Observers, SummaryPlot, TensorBoard
-from tpu_bo.report import Reporter
-from tpu_bo.space import SearchSpace
+from tpu_bo.records import Status, Summary, TrialRecord
+from tpu_bo.report import plots
+from tpu_bo.report.console import Console, Reporter
+from tpu_bo.report.observers import Observer, Observers
+from tpu_bo.report.plots import SummaryPlot
+from tpu_bo.report.tensorboard import TensorBoard
+from tpu_bo.search.space import SearchSpace
 
 SPACE = SearchSpace.from_value({"learning_rate": ("log", 1e-4, 1e-2)})
 
@@ -37,7 +40,18 @@ class Recorder(Observer):
         self.log.append((self.name, "trial_end", (record, new_best)))
 
     def on_study_end(self, summary):
-        self.log.append((self.name, "study_end", dict(summary)))
+        self.log.append((self.name, "study_end", summary.trials))
+
+
+def summary(**fields):
+    """A study's Summary with nothing in it but ``fields``."""
+    empty = dict(
+        best_trial=None, best_target=None, objective="val_accuracy (max, best epoch)",
+        best_params={}, best_epoch=None, test=None, counts={}, trials=0, budget=1,
+        training_steps=0, best_at_edge=[], utilization_this_session=None,
+        seconds_this_session=0.0, time_this_session={},
+    )  # fmt: skip
+    return Summary(**{**empty, **fields})
 
 
 def record(number, target=0.5, status=Status.OK):
@@ -52,14 +66,14 @@ def test_observers_call_every_hook_of_each_observer_in_order():
     both.on_progress(1, 10, 0.5, 3.0)
     both.on_epoch("trial", {"epoch": 1})
     both.on_trial_end("record", new_best=True)
-    both.on_study_end({"trials": 1})
+    both.on_study_end(summary(trials=1))
     calls = [
         ("study_start", "study"),
         ("trial_start", "trial"),
         ("progress", (1, 10, 0.5, 3.0)),
         ("epoch", ("trial", {"epoch": 1})),
         ("trial_end", ("record", True)),
-        ("study_end", {"trials": 1}),
+        ("study_end", 1),
     ]
     assert log == [(name, *call) for call in calls for name in ("a", "b")]
 
@@ -108,7 +122,7 @@ def test_tensorboard_replays_a_resumed_history_then_logs_each_epoch(tmp_path):
     tb.on_epoch(fresh, {"epoch": 1, "loss": 3.0})
     tb.on_trial_end(record(4), new_best=False)
     tb.on_epoch(resumed, {"epoch": 4, "loss": 0.5})  # ended: not logged
-    tb.on_study_end({})
+    tb.on_study_end(summary())
     root = tmp_path / "tensorboard"
     assert scalars(root / "trial_0004") == [("loss", 1, 2.0), ("loss", 2, 1.5), ("loss", 3, 1.0)]
     assert scalars(root / "trial_0005") == [("loss", 1, 3.0)]
@@ -118,25 +132,23 @@ def test_tensorboard_replays_a_resumed_history_then_logs_each_epoch(tmp_path):
 def test_the_summary_plot_is_written_at_the_end_only_when_a_trial_ended(tmp_path):
     path = tmp_path / "summary.png"
     plot = SummaryPlot(str(path), SPACE, objective="val_accuracy", maximize=True)
-    plot.on_study_end({})
+    plot.on_study_end(summary())
     assert not path.exists()
     plot.on_trial_end(record(1, 0.9), new_best=True)
     plot.on_trial_end(record(0, 0.4), new_best=False)
     assert not path.exists()
-    plot.on_study_end({})
+    plot.on_study_end(summary())
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [r.number for r in plot.records] == [1, 0]
 
 
 def test_the_summary_plot_gets_every_record_as_a_dict_by_number(tmp_path, monkeypatch):
-    from tpu_bo import plots
-
     calls = []
     monkeypatch.setattr(plots, "write_summary_plot", lambda *a, **k: calls.append((a, k)))
     plot = SummaryPlot("out.png", SPACE, objective="val_loss", maximize=False)
     for n in (2, 0, 1):
         plot.on_trial_end(record(n), new_best=False)
-    plot.on_study_end({"pbt": {"best": {"trial": 1}}})  # a PBT study's best member
+    plot.on_study_end(summary(pbt={"best": {"trial": 1}}))  # a PBT study's best member
     (((path, records, space), kwargs),) = calls
     expected = {"objective": "val_loss", "maximize": False, "pbt": {"trial": 1}}
     assert (path, space, kwargs) == ("out.png", SPACE, expected)

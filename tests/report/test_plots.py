@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tpu_bo.plots import summary_figure, write_summary_plot
-from tpu_bo.space import SearchSpace
+from tpu_bo.report.plots import summary_figure, write_summary_plot
+from tpu_bo.search.space import SearchSpace
 
 SPACE = SearchSpace.from_value(
     {

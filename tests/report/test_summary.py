@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from tpu_bo.config import Config
-from tpu_bo.engine import Status, TrialRecord, best
-from tpu_bo.summary import dashboard_target, header_lines, summarize
+from tpu_bo.records import Status, TrialRecord, best
+from tpu_bo.report.summary import dashboard_target, header_lines, summarize
 
 SPACE = {"learning_rate": ("log", 1e-4, 1e-2), "units": ("choice", [16, 32])}
 
@@ -82,7 +82,7 @@ def test_summarize_counts_trials_and_names_the_best(tmp_path):
     test = {"split": "test", "examples": 297, "accuracy": 0.81234}
     split = {"train": 8.0, "eval": 3.0, "suggest_wait": 0.0, "other": 1.346, "wall": 12.346}
     summary, lines = summarize(s.config, s, records, top, test, split, 0.87654)
-    assert summary == {
+    assert summary.to_dict() == {
         "best_trial": 0,
         "best_target": 0.8,
         "objective": "val_accuracy (max, best epoch)",
@@ -97,6 +97,7 @@ def test_summarize_counts_trials_and_names_the_best(tmp_path):
         "utilization_this_session": 0.8765,
         "seconds_this_session": 12.346,
         "time_this_session": split,
+        "selection": {},  # the session adds how it chose
     }
     assert lines == [
         "",
@@ -113,8 +114,8 @@ def test_a_best_at_the_edge_of_the_space_is_warned_about(tmp_path):
     s = study(tmp_path)
     top = record(0, Status.OK, 0.7, lr=1e-2)
     summary, lines = summarize(s.config, s, [top], top, None, {"wall": 1.0}, None)
-    assert summary["best_at_edge"] == ["learning_rate"] and summary["test"] is None
-    assert summary["utilization_this_session"] is None
+    assert summary.best_at_edge == ["learning_rate"] and summary.test is None
+    assert summary.utilization_this_session is None
     assert not any(line.startswith(("slot utilization", "test (")) for line in lines)
     assert lines[-2] == (
         "warning: the best point lies at the edge of the space for learning_rate; "
@@ -126,9 +127,9 @@ def test_without_a_best_trial(tmp_path):
     s = study(tmp_path)
     records = [record(0, Status.FAILED, None)]
     summary, lines = summarize(s.config, s, records, None, None, {"wall": 0.0}, None)
-    assert summary["best_trial"] is None and summary["best_params"] == {}
-    assert summary["best_target"] is None and summary["best_epoch"] is None
-    assert summary["best_at_edge"] == []
+    assert summary.best_trial is None and summary.best_params == {}
+    assert summary.best_target is None and summary.best_epoch is None
+    assert summary.best_at_edge == []
     assert "best: no trial succeeded." in lines
 
 

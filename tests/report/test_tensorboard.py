@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tpu_bo.space import SearchSpace
-from tpu_bo.tb_log import METRICS, TensorBoardLog
+from tpu_bo.report.tensorboard import METRICS, TensorBoardLog
+from tpu_bo.search.space import SearchSpace
 
 SPACE = SearchSpace.from_value(
     {

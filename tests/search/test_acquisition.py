@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tpu_bo.acquisition import capped_lbfgsb, maximise
+from tpu_bo.search.acquisition import capped_lbfgsb, maximise
 
 
 def test_capped_lbfgsb_stops_at_its_cap_and_keeps_the_best_point():
@@ -22,16 +22,16 @@ def test_capped_lbfgsb_stops_at_its_cap_and_keeps_the_best_point():
 
 
 def test_maximise_finds_the_best_point_of_a_mixed_space():
-    from tpu_bo.space import SearchSpace
-    from tpu_bo.suggest import Suggester
+    from tpu_bo.search.space import SearchSpace
+    from tpu_bo.search.suggester import Suggester
 
     s = Suggester(SearchSpace.parse(["x:float:0:1", "k:choice:a,b,c"]), seed=0)
     s.observe({"x": 0.5, "k": "a"}, 0.0)
-    space = s.optimizer.space
+    space = s.bo.space
     b = space.masks["k"]
 
     def acquisition(points):  # lowest at x = 0.8 with k = b
         return (points[:, space.masks["x"]][:, 0] - 0.8) ** 2 - points[:, b][:, 1]
 
-    x = maximise(acquisition, s.optimizer)
+    x = maximise(acquisition, s.bo)
     assert abs(x[space.masks["x"]][0] - 0.8) < 1e-3 and x[b][1] == 1.0

@@ -7,16 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from tpu_bo.gp_kernel import NOISE_PRIOR, make_kernel, with_prior
-from tpu_bo.space import SearchSpace
-from tpu_bo.suggest import Suggester
+from tpu_bo.search.kernel import NOISE_PRIOR, make_kernel, with_prior
+from tpu_bo.search.space import SearchSpace
+from tpu_bo.search.suggester import Suggester
 
 
 def test_distances_are_measured_on_unit_coordinates():
     space = SearchSpace.parse(["p:float:0.1:0.5", "lr:log:1e-4:1e-1"])
-    optimizer = Suggester(space).optimizer
-    kernel = make_kernel(optimizer, unit=True, noise=False)
-    raw = make_kernel(optimizer, unit=False, noise=False)
+    bo = Suggester(space).bo
+    kernel = make_kernel(bo, unit=True, noise=False)
+    raw = make_kernel(bo, unit=False, noise=False)
     a, b = np.array([[0.1, -4.0]]), np.array([[0.5, -4.0]])  # the whole dropout range
     c = np.array([[0.1, -1.0]])  # the whole log learning-rate range
     assert kernel(a, b)[0, 0] == pytest.approx(kernel(a, c)[0, 0])
@@ -24,8 +24,8 @@ def test_distances_are_measured_on_unit_coordinates():
 
 
 def test_the_noise_prior_adds_its_log_density_and_gradient():
-    optimizer = Suggester(SearchSpace.parse(["x:float:0:1"])).optimizer
-    kernel = make_kernel(optimizer, unit=True, noise=True)
+    bo = Suggester(SearchSpace.parse(["x:float:0:1"])).bo
+    kernel = make_kernel(bo, unit=True, noise=True)
     f = with_prior(lambda theta: (1.0, np.zeros_like(theta)), kernel)
     theta = np.array([0.0, math.log(0.1)])  # length scale 1, noise 0.1
     value, gradient = f(theta)

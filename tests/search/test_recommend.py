@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tpu_bo import recommend
 from tpu_bo.records import Status, TrialRecord
+from tpu_bo.search import recommend
 
 
 def test_the_best_posterior_mean_among_the_top_observed_is_recommended():

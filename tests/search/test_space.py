@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tpu_bo.errors import ConfigError
-from tpu_bo.space import Param, SearchSpace, parse_fixed, parse_param
+from tpu_bo.search.space import Param, SearchSpace, parse_fixed, parse_param
 
 
 def test_parse_every_kind():
@@ -63,8 +63,8 @@ def test_roles_are_inferred_and_overridable():
 def test_log_scale_maps_through_log10():
     space = SearchSpace.parse(["learning_rate:log:1e-4:1e-2"])
     assert space.pbounds() == {"learning_rate": (-4.0, -2.0)}
-    assert space.from_optimizer({"learning_rate": -3.0}) == {"learning_rate": pytest.approx(1e-3)}
-    assert space.to_optimizer({"learning_rate": 1e-3}) == {"learning_rate": pytest.approx(-3.0)}
+    assert space.from_sampler({"learning_rate": -3.0}) == {"learning_rate": pytest.approx(1e-3)}
+    assert space.to_sampler({"learning_rate": 1e-3}) == {"learning_rate": pytest.approx(-3.0)}
 
 
 def test_int_and_choice_bounds_for_bayes_opt():
@@ -73,7 +73,7 @@ def test_int_and_choice_bounds_for_bayes_opt():
     assert bounds["n"] == (1, 4, int)
     assert type(bounds["units"]).__name__ == "CategoricalParameter"
     assert bounds["units"].categories == [128, 256]
-    assert space.from_optimizer({"n": 2.6, "units": 256}) == {"n": 3, "units": 256}
+    assert space.from_sampler({"n": 2.6, "units": 256}) == {"n": 3, "units": 256}
 
 
 def test_every_suggestion_of_bayes_opt_lands_in_the_space():
@@ -92,9 +92,9 @@ def test_every_suggestion_of_bayes_opt_lands_in_the_space():
         opt = BayesianOptimization(f=None, pbounds=space.pbounds(), random_state=0, verbose=0)
     for i in range(12):
         point = opt.suggest() if i >= 3 else opt.random_sample(1)[0]
-        values = space.from_optimizer(point)
+        values = space.from_sampler(point)
         assert all(space[n].contains(v) for n, v in values.items()), values
-        opt.register(params=space.to_optimizer(values), target=-abs(math.log10(values["lr"]) + 3))
+        opt.register(params=space.to_sampler(values), target=-abs(math.log10(values["lr"]) + 3))
 
 
 @pytest.mark.parametrize(

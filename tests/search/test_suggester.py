@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from tpu_bo.space import SearchSpace
-from tpu_bo.suggest import Suggester
+from tpu_bo.search.space import SearchSpace
+from tpu_bo.search.suggester import Suggester
 
 SPACE = SearchSpace.parse(["lr:log:1e-5:1e-1", "units:choice:16,32", "p:float:0:1"])
 
 
 def registered(suggester):
-    return [float(t) for t in suggester.optimizer.space.target]
+    return [float(t) for t in suggester.bo.space.target]
 
 
 def test_suggestions_stay_in_the_space_and_improve_on_a_simple_function():
@@ -70,11 +70,11 @@ def test_every_acquisition_suggests(acquisition):
 def test_domain_reduction_narrows_the_bounds():
     space = SearchSpace.parse(["x:float:-5:5", "y:log:1e-4:1"])
     s = Suggester(space, seed=0, domain_reduction=True)
-    before = s.optimizer.space.bounds.copy()
+    before = s.bo.space.bounds.copy()
     for i in range(10):
         v = s.suggest(random=i < 3)
         s.observe(v, -((v["x"] - 1) ** 2) - (math.log10(v["y"]) + 2) ** 2)
-    after = s.optimizer.space.bounds
+    after = s.bo.space.bounds
     assert (after[:, 1] - after[:, 0] < before[:, 1] - before[:, 0]).all()
 
 
@@ -86,8 +86,8 @@ def test_a_failed_region_is_predicted_worse_than_every_success():
     for x in (8.0, 9.0, 10.0):
         s.observe({"x": x}, None, status="failed")
     assert sorted(registered(s))[:3] == [0.4, 0.4, 0.4]  # worst 0.5 minus the spread 0.1
-    s.optimizer._gp.fit(s.optimizer.space.params, s.optimizer.space.target)
-    mean = s.optimizer._gp.predict([[8.5], [9.5]])
+    s.bo._gp.fit(s.bo.space.params, s.bo.space.target)
+    mean = s.bo._gp.predict([[8.5], [9.5]])
     assert (mean < 0.5).all()
     for _ in range(3):
         x = s.suggest()["x"]
@@ -131,7 +131,7 @@ def _smooth(v):
 
 
 def test_the_refit_schedule_refits_at_every_count_then_every_tenth_more():
-    from tpu_bo.suggest import refit_point
+    from tpu_bo.search.suggester import refit_point
 
     assert [refit_point(n) for n in (1, 5, 12, 13, 14, 15, 16, 100, 200)] == [
         1, 5, 12, 12, 14, 14, 16, 97, 192,
@@ -165,8 +165,8 @@ def test_a_cold_memo_proposes_exactly_what_a_warm_one_does():
 
 
 def test_the_work_of_a_suggestion_is_capped_by_counts(monkeypatch):
-    import tpu_bo.acquisition as acquisition
-    import tpu_bo.suggest as suggest
+    import tpu_bo.search.acquisition as acquisition
+    import tpu_bo.search.suggester as suggest
 
     monkeypatch.setattr(suggest, "FIT_EVALUATIONS", 3)  # a likelihood that would not converge
     s = _fed(40)
@@ -187,9 +187,9 @@ def test_the_work_of_a_suggestion_is_capped_by_counts(monkeypatch):
 def test_the_acquisition_reads_the_posterior_sklearn_predicts():
     s = _fed(25, exact=True)
     s.suggest()
-    points = s.optimizer.space.random_sample(20, random_state=0)
-    mean, std = s.optimizer._gp.predict(points, return_std=True)
-    target = s.optimizer.space.target
+    points = s.bo.space.random_sample(20, random_state=0)
+    mean, std = s.bo._gp.predict(points, return_std=True)
+    target = s.bo.space.target
     expected = type(s._base)(xi=0.0)
     expected.y_max = target.max()
     # Scaled by the scores' spread: the same argmax, gradients on one scale.
@@ -212,15 +212,15 @@ def test_settled_observations_bound_the_refit_data():
 def test_with_noise_the_acquisition_is_expected_improvement_over_the_best_posterior_mean():
     s = _fed(25, noise=0.3, acquisition="ei")
     s.suggest()
-    gp = s.optimizer._gp
-    points = s.optimizer.space.random_sample(20, random_state=0)
+    gp = s.bo._gp
+    points = s.bo.space.random_sample(20, random_state=0)
     mean, std = gp.predict(points, return_std=True)  # of one observation: noise included
     noise = gp.kernel_.k2.noise_level * gp._y_train_std**2
     assert noise > 0.01 * gp._y_train_std**2  # the fit saw the noise
     latent = np.sqrt(std**2 - noise)
     expected = type(s._base)(xi=0.0)
-    expected.y_max = gp.predict(s.optimizer.space.params).max()  # not the luckiest score
-    assert expected.y_max < s.optimizer.space.target.max()
+    expected.y_max = gp.predict(s.bo.space.params).max()  # not the luckiest score
+    assert expected.y_max < s.bo.space.target.max()
     ours = s._acquisition()(points) * gp._y_train_std
     assert ours == pytest.approx(-expected.base_acq(mean, latent), rel=1e-5, abs=1e-12)
 

@@ -1,4 +1,4 @@
-"""The end of a session in a study shared through a database (``tpu_bo.ending``): repeats
+"""The end of a session in a study shared through a database (``tpu_bo.session.ending``): repeats
 planned from every worker's trials, a dead worker's repeat taken over, one summary of all."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import optuna
 
 from tpu_bo import run_study
-from tpu_bo.rdb import RELEASED
+from tpu_bo.study.shared.rdb import RELEASED
 
 
 def test_a_shared_studys_end_takes_over_a_dead_workers_repeat_and_plans_no_more(tmp_path):

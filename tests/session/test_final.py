@@ -1,7 +1,7 @@
 """After the study: the best configuration retrained from its seed, scored once, exported.
 
 One small digits study with ``final_epochs=2`` (``study``) serves the end-to-end tests; the
-failure and train+eval paths of :func:`tpu_bo.final.train_final` also run against stand-ins
+failure and train+eval paths of :func:`tpu_bo.session.final.train_final` also run against stand-ins
 of the trainer and datasets, which cost nothing.
 """
 
@@ -17,10 +17,10 @@ import pytest
 
 from tpu_bo import run_study
 from tpu_bo.config import Config
-from tpu_bo.engine import Status, TrialRecord
-from tpu_bo.final import train_final
-from tpu_bo.input_pipeline import Datasets
-from tpu_bo.storage import StudyDir
+from tpu_bo.data.pipeline import Datasets
+from tpu_bo.records import Status, TrialRecord
+from tpu_bo.session.final import train_final
+from tpu_bo.study.output_dir import OutputDir
 
 SMALL = {"dataset": "digits", "epochs": 1, "init_points": 2, "n_iter": 1, "batch_size": 64}
 
@@ -69,8 +69,8 @@ def test_both_exports_reload_and_score_the_test_split_as_the_final_run_did(study
     import keras
     import tensorflow as tf
 
-    from tpu_bo.layers import Dropout
     from tpu_bo.results import load_final_model
+    from tpu_bo.train.layers import Dropout
 
     out, result, _ = study
     images, labels = digits_test_split()
@@ -182,7 +182,11 @@ class FakeTower:
 class FakeProgram:
     def __init__(self, losses):
         self.losses, self.towers, self.owner = list(losses), [FakeTower()], "a pack"
-        self.evaluated = []
+        self.evaluated, self.starts = [], []
+
+    def start(self, slot, values, seed):
+        assert slot == 0
+        self.starts.append((values, seed))
 
     def train(self, iterator, steps):
         self.trained = getattr(self, "trained", []) + [(iterator, steps)]
@@ -195,15 +199,15 @@ class FakeProgram:
 
 class FakeTrainer:
     def __init__(self, program):
-        self.program, self.resets = program, []
+        self._the_program = program
 
-    def _program(self, params, width):
+    def program(self, params, width):
         assert width == 1
-        return self.program
+        return self._the_program
 
-    def _reset_slot(self, program, slot, params, seed, state):
-        assert program is self.program and slot == 0
-        self.resets.append((params, seed, state))
+    @property
+    def resets(self):
+        return self._the_program.starts
 
 
 class FakeData:
@@ -232,7 +236,7 @@ def final_of(program, tmp_path, *, writer=False, **fields):
     """``train_final`` of RECORD on stand-ins; a non-writer by default (it exports nothing)."""
     config = Config(**{**SMALL, "final_epochs": 2, "steps_per_execution": 2, **fields})
     trainer, lines = FakeTrainer(program), Lines()
-    files = StudyDir(str(tmp_path), writer=writer)
+    files = OutputDir(str(tmp_path), writer=writer)
     return train_final(config, trainer, FakeDatasets(), RECORD, files, lines), trainer, lines
 
 
@@ -244,7 +248,7 @@ def test_a_nan_loss_fails_the_final_run_in_one_sentence_recorded_in_final_json(t
     assert lines.lines[-1] == "final: " + final["error"]
     assert json.loads((tmp_path / "final" / "final.json").read_text()) == final
     assert not (tmp_path / "final" / "model.keras").exists()
-    assert trainer.resets == [({"dropout_2": 0.2}, 42, None)]
+    assert trainer.resets == [({"dropout_2": 0.2}, 42)]
     assert program.owner is None and program.towers[0].frozen == 1
     assert [h["epoch"] for h in final["history"]] == [1]
     assert final["history"][0]["loss"] == pytest.approx(0.25)  # (0.5 + 0.25) / 3 steps

@@ -7,9 +7,10 @@ import json
 import pytest
 import tensorflow as tf
 
-from tpu_bo import workers
 from tpu_bo.errors import ConfigError
-from tpu_bo.workers import CHECK_FILE, check_shared_output_dir
+from tpu_bo.session import lockstep as workers
+from tpu_bo.session.lockstep import check_shared_output_dir
+from tpu_bo.study.output_dir import WORKERS_CHECK as CHECK_FILE
 
 
 def fake_cluster(monkeypatch, index, workers=2):

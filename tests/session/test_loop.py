@@ -1,5 +1,5 @@
-"""The study loop (tpu_bo.loop): asks in the background while the chip trains, the time split,
-and a clean stop (no hang, lock released, nothing lost) when something fails mid-epoch."""
+"""The study loop (tpu_bo.session.loop): asks in the background while the chip trains, the time
+split, and a clean stop (no hang, lock released, nothing lost) when something fails mid-epoch."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import optuna
 import pytest
 
 from tpu_bo import run_study
-from tpu_bo.engine import Study
-from tpu_bo.observers import Observer
-from tpu_bo.storage import GFileJournal
+from tpu_bo.report.observers import Observer
+from tpu_bo.study.journal import GFileJournal
+from tpu_bo.study.study import Study
 from tpu_bo.timing import CATEGORIES
 
 TINY = {

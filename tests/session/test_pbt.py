@@ -21,14 +21,14 @@ import pytest
 
 from tests.conftest import run_cli, start_cli
 from tests.test_main import checkpoint, journal
-from tests.test_trainer import make_trainer
+from tests.train.test_trainer import make_trainer
 from tpu_bo import run_study
 from tpu_bo.config import Config
 from tpu_bo.errors import ConfigError
-from tpu_bo.pbt import ancestry, cut, explore, per_epoch
-from tpu_bo.reset import RNG_STATE
-from tpu_bo.reset import copied_variables as moved
-from tpu_bo.space import SearchSpace
+from tpu_bo.search.space import SearchSpace
+from tpu_bo.session.pbt import ancestry, cut, explore, per_epoch
+from tpu_bo.train.reset import RNG_STATE
+from tpu_bo.train.reset import copied_variables as moved
 
 TINY = {
     "model": "tests.custom_models:tiny",
@@ -66,7 +66,7 @@ def test_exploit_copies_weights_and_optimizer_state_exactly_in_one_traced_progra
     for k, point in enumerate(POINTS):
         pack.load(k, point, seed=10 + k)
     pack.run_epoch()
-    towers = pack._program.towers
+    towers = pack.program.towers
     rng_before = [components(v) for v in towers[0].model.variables if v.name == RNG_STATE]
     assert any(not np.array_equal(a, b) for a, b in zip(
         components(moved(towers[0])[0]), components(moved(towers[2])[0]), strict=True))  # fmt: skip
@@ -188,8 +188,8 @@ def test_a_pbt_study_journals_each_members_schedule(pbt_study):
 def test_the_best_members_ancestry_reaches_every_output(pbt_study):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from tpu_bo.data.sources import digits_source
     from tpu_bo.results import load_best_model
-    from tpu_bo.sources import digits_source
 
     result, out = pbt_study
     best = json.loads((out / "summary.json").read_text())["pbt"]["best"]
@@ -242,7 +242,7 @@ def test_a_killed_pbt_study_continues_its_population_on_two_replicas(tmp_path):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         saved = [checkpoint(tmp_path, n) for n in range(4)]
-        if all(s is not None and s["epoch"] >= 2 for s in saved):
+        if all(s is not None and s.epoch >= 2 for s in saved):
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
@@ -253,11 +253,11 @@ def test_a_killed_pbt_study_continues_its_population_on_two_replicas(tmp_path):
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for n, state in saved.items():
-        assert f"continuing trial {n} after epoch {state['epoch']}" in rerun.stdout
+        assert f"continuing trial {n} after epoch {state.epoch}" in rerun.stdout
     records = journal(tmp_path)
     assert [r.status.value for r in records] == ["ok"] * 5
     for r in records[:4]:
-        assert r.resumed_from_epoch == saved[r.number]["epoch"]
+        assert r.resumed_from_epoch == saved[r.number].epoch
         assert [h["epoch"] for h in r.history] == [1, 2, 3, 4]
         assert [e["after_epoch"] for e in r.schedule] == sorted(
             {e["after_epoch"] for e in r.schedule}

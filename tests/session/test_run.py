@@ -12,9 +12,9 @@ import pytest
 
 from tpu_bo import run_study
 from tpu_bo.config import Config
-from tpu_bo.engine import Status
 from tpu_bo.errors import ConfigError
-from tpu_bo.observers import Observer
+from tpu_bo.records import Status
+from tpu_bo.report.observers import Observer
 from tpu_bo.results import load_records
 
 SMALL = {"dataset": "digits", "epochs": 2, "init_points": 2, "n_iter": 2, "batch_size": 64}
@@ -39,7 +39,7 @@ class Recorder(Observer):
         self.calls.append(("trial_end", record.number))
 
     def on_study_end(self, summary):
-        self.calls.append(("study_end", summary["trials"]))
+        self.calls.append(("study_end", summary.trials))
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_best_weights_reload_into_a_fresh_model_and_reproduce_the_score(shared):
 def test_summary_plot_and_tensorboard_hparams_for_every_trial(shared):
     import tensorflow as tf
 
-    from tpu_bo.plots import summary_figure
+    from tpu_bo.report.plots import summary_figure
 
     out, result, _, _ = shared
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,8 +9,8 @@ import pytest
 
 from tpu_bo import Config, run_study
 from tpu_bo.records import Status, TrialRecord
-from tpu_bo.selection import Kept, choose, kept_name, ranked, repeat_candidates, repeat_plan
-from tpu_bo.storage import BEST_TRIAL, BEST_WEIGHTS, StudyDir
+from tpu_bo.session.selection import Kept, choose, ranked, repeat_candidates, repeat_plan
+from tpu_bo.study.output_dir import BEST_TRIAL, BEST_WEIGHTS, OutputDir, kept_name
 
 
 def _records(*targets, repeat_of=()):
@@ -88,7 +88,7 @@ def test_with_repeats_the_best_mean_wins_over_a_lucky_single_run():
 
 
 def test_kept_weights_follow_the_top_and_install_the_choice(tmp_path):
-    files = StudyDir(str(tmp_path))
+    files = OutputDir(str(tmp_path))
     saved = []
 
     def save(params, weights, path):

@@ -79,7 +79,8 @@ def test_an_unknown_skip_is_a_usage_error():
 
 
 def test_a_tpu_without_libtpu_fails_the_plugin_check_only_where_a_tpu_may_be_used(monkeypatch):
-    from tpu_bo import smoke, tpu_env
+    from tpu_bo.device import tpu_env
+    from tpu_bo.smoke import checks as smoke
 
     setup = tpu_env.Setup(
         evidence="/dev/vfio/0",

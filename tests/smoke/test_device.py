@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.test_trainer import make_trainer
-from tpu_bo.smoke_device import run_keeping_weights
+from tests.train.test_trainer import make_trainer
+from tpu_bo.smoke.device import run_keeping_weights
 
 POINTS = [{"dropout_2": 0.1, "learning_rate": 1e-3}, {"dropout_2": 0.4, "learning_rate": 3e-3}]
 

@@ -1,4 +1,4 @@
-"""Background work of a study (tpu_bo.background): asks while the chip trains, file writes."""
+"""Background work of a study (tpu_bo.study.background): asks while the chip trains, file writes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tpu_bo.background import Prefetch, Writes
+from tpu_bo.study.background import Prefetch, Writes
 
 
 def test_prefetch_hands_back_what_it_asked_and_its_errors():

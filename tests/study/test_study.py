@@ -6,10 +6,12 @@ import optuna
 import pytest
 
 from tpu_bo.config import Config
-from tpu_bo.engine import Outcome, Status, Study, TrialRecord, best
 from tpu_bo.errors import ConfigError
+from tpu_bo.records import Outcome, Status, best
 from tpu_bo.results import load_records
-from tpu_bo.space import SearchSpace
+from tpu_bo.search.space import SearchSpace
+from tpu_bo.study import trials
+from tpu_bo.study.study import Study
 
 SPACE = SearchSpace.from_value({"learning_rate": ("log", 1e-4, 1e-1), "units": ("choice", [8, 16])})
 
@@ -55,13 +57,14 @@ def test_ask_report_tell_and_records(tmp_path):
     records = load_records(str(tmp_path))
     assert [r.status for r in records] == [Status.OK, Status.FAILED, Status.RUNNING]
     assert best(records, maximize=True).number == 0
-    assert records[0] == TrialRecord.from_frozen(
+    assert records[0] == trials.record(
         optuna.load_study(study_name=tmp_path.name, storage=_journal(tmp_path)).trials[0]
     )
 
 
 def _journal(tmp_path):
-    from tpu_bo.storage import JOURNAL, GFileJournal
+    from tpu_bo.study.journal import GFileJournal
+    from tpu_bo.study.output_dir import JOURNAL
 
     return optuna.storages.JournalStorage(GFileJournal(str(tmp_path / JOURNAL), writer=False))
 
@@ -69,12 +72,12 @@ def _journal(tmp_path):
 def test_a_killed_session_leaves_its_trial_resumable_with_its_checkpoint(tmp_path):
     import numpy as np
 
-    from tpu_bo.pack import TrialState
+    from tpu_bo.records import Checkpoint
 
     study = Study(config(tmp_path)).open()
     trial = study.ask()
     study.report(trial, history(0.4)[0])
-    state = TrialState(1, history(0.4), [np.ones(3)], [np.zeros(2)], steps=5, seconds=2.0)
+    state = Checkpoint(1, history(0.4), [np.ones(3)], [np.zeros(2)], steps=5, seconds=2.0)
     study.checkpoint(trial, state)
     study.close()  # as if killed: the trial was never told
 
@@ -136,10 +139,9 @@ def test_an_rdb_storage_url(tmp_path):
     assert not (tmp_path / "out" / "trials.journal").exists()
 
 
-def test_the_readme_ask_and_tell_loop(tmp_path):
-    """The loop of the README's "Ask and tell" section, with a made-up training step."""
+def test_the_docs_ask_and_tell_loop(tmp_path):
+    """The loop of docs/ask_and_tell.md, with a made-up training step."""
     import tpu_bo
-    from tpu_bo.engine import Study
 
     def my_train_one_epoch(params):
         return 1.0 - abs(params["learning_rate"] - 0.01)
@@ -147,7 +149,7 @@ def test_the_readme_ask_and_tell_loop(tmp_path):
     config = tpu_bo.Config(
         dataset="digits", epochs=3, init_points=3, n_iter=5, output_dir=str(tmp_path)
     ).validate()
-    study = Study(config).open()
+    study = tpu_bo.Study(config).open()
     try:
         while study.remaining:
             trial = study.ask()
@@ -158,7 +160,7 @@ def test_the_readme_ask_and_tell_loop(tmp_path):
                 if study.report(trial, metrics):
                     break
             status = "ok" if len(history) == config.epochs else "pruned"
-            study.tell(trial, tpu_bo.engine.Outcome(status, history))
+            study.tell(trial, tpu_bo.Outcome(status, history))
     finally:
         study.close()
     records = tpu_bo.load_records(str(tmp_path))
@@ -191,13 +193,13 @@ def test_a_checkpoint_whose_attribute_was_never_recorded_still_resumes(tmp_path)
     trial told before the kill is deleted."""
     import numpy as np
 
-    from tpu_bo.pack import TrialState
+    from tpu_bo.records import Checkpoint
 
     study = Study(config(tmp_path)).open()
     told, running = study.ask(), study.ask()
-    state = TrialState(1, history(0.4), [np.ones(2)], [np.zeros(1)], steps=5, seconds=1.0)
+    state = Checkpoint(1, history(0.4), [np.ones(2)], [np.zeros(1)], steps=5, seconds=1.0)
     for trial in (told, running):
-        study.dir.save_checkpoint(trial.number, _meta(state), [*state.model, *state.optimizer])
+        study.dir.save_checkpoint(trial.number, state)
     study.tell(told, Result("ok", history(0.4, 0.5, 0.6)))
     study.close()
     assert study.dir.exists(study.dir.checkpoint_name(told.number))  # the kill's leftover
@@ -231,13 +233,3 @@ def test_a_trial_killed_while_being_asked_gets_its_parameters_on_resume(tmp_path
         assert [r.number for r in again.records()] == [0, 1] and again.remaining == 4
     finally:
         again.close()
-
-
-def _meta(state):
-    return {
-        "epoch": state.epoch,
-        "history": state.history,
-        "steps": state.steps,
-        "seconds": state.seconds,
-        "num_model": len(state.model),
-    }

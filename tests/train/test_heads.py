@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tpu_bo import heads
 from tpu_bo.errors import ConfigError
-from tpu_bo.programs import Tower
+from tpu_bo.train import heads
+from tpu_bo.train.program import Tower
 
 
 def test_the_default_loss_is_keras_cross_entropy_with_label_smoothing():

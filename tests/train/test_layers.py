@@ -1,4 +1,4 @@
-"""RuntimeValue and tpu_bo.layers.Dropout beyond what tests/test_models.py covers.
+"""RuntimeValue and tpu_bo.train.layers.Dropout beyond what tests/test_models.py covers.
 
 test_models.py covers the refusals float/int/bool/>/*, keras' own Dropout refusing a runtime
 value, a rate that follows its variable without retracing, and a plain rate.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tpu_bo.layers import Dropout, RuntimeValue, RuntimeValueError, runtime_tensor
+from tpu_bo.train.layers import Dropout, RuntimeValue, RuntimeValueError, runtime_tensor
 
 
 def test_runtime_value_reads_its_variable_in_any_dtype():
@@ -56,7 +56,7 @@ def test_every_numeric_use_is_refused_with_what_to_do(use):
     with pytest.raises(RuntimeValueError) as e:
         use(value)
     assert isinstance(e.value, TypeError)
-    assert "tpu_bo.layers.Dropout" in str(e.value)
+    assert "tpu_bo.train.layers.Dropout" in str(e.value)
     assert "--param=dropout:float:LOW:HIGH:structural" in str(e.value)
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tpu_bo import models
 from tpu_bo.errors import ConfigError
-from tpu_bo.layers import Dropout, RuntimeValue, RuntimeValueError
+from tpu_bo.train import models
+from tpu_bo.train.layers import Dropout, RuntimeValue, RuntimeValueError
 
 
 def test_mnist_cnn_is_the_blog_network():

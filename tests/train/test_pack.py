@@ -1,6 +1,6 @@
 """Packs (``parallel_trials=K``): K slots of one program, each trial trained as if alone.
 
-The data of tests.test_trainer makes every epoch the same ten batches in the same order, so a
+The data of tests.train.test_trainer makes every epoch the same ten batches in the same order, so a
 trial's numbers do not depend on where the shared iterator stood when it started: a trial loaded
 into a slot at any epoch boundary must end exactly where the same trial trained alone ends.
 
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_trainer import make_trainer
-from tpu_bo.smoke_device import run_keeping_weights
+from tests.train.test_trainer import make_trainer
+from tpu_bo.smoke.device import run_keeping_weights
 
 POINTS = [
     {"dropout_2": 0.1, "learning_rate": 1e-3},
@@ -69,7 +69,7 @@ def check_pack_matches_alone(replicas: int = 1, **fields) -> None:
     packed, packed_weights = run_pack_keeping_weights(trainer, POINTS, SEEDS)
     assert trainer.traces == 2
     for variable in trainer._programs[next(iter(trainer._programs))].towers[0].model.variables:
-        # Each replica drew the same fresh weights on its own device (tpu_bo.reset).
+        # Each replica drew the same fresh weights on its own device (tpu_bo.train.reset).
         copies = [c.numpy() for c in getattr(variable.value, "values", [variable.value])]
         assert all(np.array_equal(copies[0], c) for c in copies) and len(copies) == replicas
     alone_trainer = make_trainer(replicas, **fields)
@@ -104,7 +104,8 @@ def test_each_tower_of_a_pack_matches_its_trial_trained_alone(variant):
     determinism = "" if "jit" in variant else "tf.config.experimental.enable_op_determinism(); "
     code = (
         f"import tensorflow as tf; {determinism}"
-        f"from tests.test_pack import check_pack_matches_alone; check_pack_matches_alone({variant})"
+        "from tests.train.test_pack import check_pack_matches_alone; "
+        f"check_pack_matches_alone({variant})"
     )
     run = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600

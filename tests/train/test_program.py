@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tpu_bo.config import OPTIMIZERS
-from tpu_bo.programs import make_optimizer, out_of_memory, precision
+from tpu_bo.train.program import make_optimizer, out_of_memory, precision
 
 
 def test_precision_sets_the_policy_only_inside_and_restores_it_even_on_error():

@@ -1,7 +1,7 @@
-"""On-device trial reset (tpu_bo.reset): one traced call per program redraws a trial's weights.
+"""On-device trial reset (tpu_bo.train.reset): one traced call per program redraws a trial.
 
 The two-replica case (every replica draws the same values, and a pack still equals its trials
-alone) is checked by tests.test_pack's ``replicas=2`` variant, in its own process.
+alone) is checked by tests.train.test_pack's ``replicas=2`` variant, in its own process.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import logging
 import keras
 import numpy as np
 
-from tests.test_pack import TINY, A, B
-from tests.test_trainer import make_trainer
-from tpu_bo.reset import plan, recording
+from tests.train.test_pack import TINY, A, B
+from tests.train.test_trainer import make_trainer
+from tpu_bo.train.reset import plan, recording
 
 
 def same(a, b) -> bool:
@@ -25,7 +25,7 @@ def test_reset_by_seed_is_reproducible_matches_across_widths_and_forgets_trainin
     pack = trainer.pack(A)
     for slot, seed in enumerate([7, 7, 8]):
         pack.load(slot, A if slot != 1 else B, seed=seed)
-    towers = pack._program.towers
+    towers = pack.program.towers
     fresh = towers[0].model_values()
     assert same(fresh, towers[1].model_values())  # the seed decides, not the slot or the point
     assert not same(fresh, towers[2].model_values())
@@ -41,7 +41,7 @@ def test_reset_by_seed_is_reproducible_matches_across_widths_and_forgets_trainin
     assert same(towers[0].optimizer_values(), towers[0].optimizer_snapshot)
     alone = trainer.pack(A, 1)  # another program, of width 1
     alone.load(0, A, seed=7)
-    assert same(fresh, alone._program.towers[0].model_values())
+    assert same(fresh, alone.program.towers[0].model_values())
     # One reset program per (structure, width), traced once however many trials it loads.
     assert trainer.reset_traces == 2 and trainer.traces == 2
 
@@ -53,8 +53,8 @@ def test_a_model_whose_initializer_cannot_be_traced_is_reset_on_the_host(caplog)
     with caplog.at_level(logging.WARNING, logger="tpu_bo"):
         pack.load(0, A, seed=3)
         pack.load(1, A, seed=3)
-    assert "drawn on the host" in caplog.text and pack._program.reset_fn is None
-    towers = pack._program.towers
+    assert "drawn on the host" in caplog.text and pack.program.reset_fn is None
+    towers = pack.program.towers
     assert same(towers[0].model_values(), towers[1].model_values())
     result = pack.run_epoch()
     assert all(r.error is None for r in result)

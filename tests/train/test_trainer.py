@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tpu_bo.accelerator import get_strategy
 from tpu_bo.config import Config
+from tpu_bo.data.pipeline import load_datasets
+from tpu_bo.device.accelerator import get_strategy
 from tpu_bo.errors import ConfigError
-from tpu_bo.input_pipeline import load_datasets
-from tpu_bo.trainer import Trainer
+from tpu_bo.train.trainer import Trainer
 
 BASE = {
     "dataset": "digits",
@@ -201,7 +201,7 @@ def test_out_of_memory_is_a_failed_trial():
 def test_out_of_memory_while_training_fails_the_whole_pack_and_drops_its_program(monkeypatch):
     import tensorflow as tf
 
-    from tpu_bo.programs import Program
+    from tpu_bo.train.program import Program
 
     trainer = make_trainer(model="tests.custom_models:tiny", space=["dropout:float:0:0.5"])
     points = [{"dropout": 0.1}, {"dropout": 0.2}]
@@ -236,7 +236,7 @@ def _xla_must_compile(trainer) -> bool:
     """Whether the traced train program holds a function marked for XLA (jit_compile=True)."""
     import tensorflow as tf
 
-    program = next(iter(trainer._programs.values()))  # a tpu_bo.programs.Program
+    program = next(iter(trainer._programs.values()))  # a tpu_bo.train.program.Program
     concrete = program.train_fn.get_concrete_function(
         trainer.datasets.train_iterator, tf.constant(1)
     )
@@ -246,7 +246,7 @@ def _xla_must_compile(trainer) -> bool:
 @pytest.mark.parametrize("kind", ["cpu", "tpu"])
 def test_jit_compile_is_never_nested_in_a_tpu_program(monkeypatch, caplog, kind):
     """On a TPU the whole program is XLA-compiled, so --jit_compile is ignored, with a line."""
-    import tpu_bo.trainer as trainer_module
+    import tpu_bo.train.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "accelerator_kind", lambda strategy: kind)
     with caplog.at_level("INFO", logger="tpu_bo"):

@@ -16,13 +16,13 @@ import tensorflow as tf
 
 from tests import user_data
 from tests.conftest import run_cli
-from tests.test_pack import assert_same_weights, run_pack_keeping_weights
-from tests.test_trainer import make_trainer
+from tests.train.test_pack import assert_same_weights, run_pack_keeping_weights
+from tests.train.test_trainer import make_trainer
 from tpu_bo import run_study
-from tpu_bo.accelerator import get_strategy
 from tpu_bo.config import Config
+from tpu_bo.data.pipeline import load_datasets
+from tpu_bo.device.accelerator import get_strategy
 from tpu_bo.errors import ConfigError
-from tpu_bo.input_pipeline import load_datasets
 from tpu_bo.results import load_best_model
 
 RUNTIME = ["dropout:float:0:0.3", "learning_rate:log:1e-3:3e-2"]

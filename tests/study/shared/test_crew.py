@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 
 from tests.conftest import start_cli
 from tpu_bo.config import Config
-from tpu_bo.engine import Study
 from tpu_bo.errors import ConfigError
+from tpu_bo.study.study import Study
 
 
 def worker_flags(url: str, name: str, output_dir: str, **extra: object) -> list[str]:

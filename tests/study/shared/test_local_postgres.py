@@ -32,7 +32,7 @@ def test_the_cli_prints_the_url_and_ctrl_c_stops_the_server():
     base = tempfile.mkdtemp(prefix="tpu_bo_pg_test_")
     os.chmod(base, 0o755)  # the server's user must reach the directory
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tpu_bo.local_postgres", os.path.join(base, "pg")],
+        [sys.executable, "-m", "tpu_bo.study.shared.local_postgres", os.path.join(base, "pg")],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -58,12 +58,12 @@ def test_a_directory_the_server_user_cannot_reach_is_one_sentence(tmp_path):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     proc = subprocess.run(
-        [sys.executable, "-m", "tpu_bo.local_postgres", str(private / "pg")],
+        [sys.executable, "-m", "tpu_bo.study.shared.local_postgres", str(private / "pg")],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip().startswith("tpu_bo.local_postgres: the user")
+    assert proc.stderr.strip().startswith("tpu_bo.study.shared.local_postgres: the user")
     assert "cannot reach" in proc.stderr and "Traceback" not in proc.stderr

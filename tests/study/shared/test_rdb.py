@@ -13,8 +13,8 @@ from optuna.trial import TrialState
 
 from bench.workers import load
 from tpu_bo.errors import ConfigError
-from tpu_bo.local_postgres import LocalPostgres, free_port
-from tpu_bo.rdb import (
+from tpu_bo.study.shared.local_postgres import LocalPostgres, free_port
+from tpu_bo.study.shared.rdb import (
     RELEASED,
     Outage,
     StudyLock,
