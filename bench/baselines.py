@@ -1,6 +1,6 @@
 r"""The baselines of ``bench/overhead.py`` and ``bench/memory.py``: the blog recipe and KerasTuner.
 
-Both train the seed CNN (``tpu_bo.models.mnist_cnn``'s layers, built the plain Keras way, for
+Both train the seed CNN (``tpu_bo.train.models.mnist_cnn``'s layers, built the plain Keras way, for
 the workload's input shape) on NumPy arrays loaded once, one fresh model per trial, and return
 their raw figures in the form ``bench.overhead.summarise`` reads: ``wall_seconds``, ``traces``,
 ``time`` (the study's wall time split into ``bench.common.TIME_KEYS``, ``other`` and ``wall``,
@@ -47,11 +47,11 @@ BOUNDS = {"dropout_2": (0.1, 0.5), "learning_rate": (1e-4, 1e-2)}
 def load_arrays(args: argparse.Namespace, split: str) -> tuple[Any, Any]:
     """A split of ``args.dataset`` as NumPy arrays (uint8 images, int labels), loaded once.
 
-    ``digits`` comes from tpu_bo's own source (``tpu_bo.sources.digits_source``: the same
+    ``digits`` comes from tpu_bo's own source (``tpu_bo.data.sources.digits_source``: the same
     arrays and split names tpu_bo trains on), ``mnist`` from TFDS, as the blog loads it.
     """
     if args.dataset == "digits":
-        from tpu_bo.sources import digits_source
+        from tpu_bo.data.sources import digits_source
 
         ds, n = digits_source().load(split, "train_split")
         images, labels = ds.batch(max(n, 1)).get_single_element()

@@ -1,5 +1,5 @@
 """What every benchmark shares: where its figures go, the machine they were measured on, and
-the observers (:class:`tpu_bo.observers.Observer`) that measure a ``run_study`` from inside.
+the observers (:class:`tpu_bo.report.observers.Observer`) that measure a ``run_study`` from inside.
 
 No benchmark reads what a study prints: a meter is passed as ``run_study(...,
 observers=[...])``, and the console is only silenced (``quiet()``).
@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from tpu_bo.observers import Observer
+from tpu_bo.report.observers import Observer
 
 # Where a study's wall time goes: tpu_bo's ``StudyResult.time`` keys (``tpu_bo.timing``), which
 # the baselines' ``TimeSplit`` fills too; ``other`` is the rest of ``wall``.

@@ -43,8 +43,8 @@ Methods, each with the same budget, seeds and noise draws:
   bounds (a log parameter becomes a linear range), ints and choices as bayes_opt 3 types,
   its default UCB acquisition.
 * Optuna's samplers, as a tpu_bo study runs them, each driven by a plain
-  ``optuna.create_study(direction="minimize", sampler=tpu_bo.sampler.make_sampler(...))`` with
-  ``study.ask(tpu_bo.sampler.distributions(space))`` and ``study.tell`` (a NaN is told as a
+  ``optuna.create_study(direction="minimize", sampler=tpu_bo.search.make_sampler(...))`` with
+  ``study.ask(tpu_bo.search.sampler.distributions(space))`` and ``study.tell`` (a NaN is told as a
   failed trial), ``init_points`` and the seed as for the others: ``optuna_tpe`` (TPESampler),
   ``optuna_gp`` (GPSampler; it needs PyTorch and is skipped with a note without ``torch``, and
   in ``--quick``, where it would double the time); and, only through ``--methods``,
@@ -59,7 +59,7 @@ applies it) and ``tpu_bo_ucb`` (UCB, kappa 2.576).
 **Regret of the recommended point.** After c = 10, 20 and 40 evaluations each method
 recommends one of its evaluated points, and the regret is that point's *noise-free* value minus
 the minimum. ``tpu_bo`` (and the variants) recommend by the posterior rule of
-:func:`tpu_bo.recommend.recommend`: among the 5 best observed scores of the first c, the best
+:func:`tpu_bo.search.recommend.recommend`: among the 5 best observed scores of the first c, the best
 posterior mean of the Suggester as it stood after exactly c observations. Every other method
 recommends its best observed score (what its user gets). A failed trial is never recommended.
 

@@ -16,7 +16,7 @@ The workloads (``--trials``, ``--init_points``, ``--seed``, ``--train_split`` an
 * ``mnist``: the real MNIST in ``--data_dir``: ``train[:5%]`` (3,000 images) scored on
   ``train[90%:]`` (6,000), 20 trials (5 random), 1 epoch per trial, batch 128, seed 0.
 
-The same study, three ways: the seed CNN (``tpu_bo.models.mnist_cnn``: Conv 32 -> Conv 64 ->
+The same study, three ways: the seed CNN (``tpu_bo.train.models.mnist_cnn``: Conv 32 -> Conv 64 ->
 MaxPool -> Dropout .25 -> Flatten -> Dense 128 -> Dropout(``dropout_2``) -> Dense 10, RMSprop,
 logits with sparse cross-entropy) on the workload's images, over ``dropout_2`` in [0.1, 0.5]
 and ``learning_rate`` in [1e-4, 1e-2], with the same trials, epochs, batch and seed:

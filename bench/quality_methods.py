@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from bench.problems import PROBLEMS
-from tpu_bo.recommend import recommend
-from tpu_bo.space import SearchSpace
-from tpu_bo.suggest import Suggester
+from tpu_bo.search.recommend import recommend
+from tpu_bo.search.space import SearchSpace
+from tpu_bo.search.suggester import Suggester
 
 INIT_POINTS = 5
 
@@ -77,7 +77,7 @@ def regret(run: Run, minimum: float, upto: int) -> float:
 
 
 def posterior_pick(suggester: Suggester, params: Sequence[dict], scores: Sequence[float]) -> int:
-    """:func:`tpu_bo.recommend.recommend` over the finite ``scores`` (a failure is never
+    """:func:`tpu_bo.search.recommend.recommend` over the finite ``scores`` (a failure is never
     recommended), with the Suggester's posterior means at their ``params``."""
     finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
     if not finite:
@@ -114,7 +114,7 @@ def run_optuna(space: SearchSpace, sampler: str, evaluate: Callable, seed: int, 
     """An Optuna study over ``space`` with tpu_bo's ``make_sampler``, by ask and tell."""
     import optuna
 
-    from tpu_bo.sampler import distributions, make_sampler
+    from tpu_bo.search.sampler import distributions, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a note per trial
     config = types.SimpleNamespace(

@@ -1,6 +1,6 @@
 r"""The peers of ``bench/schedulers.py``, and what every method there shares.
 
-The peers train the seed CNN (``tpu_bo.models.mnist_cnn``'s layers, built the plain Keras way)
+The peers train the seed CNN (``tpu_bo.train.models.mnist_cnn``'s layers, built the plain Keras way)
 one model at a time, on the arrays ``bench.baselines.load_arrays`` loads (the ones tpu_bo
 reads), with one-hot labels: Keras 3's ``SparseCategoricalCrossentropy`` has no
 ``label_smoothing``, so the loss is ``CategoricalCrossentropy(from_logits=True,

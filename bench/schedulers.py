@@ -6,12 +6,12 @@ r"""Schedulers at equal compute: tpu_bo's pruners and PBT against KerasTuner and
   python -m bench.schedulers --quick             # digits, 1 seed, budget 8, 2 epochs (CI)
   python -m bench.schedulers --from_json=bench/results/schedulers.json --target=0.98
 
-One workload: the seed CNN (``tpu_bo.models.mnist_cnn``'s layers) on ``--train_split`` of MNIST
-in ``--data_dir``, scored on ``train[90%:]`` after every epoch, batch 128, up to ``--epochs`` (8)
-per trial, over ``learning_rate`` log [1e-4, 1e-2], ``dropout_1`` [0, 0.5], ``dropout_2`` [0.1,
-0.6] and ``label_smoothing`` [0, 0.2]. Every method gets the same ``--budget`` of compute in
-**tower-epochs** (epochs trained by all trials together), for seeds 0 .. ``--seeds`` - 1, one
-method after another in this process:
+One workload: the seed CNN (``tpu_bo.train.models.mnist_cnn``'s layers) on ``--train_split``
+of MNIST in ``--data_dir``, scored on ``train[90%:]`` after every epoch, batch 128, up to
+``--epochs`` (8) per trial, over ``learning_rate`` log [1e-4, 1e-2], ``dropout_1`` [0, 0.5],
+``dropout_2`` [0.1, 0.6] and ``label_smoothing`` [0, 0.2]. Every method gets the same
+``--budget`` of compute in **tower-epochs** (epochs trained by all trials together), for seeds
+0 .. ``--seeds`` - 1, one method after another in this process:
 
 * ``fifo``, ``median``, ``asha``, ``hyperband``: ``tpu_bo.run_study`` with ``prune`` none,
   median, asha, hyperband (``min_epochs`` 1, ``reduction_factor`` 3, ``--prune_after``), ``--k``
@@ -72,7 +72,7 @@ from bench.scheduler_figures import (  # noqa: F401 - tests read them here too
     with_best,
 )
 from bench.scheduler_peers import SPACE, BudgetSpent, Curve, run_kerastuner, run_optuna
-from tpu_bo.observers import Observer
+from tpu_bo.report.observers import Observer
 
 METHODS = ("fifo", "median", "asha", "hyperband", "pbt", "kerastuner", "optuna")
 PRUNE = {"fifo": "none", "median": "median", "asha": "asha", "hyperband": "hyperband"}

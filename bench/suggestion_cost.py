@@ -6,7 +6,7 @@ r"""What a suggestion of tpu_bo's default sampler costs, and a study's host over
 Two measurements, no training and no accelerator:
 
 * ``suggestion``: one ``study.ask`` of an Optuna study (in-memory storage) whose sampler is
-  ``tpu_bo.sampler.make_sampler`` with tpu_bo's defaults (``BayesOptSampler``: bayes_opt's
+  ``tpu_bo.search.sampler.make_sampler`` with tpu_bo's defaults (``BayesOptSampler``: bayes_opt's
   Gaussian process, expected improvement), after ``n`` completed trials at random points of a
   synthetic objective, on three spaces: ``5d`` (three floats, two log-scale), ``3d`` (a log
   learning rate and two floats) and ``mixed`` (log, float, int, choice: bayes_opt's typed
@@ -14,7 +14,7 @@ Two measurements, no training and no accelerator:
   asks at ``n``, ``n + 1``, ... are timed, each told before the next, so the refits that the
   schedule puts among them are counted. ``cold``: a fresh sampler for every ask, as the first
   ask of a resumed study (nothing memoised). Median and max seconds over the repeats.
-* ``study``: ``tpu_bo.engine.Study`` itself, the host path of a real study (``Study(config)
+* ``study``: ``tpu_bo.study.study.Study`` itself, the host path of a real study (``Study(config)
   .open()``, its journal in a temporary ``output_dir``, ``ask``, ``report`` per epoch, ``tell``
   with an ``Outcome``), ``init_points`` = 5 then ``--guided`` guided trials of 3 epochs on a
   3-parameter space (log learning rate, dropout, a width choice) with a synthetic accuracy.
@@ -25,7 +25,8 @@ Two measurements, no training and no accelerator:
   ``ask`` and ``report + tell``; the JSON keeps every trial's.
 
 The script itself imports no TensorFlow (``write_results(..., tensorflow=False)``), but a study
-directory's journal goes through ``tf.io.gfile`` (``tpu_bo.storage``), so ``study`` loads it.
+directory's journal goes through ``tf.io.gfile`` (``tpu_bo.study.journal``), so ``study``
+loads it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import numpy as np
 import optuna
 
 from bench.common import default_out, write_results
-from tpu_bo.space import SearchSpace
+from tpu_bo.search.space import SearchSpace
 
 SPACES = {
     "5d": ["a:float:0:1", "b:float:-2:2", "c:log:1e-5:1e-1", "d:float:0:10", "e:log:1e-3:10"],
@@ -71,8 +72,8 @@ def score(params: dict[str, Any], rng: np.random.Generator) -> float:
 
 def filled_study(space: SearchSpace, n: int) -> tuple[optuna.Study, dict[str, Any]]:
     """A maximising study of tpu_bo's sampler with ``n`` completed trials at random points."""
-    from tpu_bo.sampler import distributions
-    from tpu_bo.suggest import Suggester
+    from tpu_bo.search.sampler import distributions
+    from tpu_bo.search.suggester import Suggester
 
     wanted = distributions(space)
     study = optuna.create_study(direction="maximize", sampler=sampler(space))
@@ -87,7 +88,7 @@ def filled_study(space: SearchSpace, n: int) -> tuple[optuna.Study, dict[str, An
 def sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     """tpu_bo's default sampler (``bayes_opt``, expected improvement) for ``space``."""
     from tpu_bo.config import Config
-    from tpu_bo.sampler import make_sampler
+    from tpu_bo.search.sampler import make_sampler
 
     return make_sampler(Config(space=space, init_points=5, seed=0).validate(), space)
 
@@ -133,7 +134,8 @@ def suggestion_costs(counts: list[int], repeats: int, spaces: list[str]) -> dict
 def engine_study(guided: int, slots: int, output_dir: str) -> dict[str, list[float]]:
     """Host seconds per trial number: ``ask`` and ``report`` + ``tell``."""
     from tpu_bo.config import Config
-    from tpu_bo.engine import Outcome, Study
+    from tpu_bo.records import Outcome
+    from tpu_bo.study.study import Study
 
     space = SearchSpace.from_value(STUDY_SPACE)
     config = Config(space=space, init_points=5, n_iter=guided, epochs=3, output_dir=output_dir)

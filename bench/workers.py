@@ -5,7 +5,7 @@ with 1 and 2 workers on the digits study.
     python -m bench.workers --quick        # smaller (CI)
     python -m bench.workers --parts=load   # only the load test
 
-* **load**: ``--workers`` processes ask and tell through :class:`tpu_bo.engine.Study`, the path
+* **load**: ``--workers`` processes ask and tell through :class:`tpu_bo.study.study.Study`, the path
   ``run_study`` takes (the study lock, the budget count, heartbeats, the retrying storage), with
   a synthetic objective of two reported epochs instead of a model, until the shared budget of
   ``workers x trials`` is spent. The random sampler proposes, so what is timed is the storage,
@@ -14,7 +14,7 @@ with 1 and 2 workers on the digits study.
 * **digits**: ``python -m tpu_bo.main`` workers on the digits study, the same budget with 1 worker
   and with 2; trials per minute from the first start to the last exit, and their ratio.
 
-Each run starts its own throw-away PostgreSQL server (:mod:`tpu_bo.local_postgres`).
+Each run starts its own throw-away PostgreSQL server (:mod:`tpu_bo.study.shared.local_postgres`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ flags.DEFINE_integer("worker_budget", 320, "Internal: the synthetic study's budg
 def synthetic_worker(url: str, name: str, budget: int) -> dict[str, Any]:
     """Asks and tells until the shared budget is spent; returns the numbers and latencies."""
     from tpu_bo.config import Config
-    from tpu_bo.engine import Outcome, Study
+    from tpu_bo.records import Outcome
+    from tpu_bo.study.study import Study
 
     config = Config(
         storage=url,
@@ -185,7 +186,7 @@ def main(argv: list[str]) -> None:
         print(json.dumps(synthetic_worker(f.worker, f.worker_study, f.worker_budget)), flush=True)
         return
     from bench.common import default_out, write_results
-    from tpu_bo.local_postgres import LocalPostgres
+    from tpu_bo.study.shared.local_postgres import LocalPostgres
 
     quick = f.quick
     figures: dict[str, Any] = {}

@@ -153,7 +153,7 @@ TensorFlow: it sets the TPU plugin's variables, which TensorFlow reads when it i
         """\
 import tpu_bo  # first: TensorFlow reads the TPU plugin variables it sets when imported
 
-print(tpu_bo.tpu_env.ensure_configured().describe())
+print(tpu_bo.device.tpu_env.ensure_configured().describe())
 if SMOKE_CHECK:  # before this kernel imports TensorFlow, which may claim the TPU
     smoke = subprocess.Popen(
         [sys.executable, "-m", "tpu_bo.smoke", f"--accelerator={RUNTIME}"],
@@ -173,7 +173,7 @@ if SMOKE_CHECK:  # before this kernel imports TensorFlow, which may claim the TP
         """\
 import tensorflow as tf
 
-from tpu_bo.accelerator import get_strategy
+from tpu_bo.device.accelerator import get_strategy
 
 # On a TPU runtime, fail loudly rather than fall back to the CPU.
 ACCELERATOR = "tpu" if RUNTIME == "tpu" else "auto"
