@@ -1,4 +1,6 @@
-"""A user's own data and models, as the README shows them (``--dataset=tests.user_data:NAME``).
+"""A user's own data and models, as docs/data_and_models.md shows them.
+
+Each is named as ``--dataset=tests.user_data:NAME``.
 
 * ``diabetes``: scikit-learn's bundled regression set, and ``regressor``, a model compiled
   with MSE loss and an MAE metric.

@@ -9,10 +9,8 @@ imported, so import tpu_bo before TensorFlow (see :mod:`tpu_bo.device.tpu_env`).
                             space={"learning_rate": ("log", 1e-4, 1e-2)})
   result.best_params, result.best_target
 
-The layers, lowest first (imports only go down; ``tests/test_layering.py`` checks it):
-``errors``, ``records``, ``objectives``, ``timing``, ``_lazy`` → ``search`` → ``config`` →
-``device`` → ``data`` → ``study`` → ``train`` → ``report`` → ``session`` → ``smoke`` →
-``results`` → ``main``.
+The code is laid out by concept in subpackages whose imports only go down: docs/DESIGN.md,
+"Layout"; tests/test_layering.py declares the order and checks it.
 """
 
 from tpu_bo._lazy import exports

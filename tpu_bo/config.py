@@ -161,7 +161,7 @@ class Config:
         "'digits' (8x8 digits shipped with scikit-learn; no download), a TFDS dataset name "
         "(mnist, cifar10, any supervised one with --features/--label), or "
         "package.module:function returning tf.data.Datasets of (features, label) examples "
-        "(see the README's 'Your own data and model').",
+        "(see docs/data_and_models.md).",
     )
     features: str = flag_field(
         "",

@@ -6,8 +6,8 @@
   name) -> ``TPUStrategy``. ``--tpu=local`` is a TPU VM or Colab; a name (with zone and
   project taken from the environment) is a remote TPU or a pod slice. On a pod slice the
   study runs in *one* process, on worker 0: TensorFlow's single-client TPU runtime drives the
-  chips of every host through the TPU gRPC worker running on each of them (see the README's
-  pod-slice recipe); the other hosts run no tpu_bo process.
+  chips of every host through the TPU gRPC worker running on each of them (see
+  docs/tpu.md, "A TPU pod slice"); the other hosts run no tpu_bo process.
 * ``gpu``: ``MirroredStrategy`` over every visible GPU.
 * ``cpu``: the default strategy, or with ``cpu_replicas=N > 1`` a ``MirroredStrategy`` over N
   logical CPU devices; tests use this to run the multi-replica code path without GPUs.

@@ -1,7 +1,7 @@
 """A throw-away PostgreSQL server on this machine, for trying many workers and for the tests.
 
 A study shared by many workers lives in a real database (``--storage=postgresql://...``, see
-the README's "Many workers, one study"). On GCP that is Cloud SQL; on one machine, this module
+docs/many_machines.md). On GCP that is Cloud SQL; on one machine, this module
 starts a private server from the PostgreSQL binaries already installed (``initdb``,
 ``pg_ctl``): its own data directory, listening only on 127.0.0.1 at a free port, trusting
 local connections, owned by a non-root user (``postgres`` refuses to run as root, so a root
