@@ -50,6 +50,7 @@ N_ITER = 10  # guided trials
 FINAL_EPOCHS = 3  # after the study: retrain the best configuration this long and export it
 PARALLEL_TRIALS = None  # trials per compiled program; None: 4 on a TPU, else 1
 SMOKE_CHECK = True  # run `python -m tpu_bo.smoke` first (about a minute on a CPU)
+SMOKE_SKIP = ""  # checks it skips: "cli" (its own 3-trial study), "throughput"
 PBT = False  # section 9: also run a population-based-training study
 PBT_MEMBERS = 8  # its population: the slots of one program (at least 4)
 PBT_EPOCHS = 6
@@ -155,8 +156,9 @@ import tpu_bo  # first: TensorFlow reads the TPU plugin variables it sets when i
 
 print(tpu_bo.device.tpu_env.ensure_configured().describe())
 if SMOKE_CHECK:  # before this kernel imports TensorFlow, which may claim the TPU
+    check = ["-m", "tpu_bo.smoke", f"--accelerator={RUNTIME}", f"--skip={SMOKE_SKIP}"]
     smoke = subprocess.Popen(
-        [sys.executable, "-m", "tpu_bo.smoke", f"--accelerator={RUNTIME}"],
+        [sys.executable, *check],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -351,7 +353,7 @@ else:
 
 * More trials: raise `N_ITER` and run again; the study continues where it stopped.
 * Your own model: pass `model=my_builder` (a function `(hp, input_shape, num_classes)`
-  returning an uncompiled Keras model); see the README's "Your own model".
+  returning an uncompiled Keras model); see docs/data_and_models.md.
 * The same study from a shell: `python -m tpu_bo.main --flagfile=flags/mnist_blog_tpu.flags`.""",
         [],
     ),

@@ -213,7 +213,7 @@ def test_the_best_members_ancestry_reaches_every_output(pbt_study):
 
 
 def test_pbt_with_exploit_off_is_exactly_a_plain_packed_study(tmp_path):
-    common = {**STUDY, "epochs": 3, "n_iter": 2}
+    common = {**STUDY, "epochs": 2, "n_iter": 2}
     off = run_study(**common, scheduler="pbt", pbt_interval=1, pbt_quantile=0.0,
                     output_dir=str(tmp_path / "pbt"))  # fmt: skip
     plain = run_study(**common, output_dir=str(tmp_path / "fifo"))
