@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -117,19 +116,11 @@ def run_optuna(space: SearchSpace, sampler: str, evaluate: Callable, seed: int, 
     from tpu_bo.search.sampler import distributions, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a note per trial
-    config = types.SimpleNamespace(
-        sampler=sampler,
-        init_points=INIT_POINTS,
-        seed=seed,
-        maximize=False,
-        acquisition="auto",
-        xi=0.0,
-        kappa=2.576,
-        domain_reduction=False,
-    )  # tpu_bo's defaults
+    # make_sampler's own defaults are tpu_bo's (acquisition, xi, kappa, no domain reduction).
+    chosen = make_sampler(sampler, space, init_points=INIT_POINTS, seed=seed, maximize=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning
-        study = optuna.create_study(direction="minimize", sampler=make_sampler(config, space))
+        study = optuna.create_study(direction="minimize", sampler=chosen)
         wanted = distributions(space)
         for _ in range(budget):
             trial = study.ask(wanted)

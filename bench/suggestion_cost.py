@@ -88,9 +88,9 @@ def filled_study(space: SearchSpace, n: int) -> tuple[optuna.Study, dict[str, An
 def sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     """tpu_bo's default sampler (``bayes_opt``, expected improvement) for ``space``."""
     from tpu_bo.config import Config
-    from tpu_bo.search.sampler import make_sampler
+    from tpu_bo.study.study import sampler_for
 
-    return make_sampler(Config(space=space, init_points=5, seed=0).validate(), space)
+    return sampler_for(Config(space=space, init_points=5, seed=0).validate(), space)
 
 
 def timed_asks(space: SearchSpace, n: int, repeats: int, *, cold: bool) -> list[float]:

@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tpu_bo.config import Config
 from tpu_bo.records import Checkpoint, Outcome, Status, Trial, TrialRecord, best_epoch
 from tpu_bo.search.sampler import distributions, make_sampler
+from tpu_bo.search.space import SearchSpace
 from tpu_bo.study import identity
 from tpu_bo.study.background import Writes
 from tpu_bo.study.journal import GFileJournal
@@ -46,6 +47,21 @@ from tpu_bo.study.shared.crew import Crew
 from tpu_bo.study.shared.rdb import count_asked, is_shared
 from tpu_bo.study.trials import REPEAT_OF, STATE, STATUS, record
 from tpu_bo.study.writer_lock import WriterLock
+
+
+def sampler_for(config: Config, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The sampler ``config`` asks for (``--sampler`` and its settings) over ``space``."""
+    return make_sampler(
+        config.sampler,
+        space,
+        init_points=config.init_points,
+        seed=config.seed,
+        maximize=config.maximize,
+        acquisition=config.acquisition,
+        xi=config.xi,
+        kappa=config.kappa,
+        domain_reduction=config.domain_reduction,
+    )
 
 
 class Study:
@@ -105,17 +121,7 @@ class Study:
         kwargs = {
             "study_name": name,
             "storage": storage,
-            "sampler": make_sampler(
-                self.config.sampler,
-                self.space,
-                init_points=self.config.init_points,
-                seed=self.config.seed,
-                maximize=self.config.maximize,
-                acquisition=self.config.acquisition,
-                xi=self.config.xi,
-                kappa=self.config.kappa,
-                domain_reduction=self.config.domain_reduction,
-            ),
+            "sampler": sampler_for(self.config, self.space),
             "pruner": make_pruner(self.config),
         }
         if name not in names:
