@@ -30,6 +30,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Frees each test's trainers and input pipelines in the background, as ``run_study``
+    does after a study (tpu_bo.data.pipeline.release_in_background): tests that build
+    trainers themselves would otherwise leave the waits of tf.data's iterator destructors
+    to whichever later test runs the next full collection."""
+    from tpu_bo.data.pipeline import release_in_background
+
+    release_in_background()
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> str:
     """The prepared TFDS data dir holding real MNIST (read-only)."""

@@ -21,6 +21,8 @@ iterators*. Every kind of data goes through the same rules:
 from __future__ import annotations
 
 import dataclasses
+import gc
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -373,3 +375,30 @@ def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
+
+
+_RELEASING = threading.Lock()
+
+
+def release_in_background() -> None:
+    """Frees unreachable objects, the input pipelines of a finished study among them, in a
+    background thread.
+
+    A study's iterators sit in reference cycles (trainer, programs, traced functions), so
+    Python frees them only in a full garbage collection, in whatever thread happens to run
+    it. Destroying a tf.data iterator joins its autotuning thread, and that join was
+    measured to wait up to 80 s with the CPU idle (a 2-replica ``MirroredStrategy``
+    iterator, TF 2.21), in the middle of the next study's tracing or training. Collected
+    here, the wait falls on a daemon thread while the caller goes on. At most one
+    collection runs at a time; a call while one runs does nothing.
+    """
+    if not _RELEASING.acquire(blocking=False):
+        return
+
+    def collect() -> None:
+        try:
+            gc.collect()
+        finally:
+            _RELEASING.release()
+
+    threading.Thread(target=collect, name="tpu_bo-release", daemon=True).start()

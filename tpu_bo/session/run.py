@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tpu_bo.config import Config
-from tpu_bo.data.pipeline import load_datasets
+from tpu_bo.data.pipeline import load_datasets, release_in_background
 from tpu_bo.data.sources import python_study
 from tpu_bo.device.accelerator import get_strategy
 from tpu_bo.device.cluster import is_chief
@@ -77,9 +77,26 @@ def run_study(
         ``output_dir`` holds a different study.
       KeyboardInterrupt: after printing how to resume; every told trial is kept.
     """
+    try:
+        return _run(
+            dataclasses.replace(config or Config(), **overrides),
+            (data, validation_data, test_data),
+            observers,
+            extra_files or {},
+        )
+    finally:
+        # The study's trainer and iterators are unreachable once _run has returned.
+        release_in_background()
+
+
+def _run(
+    config: Config,
+    data: tuple[Any, Any, Any],
+    observers: Sequence[Observer],
+    extra_files: Mapping[str, str],
+) -> StudyResult:
     started = time.perf_counter()
-    config = dataclasses.replace(config or Config(), **overrides)
-    config, splits = python_study(config, data, validation_data, test_data)
+    config, splits = python_study(config, *data)
     config = config.validate()
     if is_chief() and not config.wait_for_lock:
         # Refuse a running study at once, before the device and the data take their time.
@@ -101,7 +118,7 @@ def run_study(
     study = Study(config, writer=is_chief()).open()
     try:
         check_shared_output_dir(strategy, study.dir.output_dir, records=len(study.records()))
-        loop = Loop(config, study, trainer, datasets, observers, extra_files or {})
+        loop = Loop(config, study, trainer, datasets, observers, extra_files)
         return loop.run(started)
     finally:
         study.close()
