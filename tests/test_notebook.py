@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 
@@ -36,7 +37,7 @@ def with_parameters(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNod
     return nb
 
 
-def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
+def test_the_quickstart_runs_top_to_bottom_and_its_study_cell_resumes(tmp_path, mnist_dir):
     from nbclient import NotebookClient
 
     output_dir = tmp_path / "study"
@@ -56,25 +57,21 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
         SMOKE_SKIP="cli,throughput",
     )
 
-    def execute():
-        nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), **params)
-        env_path = os.environ.get("PYTHONPATH", "")
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env_path) if p)
-        try:
-            NotebookClient(
-                nb,
-                timeout=600,
-                kernel_name="python3",
-                resources={"metadata": {"path": str(tmp_path)}},
-            ).execute()
-        finally:
-            os.environ["PYTHONPATH"] = env_path
-        return nb
-
-    nb = execute()
+    nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), **params)
+    # Then "Next": raise N_ITER and run the study cell again; the study continues.
+    study_cell = next(c for c in nb.cells if c.source.startswith("result = tpu_bo.run_study("))
+    nb.cells += [nbformat.v4.new_code_cell("N_ITER = 2"), copy.deepcopy(study_cell)]
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env_path) if p)
+    try:
+        NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
+    finally:
+        os.environ["PYTHONPATH"] = env_path
     text = "\n".join(
         out.get("text", "")
-        for cell in nb.cells
+        for cell in nb.cells[:-2]  # the notebook as shipped; the rerun is checked below
         if cell.cell_type == "code"
         for out in cell.get("outputs", [])
     )
@@ -100,15 +97,10 @@ def test_the_quickstart_runs_top_to_bottom_and_resumes(tmp_path, mnist_dir):
     assert len(images) == 2, "summary.png (the study's and PBT's) was not shown inline"
     assert re.search(r"^PBT: best val_accuracy 0\.\d+, 2 exploit\(s\)$", text, flags=re.M), text
     assert re.search(r"^  epochs 1-\d: trial \d+ with \{'", text, flags=re.M)
+    rerun = "\n".join(out.get("text", "") for out in nb.cells[-1].get("outputs", []))
+    assert "resuming: 3 trial(s) already in the study" in rerun, rerun[-3000:]
     from tpu_bo.results import load_records
 
-    assert len(load_records(str(output_dir))) == 3
-
-    # A recycled runtime: the same notebook again, with one more guided trial, resumes.
-    params["N_ITER"] = 2
-    params["SMOKE_CHECK"] = False  # checked above; the resume is what this run tests
-    params["PBT"] = False
-    nb = execute()
     assert [r.number for r in load_records(str(output_dir))] == [0, 1, 2, 3]
 
 

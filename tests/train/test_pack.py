@@ -5,7 +5,7 @@ trial's numbers do not depend on where the shared iterator stood when it started
 into a slot at any epoch boundary must end exactly where the same trial trained alone ends.
 
 The equality checks of the big model run with ``tf.config.experimental.enable_op_determinism()``,
-which cannot be switched off again, so each runs in its own Python process; the small dense
+which cannot be switched off again, so they run in a Python process of their own; the small dense
 models below are deterministic on the CPU without it.
 """
 
@@ -90,27 +90,32 @@ def check_pack_matches_alone(replicas: int = 1, **fields) -> None:
 
 
 @pytest.mark.parametrize(
-    "variant",
+    "variants",
     [
-        "",
-        "replicas=2",
-        "jit_compile=True",
-        "mixed_precision=True",
+        # One process for the variants that run under op determinism, one for XLA: XLA has
+        # no deterministic MaxPool gradient, so TF refuses op determinism under jit_compile
+        # (XLA on CPU runs the same fused program in the same order anyway).
+        # replicas=2 first: it splits the CPU into two devices before TensorFlow starts.
+        ["replicas=2", "", "mixed_precision=True"],
+        ["jit_compile=True"],
     ],
+    ids=["replicas=2,plain,mixed_precision", "jit_compile"],
 )
-def test_each_tower_of_a_pack_matches_its_trial_trained_alone(variant):
-    # XLA has no deterministic MaxPool gradient, so TF refuses op determinism under
-    # jit_compile; XLA on CPU runs the same fused program in the same order anyway.
-    determinism = "" if "jit" in variant else "tf.config.experimental.enable_op_determinism(); "
+def test_each_tower_of_a_pack_matches_its_trial_trained_alone(variants):
+    determinism = (
+        "" if "jit_compile=True" in variants else "tf.config.experimental.enable_op_determinism(); "
+    )
+    checks = "; ".join(f"print('checking', {v!r}, flush=True); check({v})" for v in variants)
     code = (
         f"import tensorflow as tf; {determinism}"
-        "from tests.train.test_pack import check_pack_matches_alone; "
-        f"check_pack_matches_alone({variant})"
+        f"from tests.train.test_pack import check_pack_matches_alone as check; {checks}"
     )
     run = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900
     )
-    assert run.returncode == 0, run.stderr[-3000:]
+    done = [line for line in run.stdout.splitlines() if line.startswith("checking")]
+    assert run.returncode == 0, (done[-1] if done else "starting") + ": " + run.stderr[-3000:]
+    assert len(done) == len(variants)
 
 
 def test_a_diverging_slot_is_failed_alone_and_the_others_train_undisturbed():
