@@ -113,11 +113,14 @@ def run_optuna(space: SearchSpace, sampler: str, evaluate: Callable, seed: int, 
     """An Optuna study over ``space`` with tpu_bo's ``make_sampler``, by ask and tell."""
     import optuna
 
-    from tpu_bo.search.sampler import distributions, make_sampler
+    from tpu_bo.config import Config
+    from tpu_bo.search.sampler import distributions
+    from tpu_bo.study.study import sampler_for
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # not a note per trial
-    # make_sampler's own defaults are tpu_bo's (acquisition, xi, kappa, no domain reduction).
-    chosen = make_sampler(sampler, space, init_points=INIT_POINTS, seed=seed, maximize=False)
+    # Config's defaults are tpu_bo's: acquisition, xi, kappa, no domain reduction.
+    config = Config(sampler=sampler, init_points=INIT_POINTS, seed=seed, objective_mode="min")
+    chosen = sampler_for(config, space)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning
         study = optuna.create_study(direction="minimize", sampler=chosen)
