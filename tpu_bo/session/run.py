@@ -85,7 +85,8 @@ def run_study(
             extra_files or {},
         )
     finally:
-        # The study's trainer and iterators are unreachable once _run has returned.
+        # Once _run has returned (or its error is handled), its trainer and iterators are
+        # unreachable; a full collection then frees them, here on a daemon thread.
         release_in_background()
 
 
