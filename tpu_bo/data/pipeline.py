@@ -20,6 +20,7 @@ iterators*. Every kind of data goes through the same rules:
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import threading
@@ -378,10 +379,11 @@ def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 _RELEASING = threading.Lock()
+_RELEASE_THREAD: list[threading.Thread] = []
 
 
 def release_in_background() -> None:
-    """Frees unreachable objects, the input pipelines of a finished study among them, in a
+    """Frees unreachable objects, the input pipelines of finished studies among them, in a
     background thread.
 
     A study's iterators sit in reference cycles (trainer, programs, traced functions), so
@@ -391,6 +393,10 @@ def release_in_background() -> None:
     iterator, TF 2.21), in the middle of the next study's tracing or training. Collected
     here, the wait falls on a daemon thread while the caller goes on. At most one
     collection runs at a time; a call while one runs does nothing.
+
+    A collection still running when the interpreter exits is waited for (:func:`_join`):
+    a daemon thread stopped inside TensorFlow's destructors aborts the process
+    ("terminate called ... exception not rethrown", exit status -6).
     """
     if not _RELEASING.acquire(blocking=False):
         return
@@ -401,4 +407,13 @@ def release_in_background() -> None:
         finally:
             _RELEASING.release()
 
-    threading.Thread(target=collect, name="tpu_bo-release", daemon=True).start()
+    thread = threading.Thread(target=collect, name="tpu_bo-release", daemon=True)
+    _RELEASE_THREAD[:] = [thread]
+    thread.start()
+
+
+@atexit.register
+def _join() -> None:
+    """Waits for a running collection before the interpreter finalizes (see above)."""
+    for thread in _RELEASE_THREAD:
+        thread.join()

@@ -77,17 +77,16 @@ def run_study(
         ``output_dir`` holds a different study.
       KeyboardInterrupt: after printing how to resume; every told trial is kept.
     """
-    try:
-        return _run(
-            dataclasses.replace(config or Config(), **overrides),
-            (data, validation_data, test_data),
-            observers,
-            extra_files or {},
-        )
-    finally:
-        # Once _run has returned (or its error is handled), its trainer and iterators are
-        # unreachable; a full collection then frees them, here on a daemon thread.
-        release_in_background()
+    # Earlier studies' trainers and iterators are unreachable by now (a StudyResult holds
+    # none); a full collection frees them on a daemon thread while this study starts. Not at
+    # the end of a study: a process that then exits (the CLI) would wait for that collection.
+    release_in_background()
+    return _run(
+        dataclasses.replace(config or Config(), **overrides),
+        (data, validation_data, test_data),
+        observers,
+        extra_files or {},
+    )
 
 
 def _run(
