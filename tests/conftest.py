@@ -6,6 +6,7 @@ run both the default strategy and a two-replica MirroredStrategy (the multi-repl
 
 from __future__ import annotations
 
+import gc
 import os
 import pathlib
 import signal
@@ -28,6 +29,15 @@ def pytest_configure(config: pytest.Config) -> None:
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
+    # TensorFlow's, Keras's and Optuna's modules are hundreds of thousands of objects that
+    # live to the end; frozen, a full collection (one after each test, below) skips them.
+    import keras  # noqa: F401
+    import optuna  # noqa: F401
+
+    import tpu_bo.session.run  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_runtest_teardown(item: pytest.Item) -> None:
