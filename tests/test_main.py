@@ -329,20 +329,27 @@ def test_sigkill_mid_trial_continues_that_trial_from_its_saved_epoch(
 def test_a_second_process_on_the_same_study_refuses_in_one_sentence(tmp_path):
     import time
 
-    args = ["--init_points=2", "--n_iter=6", "--epochs=3", "--batch_size=8"]
+    # A budget the first cannot finish while the second imports TensorFlow, so the lock is
+    # held when the second asks, however loaded the machine; the first is killed afterwards.
+    args = ["--init_points=2", "--n_iter=500", "--epochs=3", "--batch_size=8"]
     first = start_cli(*args, f"--output_dir={tmp_path}")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and checkpoint(tmp_path, 0) is None:
         time.sleep(0.1)
-    second = run_cli(*args, f"--output_dir={tmp_path}")
-    out, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err
+    try:
+        second = run_cli(*args, f"--output_dir={tmp_path}")
+        assert first.poll() is None, "the first study ended before the second asked for the lock"
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
     assert second.returncode == 2 and "Traceback" not in second.stderr
     errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: --output_dir: another process")
     assert f"pid {first.pid}" in errors[0] and "--wait_for_lock" in errors[0]
-    assert [r.number for r in journal(tmp_path)] == list(range(8))
-    assert [r.status.value for r in journal(tmp_path)] == ["ok"] * 8
+    # The refused process wrote nothing: each finished trial is the first's, told once.
+    numbers = [r.number for r in journal(tmp_path)]
+    assert numbers and len(set(numbers)) == len(numbers)
+    assert all(r.status.value == "ok" for r in journal(tmp_path))
 
 
 def test_an_output_dir_without_write_permission_is_one_sentence():
