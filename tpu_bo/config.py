@@ -208,6 +208,14 @@ class Config:
         "(hp, input_shape, num_classes): uncompiled for the default classification loss, or "
         "compiled with its own loss and metrics.",
     )
+    initial_weights: str = flag_field(
+        "auto",
+        "Where a trial's initial weights come from: auto (a variable the builder assigned "
+        "after creating it, e.g. pretrained or loaded weights, keeps that value; the others "
+        "are drawn from the trial's seed), seeded (every variable drawn from the seed) or "
+        "as_built (every variable as the builder returned it).",
+        choices=("auto", "seeded", "as_built"),
+    )
     optimizer: str = flag_field(
         "rmsprop", "Optimizer (searchable as a choice param).", choices=OPTIMIZERS
     )

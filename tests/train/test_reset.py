@@ -61,15 +61,30 @@ def test_a_model_whose_initializer_cannot_be_traced_is_reset_on_the_host(caplog)
 
 
 def test_each_variable_gets_its_kind_of_draw():
+    import tensorflow as tf
+
     with recording() as made:
         dense = keras.layers.Dense(3)
         dense.build((None, 4))
+        loaded = keras.layers.Dense(2)
+        loaded.build((None, 3))
+        loaded.kernel.assign(np.full((3, 2), 0.5, "float32"))  # as set_weights would
         constant = keras.Variable(np.arange(3.0, dtype="float32"))
         rng = keras.random.SeedGenerator(5)
     outside = keras.Variable(np.zeros(2, dtype="float32"))
-    draws = plan([dense.kernel, dense.bias, constant, rng.state, outside], made)
-    assert [d.kind for d in draws] == ["init", "init", "value", "rng", "value"]
-    np.testing.assert_array_equal(draws[2].value, [0.0, 1.0, 2.0])
+    variables = [dense.kernel, dense.bias, loaded.kernel, loaded.bias, constant, rng.state, outside]
+    strategy = tf.distribute.get_strategy()
+    kinds = {
+        mode: [d.kind for d in plan([variables], made, strategy, mode).draws[0]]
+        for mode in ("auto", "seeded", "as_built")
+    }
+    assert kinds["auto"] == ["init", "init", "built", "init", "built", "rng", "built"]
+    assert kinds["seeded"] == ["init", "init", "init", "init", "built", "rng", "built"]
+    assert kinds["as_built"] == ["built"] * 5 + ["rng", "built"]
+    # Two towers built alike share one device copy of each kept value.
+    auto = plan([variables, variables], made, strategy, "auto")
+    assert len(auto.built) == 3 and auto.kept == [loaded.kernel.path]
+    np.testing.assert_array_equal(auto.built[auto.draws[1][4].source].numpy(), [0.0, 1.0, 2.0])
     assert "_initialize_with_initializer" not in keras.Variable.__dict__ or (
         keras.Variable._initialize_with_initializer.__name__ != "record"
     )

@@ -34,6 +34,10 @@ _KEYS = (
 )
 # Later additions join the identity only when set, so older studies still match.
 _WHEN_SET = ("features", "label", "preprocess", "augment")
+# What a built-in dataset's name yields, where that changed after studies were journaled under
+# it: a study from before scored its trials on other examples, so it must not be continued
+# (tpu_bo.data.sources.digits_arrays).
+_DATASET_VERSIONS = {"digits": "shuffled with seed 0 before its train/test split"}
 
 
 def of(config: Config, *, shared: bool = False) -> dict[str, Any]:
@@ -47,8 +51,12 @@ def of(config: Config, *, shared: bool = False) -> dict[str, Any]:
     d = config.to_dict()
     out = {k: d[k] for k in _KEYS}
     out.update({k: d[k] for k in _WHEN_SET if d[k]})
+    if config.dataset in _DATASET_VERSIONS:
+        out["dataset_version"] = _DATASET_VERSIONS[config.dataset]
     if config.scheduler != "fifo":
         out["scheduler"] = config.scheduler
+    if config.initial_weights != "auto":
+        out["initial_weights"] = config.initial_weights
     if shared:
         out["init_points"] = config.init_points
     return json.loads(json.dumps(out, sort_keys=True))
@@ -73,10 +81,21 @@ def check(
 
     Raises:
       ConfigError: ``{place} holds a different study: it was started with {key}=..., this run
-        has ...; {remedy}.``
+        has ...; {remedy}.``, or, for a study of the same dataset journaled when the dataset's
+        name yielded other examples (``dataset_version``), a sentence saying so.
     """
+    same_dataset = stored.get("dataset") == current.get("dataset")
     for key in [*current, *(k for k in stored if k not in current)]:
         if stored.get(key) != current.get(key):
+            if key == "dataset_version" and current.get(key) and same_dataset:
+                name = current["dataset"]
+                raise ConfigError(
+                    flag("dataset"),
+                    f"{place} holds a study of {name} from another version of tpu_bo, which "
+                    f"split {name} differently (it is now {current[key]}), so its trials were "
+                    "scored on other examples; start the study again in a new --output_dir "
+                    "(or under a new --study_name).",
+                )
             raise ConfigError(
                 flag(key),
                 f"{place} holds a different study: it was started with {key}="

@@ -11,8 +11,11 @@ no value crosses from the host per variable:
   model variable into one :class:`Draw`: its initializer, called again with a *stateless* seed
   ``[trial seed, variable index]`` (Keras's random initializers take a ``SeedGenerator``; a
   :class:`_TensorSeed` hands them that tensor); a dropout RNG state (``seed_generator_state``)
-  set to a value drawn from the same kind of seed; or, for a variable created from a value, that
-  value.
+  set to a value drawn from the same kind of seed; or its value as built, for a variable created
+  from a value or assigned by the builder after its creation (pretrained or loaded weights: its
+  value no longer has the :func:`fingerprint` of its initializer's draw). The built values are
+  kept in device variables once per program (:class:`Plan`), never as constants in the trace.
+  ``--initial_weights`` can force ``seeded`` (every variable drawn) or ``as_built`` (none).
 * Every draw runs inside ``strategy.extended.update``, i.e. on each replica's own device; the
   draws are stateless, so every replica draws the same values. The optimizer's variables go
   back to their snapshot after building (zeros for every Keras optimizer's slots and step).
@@ -31,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -46,14 +50,34 @@ log = logging.getLogger("tpu_bo")
 RNG_STATE = "seed_generator_state"
 
 
+def fingerprint(value: Any) -> bytes:
+    """A digest of a variable's value (its dtype, shape and bytes), to tell a value apart from
+    the initializer's draw without keeping a second copy of every weight on the host."""
+    array = np.asarray(value)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{array.dtype}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.digest()
+
+
+@dataclasses.dataclass
+class Made:
+    """A Keras variable created while a program was built: the variable, its initializer and
+    the :func:`fingerprint` of the value that initializer drew (``None`` if unreadable)."""
+
+    variable: Any
+    initializer: Any
+    drawn: bytes | None
+
+
 @contextlib.contextmanager
-def recording() -> Iterator[dict[int, tuple[Any, Any]]]:
-    """Records ``{id(variable): (variable, initializer)}`` for Keras variables created inside.
+def recording() -> Iterator[dict[int, Made]]:
+    """Records ``{id(variable): Made}`` for Keras variables created inside.
 
     Records nothing if this Keras no longer initializes variables through
     ``_initialize_with_initializer`` (every variable is then reset to its built value).
     """
-    recorded: dict[int, tuple[Any, Any]] = {}
+    recorded: dict[int, Made] = {}
     cls = keras.Variable
     original = getattr(cls, "_initialize_with_initializer", None)
     if original is None:
@@ -61,8 +85,13 @@ def recording() -> Iterator[dict[int, tuple[Any, Any]]]:
         return
 
     def record(variable: Any, initializer: Any) -> Any:
-        recorded[id(variable)] = (variable, initializer)
-        return original(variable, initializer)
+        out = original(variable, initializer)
+        try:
+            drawn = fingerprint(variable.value)
+        except Exception:  # noqa: BLE001 - a value not readable here is treated as drawn
+            drawn = None
+        recorded[id(variable)] = Made(variable, initializer, drawn)
+        return out
 
     own = "_initialize_with_initializer" in cls.__dict__
     cls._initialize_with_initializer = record
@@ -89,18 +118,17 @@ class _TensorSeed(keras.random.SeedGenerator):
 @dataclasses.dataclass(frozen=True)
 class Draw:
     """How one model variable gets its fresh value: ``init`` (call ``initializer`` with the
-    trial's stateless seed), ``rng`` (a dropout RNG state) or ``value`` (``value``, as built)."""
+    trial's stateless seed), ``rng`` (a dropout RNG state) or ``built`` (the value the builder
+    left in it, kept on the device as :attr:`Plan.built` ``[source]``)."""
 
     kind: str
     initializer: Any = None
-    value: np.ndarray | None = None
+    source: int | None = None
 
     def __call__(self, seed: tf.Tensor, shape: Any, dtype: Any) -> tf.Tensor:
         if self.kind == "rng":
             drawn = tf.random.stateless_uniform([], seed, 1, 2**30, dtype=tf.int32)
             return tf.cast(tf.stack([drawn, 0]), dtype)
-        if self.kind == "value":
-            return tf.constant(self.value, dtype)
         initializer = self.initializer
         if isinstance(initializer, keras.initializers.Initializer) and isinstance(
             getattr(initializer, "seed", None), (int, keras.random.SeedGenerator)
@@ -110,18 +138,84 @@ class Draw:
         return tf.cast(tf.convert_to_tensor(initializer(tuple(shape), dtype=dtype)), dtype)
 
 
-def plan(variables: Sequence[Any], recorded: dict[int, tuple[Any, Any]]) -> list[Draw]:
-    """One :class:`Draw` per variable of ``variables`` (a model's), from what was recorded."""
-    draws = []
-    for v in variables:
-        variable, initializer = recorded.get(id(v), (None, None))
-        if variable is not v or not callable(initializer):
-            draws.append(Draw("value", value=np.array(v.value.numpy())))
-        elif v.name == RNG_STATE and getattr(initializer, "__name__", "") == "seed_initializer":
-            draws.append(Draw("rng"))
-        else:
-            draws.append(Draw("init", initializer))
-    return draws
+INITIAL_WEIGHTS = ("auto", "seeded", "as_built")
+
+
+@dataclasses.dataclass
+class Plan:
+    """Where every tower's variables get their values from at a trial's start.
+
+    Attributes:
+      draws: One :class:`Draw` per model variable, per tower.
+      built: The values kept as built, one device variable per distinct value (the towers
+        of a pack, built alike, share them), created in the strategy's scope: once per
+        program, not per trial.
+      kept: The names of tower 0's variables that keep a value the builder assigned after
+        creating them (pretrained or loaded weights, adapted statistics).
+    """
+
+    draws: list[list[Draw]]
+    built: list[Any]
+    kept: list[str]
+
+
+def plan(
+    variables: Sequence[Sequence[Any]],
+    recorded: dict[int, Made],
+    strategy: tf.distribute.Strategy,
+    initial_weights: str = "auto",
+) -> Plan:
+    """The :class:`Plan` of the towers' model ``variables`` (one list per tower), from what
+    :func:`recording` saw.
+
+    A variable created from an initializer is drawn again from each trial's seed, unless
+    ``initial_weights`` is ``as_built``, or it is ``auto`` and the variable no longer holds its
+    initializer's draw (the builder assigned it: ``set_weights``, ``load_weights``, a preset).
+    A variable created from a value, or assigned after creation, keeps its value as built.
+    A dropout RNG state is always drawn from the seed, so two slots never share masks.
+    """
+    if initial_weights not in INITIAL_WEIGHTS:
+        raise ValueError(f"initial_weights is one of {INITIAL_WEIGHTS}, not {initial_weights!r}")
+    built: list[Any] = []
+    index: dict[bytes, int] = {}
+    draws: list[list[Draw]] = []
+    kept: list[str] = []
+
+    def keep(v: Any, value_print: bytes) -> Draw:
+        if value_print not in index:
+            index[value_print] = len(built)
+            with strategy.scope():
+                built.append(tf.Variable(tf.identity(v.value), trainable=False, name="built_value"))
+        return Draw("built", source=index[value_print])
+
+    for k, tower_variables in enumerate(variables):
+        row = []
+        for v in tower_variables:
+            made = recorded.get(id(v))
+            if made is not None and made.variable is not v:
+                made = None
+            if made is not None and callable(made.initializer):
+                if v.name == RNG_STATE and _is_seed_initializer(made.initializer):
+                    row.append(Draw("rng"))
+                    continue
+                if initial_weights == "seeded":
+                    row.append(Draw("init", made.initializer))
+                    continue
+                now = fingerprint(v.value)
+                if initial_weights == "auto" and (made.drawn is None or now == made.drawn):
+                    row.append(Draw("init", made.initializer))
+                    continue
+                if k == 0 and initial_weights == "auto":
+                    kept.append(v.path if hasattr(v, "path") else v.name)
+                row.append(keep(v, now))
+            else:
+                row.append(keep(v, fingerprint(v.value)))
+        draws.append(row)
+    return Plan(draws, built, kept)
+
+
+def _is_seed_initializer(initializer: Any) -> bool:
+    return getattr(initializer, "__name__", "") == "seed_initializer"
 
 
 def _fresh(snapshot: np.ndarray) -> Callable[[Any], tf.Tensor]:
@@ -135,20 +229,28 @@ def _fresh(snapshot: np.ndarray) -> Callable[[Any], tf.Tensor]:
 
 def make_reset(
     towers: Sequence[Any],
-    draws: Sequence[Sequence[Draw]],
+    planned: Plan,
     strategy: tf.distribute.Strategy,
     on_trace: Callable[[], None],
 ) -> Any:
     """``reset(seeds [width] int32, mask [width] bool, runtime [width, R] float32)``.
 
-    Resets the towers where ``mask`` is set: weights drawn from ``seeds[k]``, optimizer state as
-    built (``tower.optimizer_snapshot``), runtime variables (sorted by name) from
-    ``runtime[k]``. ``on_trace`` runs at every trace.
+    Resets the towers where ``mask`` is set: weights drawn from ``seeds[k]`` or copied from
+    their built values (``planned``), optimizer state as built (``tower.optimizer_snapshot``),
+    runtime variables (sorted by name) from ``runtime[k]``. ``on_trace`` runs at every trace.
     """
+    draws = planned.draws
 
     def reset_tower(k: int, seed: tf.Tensor, row: tf.Tensor) -> None:
         tower = towers[k]
         for i, (variable, draw) in enumerate(zip(tower.model.variables, draws[k], strict=True)):
+            if draw.kind == "built":
+                strategy.extended.update(
+                    variable.value,
+                    lambda v, b: v.assign(tf.cast(b, v.dtype)),
+                    args=(planned.built[draw.source],),
+                )
+                continue
             index = tf.stack([seed, tf.constant(i, tf.int32)])
             shape = tuple(variable.shape)
             strategy.extended.update(

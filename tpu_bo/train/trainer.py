@@ -92,6 +92,7 @@ class Trainer:
         self.clock = clock or Clock()  # where the time goes (tpu_bo.timing)
         self._host_models: dict[tuple[Any, ...], Any] = {}  # see _saving_model
         self.counts = Traces()  # shared by every program of this trainer
+        self._said_kept = False  # see _say_kept
         self._programs: collections.OrderedDict[tuple[Any, ...], Program] = (
             collections.OrderedDict()
         )
@@ -305,8 +306,11 @@ class Trainer:
             jit_compile=self.jit_compile,
             on_trace=self.counts.train_or_eval,
         )
-        draws = [plan(t.model.variables, made) for t in towers]
-        reset_fn = make_reset(towers, draws, self.strategy, on_trace=self.counts.reset)
+        planned = plan(
+            [t.model.variables for t in towers], made, self.strategy, self.config.initial_weights
+        )
+        self._say_kept(planned.kept, len(towers[0].model.variables))
+        reset_fn = make_reset(towers, planned, self.strategy, on_trace=self.counts.reset)
         what = dict(key) or "(runtime-only space)"
         log.info("built the program for structure %s%s", what, f", {width} towers" * (width > 1))
         return Program(
@@ -319,6 +323,19 @@ class Trainer:
             host_model=self.host_model,
             name=self.config.model_name,
         )
+
+    def _say_kept(self, kept: list[str], total: int) -> None:
+        """One line, once per study, when the builder's own values are kept (``auto``)."""
+        if not kept or self._said_kept:
+            return
+        self._said_kept = True
+        shown = ", ".join(kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+        log.info(
+            "model %s: %d of %d variables keep the values the builder gave them (assigned after "
+            "creation, e.g. pretrained weights: %s); the rest are drawn from each trial's seed "
+            "(--initial_weights=seeded draws every one)",
+            self.config.model_name, len(kept), total, shown,
+        )  # fmt: skip
 
     def _call_builder(self, values: Mapping[str, Any]) -> Any:
         hp = models.HParams(values)
