@@ -516,3 +516,35 @@ def test_mnist_blog_cpu_flagfile_runs_on_two_replicas_with_several_steps_per_cal
     records = journal(tmp_path)
     assert [r.traces for r in records] == [2, 2, 2]
     assert all(r.steps == 46 and r.target > 0.8 for r in records)
+
+
+def test_a_searched_batch_size_runs_one_program_and_pipeline_per_size(tmp_path):
+    """``--param=batch_size:choice:...`` from the CLI: each trial steps through its own batch."""
+    run = run_cli(
+        "--param=batch_size:choice:32,64", "--param=learning_rate:log:1e-3:1e-2",
+        "--parallel_trials=1", "--init_points=4", "--n_iter=1", "--epochs=1",
+        "--model=tests.custom_models:tiny", "--final_epochs=1", "--seed=3",
+        f"--output_dir={tmp_path}",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "steps per epoch follow the searched batch_size: 42 of 32, 21 of 64" in run.stdout
+    records = journal(tmp_path)
+    assert len(records) == 5 and {r.params["batch_size"] for r in records} == {32, 64}
+    for r in records:
+        assert r.status.value == "ok" and r.steps == 1350 // r.params["batch_size"], r
+    final = json.loads((tmp_path / "final" / "final.json").read_text())
+    assert final["status"] == "ok", final
+
+
+def test_a_searched_batch_size_is_checked_against_the_replicas_in_one_sentence():
+    from tpu_bo.data.pipeline import load_datasets
+    from tpu_bo.device.accelerator import get_strategy
+
+    config = Config(space=["batch_size:choice:32,33"]).validate()
+    with pytest.raises(ConfigError) as caught:
+        load_datasets(config, get_strategy("cpu", cpu_replicas=2))
+    assert str(caught.value) == (
+        "param: batch_size 33 does not divide by the 2 replicas; search multiples of 2."
+    )
+    with pytest.raises(ConfigError, match="^param: batch_size must take whole numbers"):
+        Config(space=["batch_size:choice:32,0.5"]).validate()

@@ -602,11 +602,30 @@ def _check_space(config: Config, space: SearchSpace) -> None:
         raise ConfigError(
             "domain_reduction", "works only when every searched parameter is float or log."
         )
+    if "batch_size" in config.fixed:
+        raise ConfigError("fixed", "batch_size is set by --batch_size, not --fixed.")
+    if "batch_size" in space.names:
+        _check_batch_param(space["batch_size"])
     for name in TRAINER_PARAMS & set(space.names) - {"optimizer"}:
         if space[name].kind == "choice" and not all(
             isinstance(c, (int, float)) for c in space[name].choices
         ):
             raise ConfigError("param", f"{name} must take numeric values.")
+
+
+def _check_batch_param(param: Any) -> None:
+    """A searched ``batch_size``: whole positive numbers, structural (one program per size)."""
+    if param.kind not in ("choice", "int"):
+        raise ConfigError(
+            "param", "batch_size must be a choice or an int, e.g. batch_size:choice:32,64,128."
+        )
+    values = param.choices if param.kind == "choice" else (param.low, param.high)
+    if not all(isinstance(v, (int, float)) and v == int(v) and v >= 1 for v in values):
+        raise ConfigError("param", "batch_size must take whole numbers of at least 1.")
+    if param.resolved_role != "structural":
+        raise ConfigError(
+            "param", "batch_size is structural (a batch shape is compiled); drop ':runtime'."
+        )
 
 
 def _is_optimizer(value: Any) -> bool:

@@ -81,12 +81,13 @@ class Datasets:
     train_iterator: Any
     eval: EvalData
     test: EvalData | None
-    make_train: Callable[[tf.data.Dataset, int], Any] | None = dataclasses.field(
+    make_train: Callable[[tf.data.Dataset, int, int], Any] | None = dataclasses.field(
         default=None, repr=False
     )
     splits: dict[str, tuple[tf.data.Dataset, int]] = dataclasses.field(
         default_factory=dict, repr=False
     )
+    rebatch: Callable[[int], Datasets] | None = dataclasses.field(default=None, repr=False)
 
     def train_and_eval(self) -> tuple[Any, int]:
         """A new train stream over the train and eval splits together, and its steps per epoch.
@@ -95,7 +96,16 @@ class Datasets:
         """
         (train, n_train), (held, n_held) = self.splits["train"], self.splits["eval"]
         n = n_train + n_held
-        return self.make_train(train.concatenate(held), n), n // self.global_batch
+        stream = self.make_train(train.concatenate(held).cache(), n, self.global_batch)
+        return stream, n // self.global_batch
+
+    def for_batch(self, batch: int | None) -> Datasets:
+        """These datasets at global batch ``batch`` (a searched ``batch_size``): the same
+        examples, with train, eval and test batched to it; built on first use, once per size,
+        over the one cache of the train split. ``None`` or the study's own size is ``self``."""
+        if batch is None or int(batch) == self.global_batch or self.rebatch is None:
+            return self
+        return self.rebatch(int(batch))
 
     def zeros(self, batch: int) -> tuple[Any, Any]:
         """A batch of ``batch`` all-zero examples (features, label), to build or probe a model."""
@@ -127,7 +137,13 @@ def load_datasets(
     Raises:
       ConfigError: naming the flag, for data that cannot be read or does not fit the rules.
     """
-    batch = _global_batch(config, strategy)
+    searched = _searched_batches(config, strategy)
+    # A searched batch_size: the study's own datasets are at --batch_size if it is one of the
+    # searched values, else at the first; Datasets.for_batch gives the others.
+    if searched and config.batch_size not in searched:
+        batch = searched[0]
+    else:
+        batch = _global_batch(config, strategy)
     source = source or make_source(config, data)
     preprocess = import_function(config.preprocess, "preprocess") if config.preprocess else None
     augment = import_function(config.augment, "augment") if config.augment else None
@@ -136,35 +152,95 @@ def load_datasets(
         return _examples(source, name, flag, preprocess)
 
     train, num_train = split(config.train_split, "train_split")
-    _check_fits(num_train, config)
+    _check_fits(num_train, max([batch, *searched]), config)
     prepare = _scaler(source.image_keys, train.element_spec)
     element_spec = _check_augment(train.map(prepare), augment, config.augment)
+    # One cache of the train split, read by the stream of every batch size.
+    cached = train.cache()
 
-    def make_train(ds: tf.data.Dataset, n: int) -> Any:
-        pipeline = _train_pipeline(ds, n, batch, config.shuffle_buffer, config.seed)
-        return _distribute(strategy, _batched(pipeline, batch, prepare, augment))
+    def make_train(ds: tf.data.Dataset, n: int, size: int) -> Any:
+        pipeline = _train_pipeline(ds, n, config.shuffle_buffer, config.seed)
+        return _distribute(strategy, _batched(pipeline, size, prepare, augment))
 
-    def make_eval(name: str, flag: str) -> tuple[EvalData, tuple[tf.data.Dataset, int]]:
-        ds, n = split(name, flag)
-        _check_same_spec(ds.element_spec, train.element_spec, flag)
-        return _eval_data(ds, n, name, flag, batch, strategy, prepare, source.name), (ds, n)
+    eval_ds, num_eval = split(config.eval_split, "eval_split")
+    _check_same_spec(eval_ds.element_spec, train.element_spec, "eval_split")
+    test = None
+    if _has_test(config, source):  # read now, so a bad --test_split stops the study at once
+        test = split(config.test_split, "test_split")
+        _check_same_spec(test[0].element_spec, train.element_spec, "test_split")
+    input_shape = tf.nest.map_structure(lambda s: tuple(s.shape), element_spec[0])
+    num_classes = source.num_classes or _num_classes(train, element_spec[1])
+    built: dict[int, Datasets] = {}
 
-    eval_data, held = make_eval(config.eval_split, "eval_split")
-    return Datasets(
-        name=source.name if config.dataset == "digits" or data is not None else config.dataset,
-        input_shape=tf.nest.map_structure(lambda s: tuple(s.shape), element_spec[0]),
-        num_classes=source.num_classes or _num_classes(train, element_spec[1]),
-        element_spec=element_spec,
-        global_batch=batch,
-        num_train=num_train,
-        steps_per_epoch=num_train // batch,
-        train_iterator=make_train(train, num_train),
-        eval=eval_data,
-        # Built now, so a bad --test_split stops the study before its first trial.
-        test=make_eval(config.test_split, "test_split")[0] if _has_test(config, source) else None,
-        make_train=make_train,
-        splits={"train": (train, num_train), "eval": held},
+    def at(size: int) -> Datasets:
+        if size not in built:
+            _check_batch(size, strategy, num_train, "param" if size in searched else "batch_size")
+            built[size] = Datasets(
+                name=source.name
+                if config.dataset == "digits" or data is not None
+                else config.dataset,
+                input_shape=input_shape,
+                num_classes=num_classes,
+                element_spec=element_spec,
+                global_batch=size,
+                num_train=num_train,
+                steps_per_epoch=num_train // size,
+                train_iterator=make_train(cached, num_train, size),
+                eval=_eval_data(
+                    eval_ds,
+                    num_eval,
+                    config.eval_split,
+                    "eval_split",
+                    size,
+                    strategy,
+                    prepare,
+                    source.name,
+                ),  # fmt: skip
+                test=None
+                if test is None
+                else _eval_data(
+                    *test, config.test_split, "test_split", size, strategy, prepare, source.name
+                ),  # fmt: skip
+                make_train=make_train,
+                splits={"train": (train, num_train), "eval": (eval_ds, num_eval)},
+                rebatch=at,
+            )
+        return built[size]
+
+    return at(batch)
+
+
+def _searched_batches(config: Config, strategy: tf.distribute.Strategy) -> list[int]:
+    """The values of a searched ``batch_size`` (``--param=batch_size:choice:32,64``), each
+    checked against the replicas now, before any data is read."""
+    space = config.resolved_space()
+    if "batch_size" not in space.names:
+        return []
+    param = space["batch_size"]
+    values = (
+        list(param.choices)
+        if param.kind == "choice"
+        else list(range(int(param.low), int(param.high) + 1))
     )
+    for value in values:
+        _check_batch(int(value), strategy, None, "param")
+    return [int(v) for v in values]
+
+
+def _check_batch(
+    batch: int, strategy: tf.distribute.Strategy, num_train: int | None, flag: str
+) -> None:
+    replicas = strategy.num_replicas_in_sync
+    if batch < 1 or batch % replicas:
+        raise ConfigError(
+            flag,
+            f"batch_size {batch} does not divide by the {replicas} replicas; search multiples "
+            f"of {replicas}.",
+        )
+    if num_train is not None and batch > num_train:
+        raise ConfigError(
+            flag, f"batch_size {batch} is larger than the {num_train} training examples."
+        )
 
 
 def _has_test(config: Config, source: Source) -> bool:
@@ -255,11 +331,12 @@ def _global_batch(config: Config, strategy: tf.distribute.Strategy) -> int:
     return batch
 
 
-def _check_fits(num_train: int, config: Config) -> None:
-    if num_train < config.batch_size:
+def _check_fits(num_train: int, batch: int, config: Config) -> None:
+    if num_train < batch:
+        flag = "batch_size" if batch == config.batch_size else "param"
         raise ConfigError(
-            "batch_size",
-            f"the global batch {config.batch_size} is larger than the {num_train} examples of "
+            flag,
+            f"the global batch {batch} is larger than the {num_train} examples of "
             f"--train_split={config.train_split}.",
         )
 
@@ -311,15 +388,11 @@ def _num_classes(train: tf.data.Dataset, label: Any) -> int | None:
 
 
 def _train_pipeline(
-    train: tf.data.Dataset, num_train: int, batch: int, shuffle_buffer: int, seed: int
+    cached: tf.data.Dataset, num_train: int, shuffle_buffer: int, seed: int
 ) -> tf.data.Dataset:
-    """The endless, shuffled stream of examples that every trial draws from."""
+    """The endless, shuffled stream of (already cached) examples that every trial draws from."""
     buffer = shuffle_buffer or num_train
-    return (
-        train.cache()
-        .shuffle(min(buffer, num_train), seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-    )
+    return cached.shuffle(min(buffer, num_train), seed=seed, reshuffle_each_iteration=True).repeat()
 
 
 def _batched(

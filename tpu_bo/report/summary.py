@@ -31,10 +31,22 @@ def header_lines(config: Config, data: Datasets, study: Study) -> list[str]:
         f"({'max' if config.maximize else 'min'}) -> {study.dir.output_dir}"
     ]
     lines += [f"  {p.describe()}" for p in study.space.params]
-    lines.append(
-        f"data: {config.dataset} train={data.num_train} ({data.steps_per_epoch} steps of "
-        f"{data.global_batch} per epoch), eval={data.eval.num_examples} ({data.eval.steps} steps)"
-    )
+    if "batch_size" in study.space.names:  # steps per epoch follow the searched batch
+        param = study.space["batch_size"]
+        sizes = (
+            param.choices if param.kind == "choice" else range(int(param.low), int(param.high) + 1)
+        )
+        steps = ", ".join(f"{data.num_train // int(b)} of {int(b)}" for b in sizes)
+        lines.append(
+            f"data: {config.dataset} train={data.num_train} (steps per epoch follow the searched "
+            f"batch_size: {steps}), eval={data.eval.num_examples}"
+        )
+    else:
+        lines.append(
+            f"data: {config.dataset} train={data.num_train} ({data.steps_per_epoch} steps of "
+            f"{data.global_batch} per epoch), eval={data.eval.num_examples} "
+            f"({data.eval.steps} steps)"
+        )
     if config.prune != "none":
         lines.append(f"pruning: {config.prune} after epoch {config.min_epochs}")
     if config.scheduler == "pbt":

@@ -31,9 +31,11 @@ from tpu_bo.errors import ConfigError
 KINDS = ("float", "log", "int", "choice")
 ROLES = ("runtime", "structural")
 
-# Hyperparameters the trainer itself consumes; every other name must be read by the model.
-TRAINER_RUNTIME = frozenset({"learning_rate", "label_smoothing"})
-TRAINER_STRUCTURAL = frozenset({"optimizer"})
+# Hyperparameters the trainer itself consumes; every other name must be read by the model. The
+# optimizer's own (tpu_bo.train.program.make_optimizer) are read from variables at every step.
+OPTIMIZER_RUNTIME = frozenset({"weight_decay", "beta_1", "beta_2", "momentum", "epsilon"})
+TRAINER_RUNTIME = frozenset({"learning_rate", "label_smoothing"}) | OPTIMIZER_RUNTIME
+TRAINER_STRUCTURAL = frozenset({"optimizer", "batch_size"})
 TRAINER_PARAMS = TRAINER_RUNTIME | TRAINER_STRUCTURAL
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -160,7 +160,8 @@ class Ending:
 
     def _test_metrics(self) -> dict[str, Any] | None:
         """The best trial's test-split score: from an earlier summary, or computed once now."""
-        record, test = self.best.record, self.datasets.test
+        record = self.best.record
+        test = self.trainer.data(record.params).test  # batched as the trial's program runs it
         previous = self.study.dir.read_json(SUMMARY) or {}
         if previous.get("best_trial") == record.number and previous.get("test"):
             return previous["test"]

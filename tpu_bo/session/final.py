@@ -140,6 +140,7 @@ def _run(
 ) -> None:
     """Trains, scores and exports into ``result``; raises :class:`FinalError` on failure."""
     params, tower = result["params"], None
+    datasets = datasets.for_batch(params.get("batch_size"))  # the best trial's batch size
     try:
         program = trainer.program(params, 1)
         program.owner = None  # the study's packs are done: none may drive this program again

@@ -126,6 +126,11 @@ class Trainer:
         """PBT copy functions traced so far."""
         return self.counts.copy_traces
 
+    def data(self, params: Mapping[str, Any]) -> Datasets:
+        """The datasets a trial of ``params`` trains on: at its ``batch_size`` when that is
+        searched (one program, and one batched pipeline, per size), else the study's."""
+        return self.datasets.for_batch(params.get("batch_size"))
+
     def pack(self, params: Mapping[str, Any], width: int | None = None) -> Pack:
         """A pack of ``width`` idle slots over the program of ``params``'s structure.
 
@@ -142,21 +147,22 @@ class Trainer:
         width = width or self.config.parallel_trials
         if width < 1:
             raise ValueError(f"a pack has at least one slot, not {width}")
+        try:
+            program, oom = self.program(params, width), None
+        except tf.errors.ResourceExhaustedError as e:
+            program, oom = None, out_of_memory(e, width)
+        # After the build, which may have made a parameter structural (_ReadAsNumber).
         key = self.space.structure_key(params)
         context = PackContext(
             space=self.space,
             fixed=self.config.fixed,
             epochs=self.config.epochs,
             steps_per_execution=self.config.steps_per_execution,
-            datasets=self.datasets,
+            datasets=self.data(params),
             clock=self.clock,
             forget=self._forget,
         )
-        try:
-            program = self.program(params, width)
-        except tf.errors.ResourceExhaustedError as e:
-            return Pack(None, context, key, width, out_of_memory=out_of_memory(e, width))
-        return Pack(program, context, key, width)
+        return Pack(program, context, key, width, out_of_memory=oom)
 
     def run_trial(
         self,
@@ -302,7 +308,7 @@ class Trainer:
         functions = make_functions(
             towers,
             self.strategy,
-            self.datasets.global_batch,
+            self.data(params).global_batch,
             jit_compile=self.jit_compile,
             on_trace=self.counts.train_or_eval,
         )
