@@ -48,6 +48,8 @@ OPTIMIZERS: dict[str, tuple[str, float]] = {
     "sgd": ("SGD", 1e-2),
     "adamw": ("AdamW", 1e-3),
 }
+# The optimizer of a model compiled without one, when --optimizer is not given.
+DEFAULT_OPTIMIZER = "rmsprop"
 
 # The blog post's study: its CNN's second dropout, learning rate (log scale). `dense_units` is
 # structural and left out of the default so a default study compiles exactly one program.
@@ -99,13 +101,15 @@ def flag_name(field: dataclasses.Field) -> str:
 
 
 def check_field(field: dataclasses.Field, value: Any) -> None:
-    """Checks ``value`` against the choices and lower bound in ``field``'s metadata.
+    """Checks ``value`` against the choices and lower bound in ``field``'s metadata (``None``
+    passes where it is the default).
 
     Raises:
       ConfigError: naming the field, for a value outside its choices or below its bound.
     """
     choices = field.metadata.get("choices")
-    if choices and value not in choices:
+    unset = value is None and field.default is None  # --optimizer: the compiled one
+    if choices and value not in choices and not unset:
         raise ConfigError(field.name, f"{value!r} is not one of {', '.join(choices)}.")
     lower = field.metadata.get("lower_bound")
     if lower is None:
@@ -216,8 +220,11 @@ class Config:
         "as_built (every variable as the builder returned it).",
         choices=("auto", "seeded", "as_built"),
     )
-    optimizer: str = flag_field(
-        "rmsprop", "Optimizer (searchable as a choice param).", choices=OPTIMIZERS
+    optimizer: str | None = flag_field(
+        None,
+        "The model's optimizer: by default the one the builder compiled the model with, else "
+        "rmsprop; given (or searched as an optimizer choice param), it replaces the compiled one.",
+        choices=OPTIMIZERS,
     )
     fixed: Mapping[str, Any] = flag_field(
         help="A hyperparameter held fixed for the whole study, NAME=VALUE "
@@ -322,6 +329,16 @@ class Config:
         3,
         "Pruning rate of asha and hyperband: 1 in reduction_factor trials goes on at each rung.",
         lower_bound=2,
+    )
+    patience: int = flag_field(
+        0,
+        "Early stopping, as keras.callbacks.EarlyStopping: a trial ends (as ok, scored by its "
+        "best epoch) after this many epochs in a row in which --objective did not improve by "
+        "more than --min_delta, and its slot takes the next trial; 0: never.",
+        lower_bound=0,
+    )
+    min_delta: float = flag_field(
+        0.0, "Early stopping: the least change of --objective that counts as an improvement."
     )
     scheduler: str = flag_field(
         "fifo",
@@ -561,6 +578,8 @@ def _check_scheduler(config: Config) -> None:
                         "population, so a repeat alone means nothing; use 1"),
         "select_best": (config.select_best != "observed", "the GP's posterior models a "
                         "trial's first values, not a PBT member's schedule; use observed"),
+        "patience": (config.patience > 0, "a PBT member stays in its population to the "
+                     "end; use 0"),
         "final_epochs": (config.final_epochs > 0, "PBT's result is the best member's "
                          "weights (best/); a retrain from scratch would not follow its "
                          "schedule; use 0"),

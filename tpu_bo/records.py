@@ -94,6 +94,7 @@ class Outcome:
       resumed_from_epoch: The epoch a resumed trial continued after, else ``None``.
       train_seconds: Time inside train-program calls in this session (a pack's slot).
       eval_seconds: Time inside eval-program calls in this session (a pack's slot).
+      optimizer: The Keras class of the optimizer that trained it (a pack's slot), if known.
     """
 
     status: Status
@@ -104,6 +105,7 @@ class Outcome:
     resumed_from_epoch: int | None = None
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    optimizer: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))
@@ -125,7 +127,9 @@ class TrialRecord:
     """A finished trial, read from the storage.
 
     ``target`` is the best value of the objective over the trial's epochs (a pruned trial's
-    best so far); ``history`` holds one dict of metrics per finished epoch.
+    best so far); ``history`` holds one dict of metrics per finished epoch; ``optimizer`` is the
+    Keras class of the optimizer that trained it (``None`` in a study written before it was
+    recorded, or told by your own loop).
     """
 
     number: int
@@ -145,6 +149,7 @@ class TrialRecord:
     finished_at: str | None = None
     repeat_of: int | None = None
     schedule: tuple[dict[str, Any], ...] = ()  # a PBT member's (tpu_bo.session.pbt)
+    optimizer: str | None = None
 
     @property
     def metrics(self) -> dict[str, float]:

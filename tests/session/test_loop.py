@@ -114,3 +114,26 @@ def test_an_error_mid_epoch_stops_the_asks_releases_the_lock_and_resumes_everyth
     result = run_study(**fields)  # the lock was released both times: the study resumes
     assert [r.number for r in result.trials] == list(range(5))
     assert result.counts == {"ok": 5}
+
+
+def test_stalled_counts_as_keras_early_stopping_does():
+    from tpu_bo.session.loop import stalled
+
+    assert not stalled([0.5, 0.6, 0.6], 0, 0.0, maximize=True)  # patience 0: never
+    assert stalled([0.5, 0.6, 0.6], 1, 0.0, maximize=True)
+    assert not stalled([0.5, 0.6, 0.7], 1, 0.0, maximize=True)
+    assert stalled([0.5, 0.65, 0.7], 1, 0.1, maximize=True)  # not by more than min_delta
+    assert not stalled([0.5, 0.6, 0.55, 0.7], 2, 0.0, maximize=True)
+    assert stalled([2.0, 1.0, 1.5, float("nan")], 2, 0.0, maximize=False)
+
+
+def test_early_stopping_ends_a_trial_as_ok_and_its_slot_takes_the_next(tmp_path, capsys):
+    # No epoch beats another by more than 1 in accuracy: every trial ends after 1 + patience.
+    result = run_study(**{**TINY, "epochs": 5}, n_iter=2, parallel_trials=2, patience=1,
+                       min_delta=1.0, output_dir=str(tmp_path))  # fmt: skip
+    assert "early stopping: a trial ends after 1 epoch(s) without val_accuracy" in (
+        capsys.readouterr().out
+    )
+    assert len(result.trials) == 4
+    for r in result.trials:
+        assert r.status.value == "ok" and len(r.history) == 2, r

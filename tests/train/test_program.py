@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from tpu_bo.config import OPTIMIZERS
-from tpu_bo.train.program import make_optimizer, out_of_memory, precision
+from tpu_bo.search.space import SearchSpace
+from tpu_bo.train.program import Tower, make_optimizer, out_of_memory, precision
 
 
 def test_precision_sets_the_policy_only_inside_and_restores_it_even_on_error():
@@ -25,12 +26,15 @@ def test_precision_sets_the_policy_only_inside_and_restores_it_even_on_error():
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_every_optimizer_reads_its_learning_rate_from_the_variable(name):
-    rate = tf.Variable(0.25)
-    optimizer = make_optimizer(name, rate)
-    assert type(optimizer).__name__ == OPTIMIZERS[name][0]
-    assert float(optimizer.learning_rate) == pytest.approx(0.25)
-    rate.assign(0.0)  # a frozen tower
-    assert float(optimizer.learning_rate) == 0.0
+    tower = Tower(["learning_rate"])
+    tower.model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])  # uncompiled
+    assert make_optimizer(tower, SearchSpace.parse(["learning_rate:log:1e-4:1"]), kind=name) == []
+    assert tower.optimizer_class == type(tower.optimizer).__name__ == OPTIMIZERS[name][0]
+    assert tower.runtime_row({}) == [OPTIMIZERS[name][1]]  # its default rate
+    tower.assign_row(tower.runtime_row({"learning_rate": 0.25}))
+    assert float(tower.optimizer.learning_rate) == pytest.approx(0.25)
+    tower.freeze()
+    assert float(tower.optimizer.learning_rate) == 0.0
 
 
 def test_out_of_memory_is_one_sentence_suggesting_a_smaller_pack_only_for_a_pack():

@@ -47,6 +47,11 @@ def header_lines(config: Config, data: Datasets, study: Study) -> list[str]:
             f"{data.global_batch} per epoch), eval={data.eval.num_examples} "
             f"({data.eval.steps} steps)"
         )
+    if config.patience:
+        lines.append(
+            f"early stopping: a trial ends after {config.patience} epoch(s) without "
+            f"{config.objective} improving by more than {config.min_delta:g}"
+        )
     if config.prune != "none":
         lines.append(f"pruning: {config.prune} after epoch {config.min_epochs}")
     if config.scheduler == "pbt":

@@ -8,9 +8,10 @@ Each parameter has a *kind* and a *role*:
   one compiled program; ``structural`` parameters change the program and select it from the
   trainer's program cache.
 
-When no role is given it is inferred: ``learning_rate`` and ``label_smoothing`` (owned by the
-trainer) and every ``float``/``log`` parameter are runtime; ``int`` and ``choice`` parameters,
-and ``optimizer``, are structural. A model builder receives a runtime parameter as a
+When no role is given it is inferred: ``learning_rate``, ``label_smoothing`` and the optimizer's
+``weight_decay``, ``beta_1``, ``beta_2``, ``momentum`` and ``epsilon`` (owned by the trainer) and
+every ``float``/``log`` parameter are runtime; ``int`` and ``choice`` parameters, and
+``optimizer``, are structural. A model builder receives a runtime parameter as a
 :class:`tpu_bo.train.layers.RuntimeValue`, which refuses to be turned into a Python number, so
 a model that would silently bake one trial's value into the program fails with a clear message
 instead.

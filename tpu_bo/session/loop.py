@@ -14,6 +14,7 @@ end of the session (repeats, selection, test score, summary, final model) is
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -213,6 +214,8 @@ class Loop:
                 self._tell(r.slot, pack.result(r.slot))
             elif prune:
                 self._tell(r.slot, pack.stop(r.slot))
+            elif r.metrics is not None and self._stalled(pack.result(r.slot).history):
+                self._tell(r.slot, pack.stop(r.slot, "ok"))
             elif r.epoch % every == 0:
                 saves.append(r.slot)
         if self.population is not None:  # PBT: before the checkpoints, which then hold it
@@ -223,6 +226,16 @@ class Loop:
                 self.study.checkpoint(self.slots[slot], pack.state(slot))
         if pack.broken:
             self._close_pack()
+
+    def _stalled(self, history: Sequence[Mapping[str, float]]) -> bool:
+        """Early stopping (``--patience``), as ``keras.callbacks.EarlyStopping`` counts it: the
+        last ``patience`` epochs each failed to beat the best before them by ``min_delta``."""
+        return stalled(
+            [h.get(self.config.objective) for h in history],
+            self.config.patience,
+            self.config.min_delta,
+            maximize=self.config.maximize,
+        )
 
     def _to_prefetch(self, waiting: list[Trial]) -> int:
         """How many trials to ask while the next epoch runs: one per slot it will free (a
@@ -284,3 +297,25 @@ def _trial_json(config: Config, datasets: Datasets, record: TrialRecord) -> dict
         "input_shape": json_shape(datasets.input_shape),
         "num_classes": datasets.num_classes,
     }
+
+
+def stalled(
+    values: Sequence[float | None], patience: int, min_delta: float, *, maximize: bool
+) -> bool:
+    """Whether ``values`` (an objective per epoch) ends in ``patience`` epochs without an
+    improvement of more than ``min_delta`` over the best before each; never for ``patience``
+    0. A missing or non-finite value counts as no improvement."""
+    if patience <= 0:
+        return False
+    best, wait = None, 0
+    sign = 1.0 if maximize else -1.0
+    for value in values:
+        if (
+            value is not None
+            and math.isfinite(value)
+            and (best is None or sign * (value - best) > abs(min_delta))
+        ):
+            best, wait = value, 0
+        else:
+            wait += 1
+    return wait >= patience

@@ -55,6 +55,8 @@ def of(config: Config, *, shared: bool = False) -> dict[str, Any]:
         out["dataset_version"] = _DATASET_VERSIONS[config.dataset]
     if config.scheduler != "fifo":
         out["scheduler"] = config.scheduler
+    if config.patience:  # early stopping shortens trials, so it changes their scores
+        out["early_stopping"] = [config.patience, config.min_delta]
     if config.initial_weights != "auto":
         out["initial_weights"] = config.initial_weights
     if shared:

@@ -395,6 +395,7 @@ class Study:
             "steps": outcome.steps,
             "seconds": round(outcome.seconds, 3),
             "resumed_from_epoch": outcome.resumed_from_epoch,
+            **({"optimizer": outcome.optimizer} if outcome.optimizer else {}),
             **attrs,
         }
         for key, value in values.items():

@@ -2,9 +2,10 @@
 
 A tpu_bo trial is an Optuna trial whose user attributes carry what Optuna has no field for:
 ``seed``, ``source``, ``history``, ``target``, ``best_epoch``, ``error``, ``steps``,
-``seconds``, ``traces``, ``width``, ``resumed_from_epoch``, ``repeat_of`` (``--repeat_best``),
-``checkpoint`` (its ``inflight/`` file), ``pbt_schedule`` (a PBT member), and in a shared study
-``worker`` and ``takeovers``. :func:`record` reads them into a :class:`TrialRecord`.
+``seconds``, ``traces``, ``width``, ``optimizer`` (its Keras class; absent in older studies),
+``resumed_from_epoch``, ``repeat_of`` (``--repeat_best``), ``checkpoint`` (its ``inflight/``
+file), ``pbt_schedule`` (a PBT member), and in a shared study ``worker`` and ``takeovers``.
+:func:`record` reads them into a :class:`TrialRecord`.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def record(t: FrozenTrial) -> TrialRecord:
         resumed_from_epoch=a.get("resumed_from_epoch"),
         repeat_of=a.get(REPEAT_OF),
         schedule=tuple(a.get(SCHEDULE, ())),
+        optimizer=a.get("optimizer"),
         finished_at=t.datetime_complete.isoformat(timespec="seconds")
         if t.datetime_complete
         else None,

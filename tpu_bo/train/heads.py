@@ -9,8 +9,8 @@
   here the weight only marks the padding, so every example must count once). Each tower keeps
   its own metric state, which the eval program resets at every evaluation. The compiled loss
   and metrics are built in the strategy's scope when the program is built, so no variable is
-  created while a program traces. The compiled optimizer is not used: ``--optimizer`` with
-  the trial's learning rate is.
+  created while a program traces. The compiled optimizer is the tower's too, copied by
+  :func:`tpu_bo.train.program.make_optimizer`, unless ``--optimizer`` is given.
 
 Keras's losses divide by the replicas themselves (``scale_loss_for_distribution``), as the
 default head does by dividing by the global batch, so summing over replicas gives the mean in

@@ -87,8 +87,9 @@ class Progress(Protocol):
 class _Slot:
     """The bookkeeping of one trial in a slot."""
 
-    def __init__(self, state: Checkpoint | None) -> None:
+    def __init__(self, state: Checkpoint | None, optimizer: str | None) -> None:
         self.status, self.error, self.end = "running", None, None
+        self.optimizer = optimizer  # its tower's optimizer class, for the trial's record
         self.epoch = state.epoch if state else 0
         self.history: list[dict[str, float]] = list(state.history) if state else []
         self.steps = state.steps if state else 0
@@ -128,6 +129,7 @@ class _Slot:
             self.resumed_from_epoch,
             self.train_seconds,
             self.eval_seconds,
+            self.optimizer,
         )
 
 
@@ -229,16 +231,18 @@ class Pack:
                 self._fail_memory(e)
             traced = traces != program.traces.reset_traces
             context.clock.add("trace" if traced else "reset", time.perf_counter() - start)
-        self._slots[slot] = _Slot(state)
+        program = self._program
+        self._slots[slot] = _Slot(state, program.towers[slot].optimizer_class if program else None)
 
-    def stop(self, slot: int) -> Outcome:
-        """Stops a running trial (pruned): its tower is frozen and the slot becomes idle."""
+    def stop(self, slot: int, status: str = "pruned") -> Outcome:
+        """Stops a running trial, ``pruned`` or ``ok`` (stopped early, complete with the epochs
+        it ran): its tower is frozen and the slot becomes idle."""
         record = self._record(slot)
         if not record.running:
             raise ValueError(f"slot {slot} is not running a trial")
         if self._program is not None and self._program.owner is self:
             self._program.freeze(slot)
-        record.finish("pruned")
+        record.finish(status)
         return record.result()
 
     def exploit(self, donors: Mapping[int, int]) -> None:

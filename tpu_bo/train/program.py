@@ -6,9 +6,12 @@ Contract (docs/DESIGN.md contracts 1, 3 and 4):
   structural values, plus a train and an eval ``tf.function``. It is traced once; every trial
   it ever runs only assigns variables.
 * A :class:`Tower` is one trial's slot: its own Keras model, optimizer and runtime-hyperparameter
-  variables (learning rate, label smoothing, the searched runtime values). The optimizer reads
-  its learning rate from the tower's variable, so a frozen tower (rate 0) computes but never
-  moves.
+  variables (learning rate, label smoothing, the searched runtime values). The optimizer is a
+  copy of the one the builder compiled the model with (else ``--optimizer``'s), given
+  explicitly or not (:func:`make_optimizer`); it reads its learning rate, and any searched
+  ``weight_decay``, ``beta_1``, ``beta_2``, ``momentum`` or ``epsilon``, from the tower's
+  variables at every step, so a frozen tower (rate 0) computes but its weights do not move
+  (but for a momentum's leftover velocity: its trial's values were kept when it ended).
 * The train function runs ``steps`` steps per host call: it loops
   ``strategy.run(step, (next(iterator),))`` over ``tf.range(steps)`` on the study's persistent
   distributed iterator (the same code under TPUStrategy, MirroredStrategy and the default
@@ -31,6 +34,9 @@ Towers are separate Keras models, the form measured in bench/RESULTS.md; they ar
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -38,10 +44,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpu_bo.config import OPTIMIZERS
+from tpu_bo.config import DEFAULT_OPTIMIZER, OPTIMIZERS
 from tpu_bo.data.pipeline import EvalData
-from tpu_bo.errors import first_line
+from tpu_bo.errors import ConfigError, first_line
 from tpu_bo.records import Checkpoint
+from tpu_bo.search.space import OPTIMIZER_RUNTIME, SearchSpace
 from tpu_bo.train import models
 from tpu_bo.train.heads import (
     compiled_metrics,
@@ -51,7 +58,10 @@ from tpu_bo.train.heads import (
     reset_compiled_metrics,
     update_compiled_metrics,
 )
+from tpu_bo.train.layers import RuntimeValue
 from tpu_bo.train.reset import device_reset, host_reset, make_copy, restore
+
+log = logging.getLogger("tpu_bo")
 
 
 @contextlib.contextmanager
@@ -76,8 +86,11 @@ class Tower:
       runtime_vars: One float32 variable per runtime hyperparameter name.
       hp_values: The values the builder received (runtime ones as ``RuntimeValue`` handles).
       model: The tower's Keras model.
-      optimizer: Its optimizer, whose learning rate reads ``runtime_vars["learning_rate"]``.
-      optimizer_name: The optimizer's key in ``config.OPTIMIZERS``.
+      optimizer: Its optimizer (:func:`make_optimizer`), whose learning rate reads
+        ``runtime_vars["learning_rate"]``.
+      optimizer_class: The optimizer's Keras class name (a trial's record holds it).
+      runtime_defaults: A runtime variable's value when a trial gives none (the optimizer's
+        learning rate; else 0).
       optimizer_snapshot: Host copies of the freshly built optimizer state.
     """
 
@@ -89,23 +102,19 @@ class Tower:
         self.hp_values: dict[str, Any] = {}
         self.model: Any = None
         self.optimizer: Any = None
-        self.optimizer_name = ""
+        self.optimizer_class = ""
+        self.runtime_defaults: dict[str, float] = {}
         self.optimizer_snapshot: list[np.ndarray] = []
         # The model's own compiled loss and metrics are used when it was compiled with a loss.
         self.compiled = False
 
     def runtime_row(self, values: Mapping[str, Any]) -> list[float]:
         """Every runtime variable's value for a new trial, sorted by name: from ``values``, else
-        the optimizer's default learning rate, else 0."""
-        row = []
-        for name in sorted(self.runtime_vars):
-            if name in values:
-                row.append(float(values[name]))
-            elif name == "learning_rate":
-                row.append(OPTIMIZERS[self.optimizer_name][1])
-            else:
-                row.append(0.0)
-        return row
+        from ``runtime_defaults`` (the optimizer's learning rate), else 0."""
+        return [
+            float(values[name]) if name in values else self.runtime_defaults.get(name, 0.0)
+            for name in sorted(self.runtime_vars)
+        ]
 
     def assign_row(self, row: list[float]) -> None:
         """Assigns every runtime variable (a :meth:`runtime_row`) from the host."""
@@ -298,15 +307,194 @@ def out_of_memory(error: tf.errors.ResourceExhaustedError, width: int) -> str:
     return reason
 
 
-def make_optimizer(name: str, learning_rate: tf.Variable) -> Any:
-    """The Keras optimizer ``name`` (a key of ``config.OPTIMIZERS``) reading ``learning_rate``."""
-    class_name, _default_rate = OPTIMIZERS[name]
+# The optimizer hyperparameters each Keras optimizer reads inside its traced update, so that a
+# variable can hold them (Keras 3.15.1: `update_step`, `_backend_update_step` and `build` read
+# these; every one reads `weight_decay` in the base `_apply_weight_decay`). A class that overrides
+# one of those methods reads what it likes, so it is not in the table. Checked, class by class,
+# against the optimizer built with the plain number: tests/train/test_optimizer.py.
+RUNTIME_READS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(
+        ("Adam", "AdamW", "Adamax", "Nadam", "Lamb"), frozenset({"beta_1", "beta_2", "epsilon"})
+    ),
+    "Lion": frozenset({"beta_1", "beta_2"}),
+    "SGD": frozenset({"momentum"}),
+    "RMSprop": frozenset({"momentum", "epsilon"}),
+    "Adagrad": frozenset({"epsilon"}),
+    "Adadelta": frozenset({"epsilon"}),
+    "Ftrl": frozenset(),
+}
+_READING_METHODS = ("build", "update_step", "_backend_update_step", "_apply_weight_decay")
+
+
+class OptimizerValue:
+    """A searched optimizer hyperparameter as the tower's optimizer holds it (``beta_1``...).
+
+    Arithmetic and conversion to a tensor read the tower's variable, so the traced update
+    follows each trial's value. A Python comparison, which Keras's optimizers make only to decide
+    whether to build and update a slot (SGD's ``momentum != 0``, RMSprop's ``momentum > 0``),
+    sees ``top``, the largest value the study may give it: the slot is built, and a trial at 0
+    computes the same update through it (tests/train/test_optimizer.py).
+
+    Args:
+      variable: The tower's runtime variable.
+      top: The largest value of the parameter's domain.
+    """
+
+    def __init__(self, variable: tf.Variable, top: float) -> None:
+        self.variable, self.top = variable, top
+
+    def read(self) -> tf.Tensor:
+        return self.variable.read_value()
+
+    def __repr__(self) -> str:
+        return f"OptimizerValue({self.variable.name}, top={self.top})"
+
+    __hash__ = object.__hash__
+
+
+def _arithmetic(op: Callable[[Any, Any], Any], reflected: bool) -> Callable[..., Any]:
+    def method(self: OptimizerValue, other: Any) -> Any:
+        other = other.read() if isinstance(other, OptimizerValue) else other
+        return op(other, self.read()) if reflected else op(self.read(), other)
+
+    return method
+
+
+def _comparison(op: Callable[[Any, Any], bool]) -> Callable[..., bool]:
+    return lambda self, other: op(self.top, other)
+
+
+for _name in ("add", "sub", "mul", "truediv", "pow"):
+    setattr(OptimizerValue, f"__{_name}__", _arithmetic(getattr(operator, _name), False))
+    setattr(OptimizerValue, f"__r{_name}__", _arithmetic(getattr(operator, _name), True))
+for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
+    setattr(OptimizerValue, f"__{_name}__", _comparison(getattr(operator, _name)))
+OptimizerValue.__neg__ = lambda self: -self.read()  # type: ignore[attr-defined]
+tf.register_tensor_conversion_function(
+    OptimizerValue,
+    lambda value, dtype=None, name=None, as_ref=False: (
+        tf.cast(value.read(), dtype) if dtype else value.read()
+    ),
+)
+
+
+def make_optimizer(
+    tower: Tower,
+    space: SearchSpace,
+    *,
+    kind: str | None = None,
+    name: str = "model",
+) -> list[str]:
+    """Gives ``tower`` its own optimizer; returns the lines to log about it (once per program).
+
+    The optimizer is ``kind`` (a key of ``config.OPTIMIZERS``: ``--optimizer`` or the
+    ``optimizer`` parameter, given explicitly), else a copy of the one ``tower.model`` was
+    compiled with (its class and config), else RMSprop. Its learning rate is a callable reading
+    ``tower.runtime_vars["learning_rate"]``, whose default is the compiled (or ``OPTIMIZERS``')
+    rate, so one program serves every rate and a frozen tower (rate 0) stops; a compiled
+    learning-rate schedule is kept, scaled by that variable (1 by default), unless the study gives
+    ``learning_rate`` a value. An optimizer hyperparameter of ``space.OPTIMIZER_RUNTIME`` in
+    ``tower.hp_values`` replaces the optimizer's: a plain number (fixed or structural) in its
+    config, a runtime one as an :class:`OptimizerValue` read at every step.
+
+    Args:
+      tower: The tower, with its model built and ``hp_values`` set.
+      space: The search space (the domains of runtime optimizer hyperparameters).
+      kind: The optimizer given explicitly, or ``None``.
+      name: The model's name, for messages.
+
+    Raises:
+      ConfigError: naming ``param``, for a runtime hyperparameter the optimizer does not read
+        at every step; naming ``model``, for a compiled learning rate that is neither a number
+        nor a schedule.
+    """
+    compiled = getattr(tower.model, "optimizer", None)
+    values, rate = tower.hp_values, tower.runtime_vars["learning_rate"]
+    lines, schedule, copy = [], None, kind is None and compiled is not None
+    if copy:
+        cls, config = type(compiled), dict(compiled.get_config())
+        default, schedule = _compiled_rate(config.pop("learning_rate"), compiled, name)
+    else:
+        kind = kind or DEFAULT_OPTIMIZER
+        cls, config = getattr(keras.optimizers, OPTIMIZERS[kind][0]), {}
+        default = OPTIMIZERS[kind][1]
+        if compiled is not None:
+            lines.append(
+                f"optimizer {kind} (given explicitly) replaces the {type(compiled).__name__} model "
+                f"{name} was compiled with"
+            )
+    config.pop("name", None)  # each tower's optimizer gets its own name
+    accepted = set(inspect.signature(cls).parameters) | set(config)
+    given = {n: values[n] for n in sorted(OPTIMIZER_RUNTIME & values.keys())}
+    for hp, value in given.items():
+        if hp not in accepted:
+            lines.append(f"{hp}: {cls.__name__} has no such hyperparameter; its trials ignore it")
+        elif not isinstance(value, RuntimeValue):
+            config[hp] = float(value)
 
     # A callable reading the variable, so one program serves every rate.
-    def rate() -> tf.Tensor:
-        return learning_rate.read_value()
+    def read_rate() -> tf.Tensor:
+        return rate.read_value()
 
-    return getattr(keras.optimizers, class_name)(learning_rate=rate)
+    optimizer = cls.from_config({**config, "learning_rate": read_rate})
+    if schedule is not None and "learning_rate" in values:
+        lines.append(
+            f"learning_rate: the trial's value replaces the {type(schedule).__name__} schedule "
+            f"model {name} was compiled with"
+        )
+    elif schedule is not None:
+        optimizer.learning_rate = lambda: schedule(optimizer.iterations) * rate.read_value()
+        default = 1.0
+    for attribute in ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern"):
+        if copy and hasattr(compiled, attribute):  # exclude_from_weight_decay(): not in the config
+            setattr(optimizer, attribute, getattr(compiled, attribute))
+    runtime = {n: v for n, v in given.items() if n in accepted and isinstance(v, RuntimeValue)}
+    readable = runtime_reads(optimizer)
+    for hp, value in runtime.items():
+        if hp not in readable:
+            raise ConfigError(
+                "param",
+                f"{cls.__name__} does not read {hp} from a variable at every step, so {hp} "
+                f"cannot change without a new program: give it the role structural "
+                f"(--param={hp}:...:structural), one program per value.",
+            )
+        setattr(optimizer, hp, OptimizerValue(value.variable, _top(space[hp])))
+    tower.optimizer, tower.optimizer_class = optimizer, cls.__name__
+    tower.runtime_defaults = {"learning_rate": default}
+    return lines
+
+
+def runtime_reads(optimizer: Any) -> frozenset[str]:
+    """The hyperparameters ``optimizer`` reads inside its traced update (:data:`RUNTIME_READS`),
+    ``weight_decay`` included, or none for a class that overrides how it reads them."""
+    for base in type(optimizer).__mro__:
+        if base.__module__.startswith("keras.") and base.__name__ in RUNTIME_READS:
+            same = all(
+                getattr(type(optimizer), m, None) is getattr(base, m, None)
+                for m in _READING_METHODS
+            )
+            return RUNTIME_READS[base.__name__] | {"weight_decay"} if same else frozenset()
+    return frozenset()
+
+
+def _compiled_rate(rate: Any, compiled: Any, name: str) -> tuple[float, Any]:
+    """The compiled learning rate as (default value, schedule or ``None``)."""
+    if isinstance(rate, (int, float)):
+        return float(rate), None
+    schedule = keras.saving.deserialize_keras_object(rate) if isinstance(rate, dict) else rate
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return 1.0, schedule
+    raise ConfigError(
+        "model",
+        f"model {name} was compiled with a {type(compiled).__name__} whose learning rate is "
+        f"{type(schedule).__name__}; compile it with a number or a "
+        "keras.optimizers.schedules.LearningRateSchedule.",
+    )
+
+
+def _top(param: Any) -> float:
+    """The largest value of a numeric parameter's domain."""
+    return float(max(param.choices) if param.kind == "choice" else param.high)
 
 
 def _tower_maths(towers: list[Tower], global_batch: int, replicas: int) -> tuple[Any, Any]:

@@ -283,10 +283,16 @@ class Trainer:
                     )
                 tower.hp_values = values
                 tower.model = self._call_builder(values)
-                tower.optimizer_name = values.get("optimizer", self.config.optimizer)
-                tower.optimizer = make_optimizer(
-                    tower.optimizer_name, tower.runtime_vars["learning_rate"]
+                # The compiled optimizer's copy, unless one is given explicitly.
+                notes = make_optimizer(
+                    tower,
+                    self.space,
+                    kind=values.get("optimizer", self.config.optimizer),
+                    name=self.config.model_name,
                 )
+                if not towers:  # once per program
+                    for note in notes:
+                        log.info("%s", note)
                 tower.optimizer.build(tower.model.trainable_variables)
                 heads.attach(
                     tower,
