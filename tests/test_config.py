@@ -42,7 +42,7 @@ def test_model_default_spaces():
     ("fields", "flag", "needle"),
     [
         ({"accelerator": "fpga"}, "accelerator", "'fpga' is not one of"),
-        ({"n_iter": 0}, "n_iter", "positive whole number"),
+        ({"n_iter": -1}, "n_iter", "must be a whole number >= 0, got -1"),
         ({"seed": -1}, "seed", "must be a whole number >= 0, got -1"),
         ({"init_points": 0}, "init_points", "positive whole number"),
         ({"epochs": -1}, "epochs", "positive whole number"),

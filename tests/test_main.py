@@ -84,7 +84,7 @@ BAD_INPUT = [
     (["--param=dropuot_2:float:0.1:0.5"], "param"),
     (["--dataset=no_such_dataset_xyz"], "dataset"),
     (["--model=no_such_pkg.models:build"], "model"),
-    (["--n_iter=0"], "n_iter"),
+    (["--n_iter=-1"], "n_iter"),
     (["--cpu_replicas=3", "--accelerator=cpu"], "batch_size"),
     (["--fixed=dense_units"], "fixed"),
     (["--space_file=/no/such/space.json"], "space_file"),
@@ -96,7 +96,7 @@ BAD_INPUT = [
 # device is asked for, and one found once the data are read. The others go through the same
 # main() in this process, which spares a TensorFlow start-up per case.
 IN_A_PROCESS = (
-    "--n_iter=0",
+    "--n_iter=-1",
     "--parallel_trials=0",
     "--accelerator=tpu",
     "--dataset=no_such_dataset_xyz",

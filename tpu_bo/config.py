@@ -278,7 +278,12 @@ class Config:
     init_points: int = flag_field(
         5, "Random trials before the optimizer takes over.", lower_bound=1
     )
-    n_iter: int = flag_field(10, "Guided trials after the random ones.", lower_bound=1)
+    n_iter: int = flag_field(
+        10,
+        "Guided trials after the random ones; 0 runs only the --init_points random trials (with "
+        "--scheduler=pbt, one population).",
+        lower_bound=0,
+    )
     seed: int = flag_field(0, "Seeds the optimizer, data order and trials.", lower_bound=0)
     objective: str = flag_field(
         "val_accuracy",

@@ -359,3 +359,45 @@ def test_a_packed_study_runs_exactly_its_budget_in_one_program(tmp_path):
     assert all(r.status is Status.OK and r.traces == 2 and r.width == 3 for r in records)
     assert len({tuple(sorted(r.params.items())) for r in records}) == 7
     assert result.traces == 2 and result.counts == {"ok": 7}
+
+
+def test_n_iter_0_runs_only_the_random_trials_and_a_rerun_finds_the_budget_spent(tmp_path):
+    """--n_iter=0 is a random search of --init_points trials; the end (test score, selection,
+    summary) runs as usual, and rerunning the finished study runs nothing."""
+    config = Config(
+        **{**SMALL, "epochs": 1, "init_points": 3, "n_iter": 0},
+        select_best="posterior",
+        output_dir=str(tmp_path),
+    )
+    result = run_study(config)
+    assert [(r.number, r.source, r.status) for r in result.trials] == [
+        (n, "random", Status.OK) for n in range(3)
+    ]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["budget"] == 3 and summary["selection"]["selected_trial"] == result.best_trial
+    assert 0 < summary["test"]["accuracy"] <= 1
+    again = run_study(config)
+    assert again.trials == result.trials and again.traces == 0
+
+
+def test_n_iter_0_with_pbt_is_exactly_one_population(tmp_path):
+    result = run_study(
+        dataset="digits",
+        model="tests.custom_models:tiny",
+        space=["dropout:float:0:0.5", "learning_rate:log:1e-4:1e-1"],
+        optimizer="adam",
+        batch_size=64,
+        epochs=3,
+        init_points=4,
+        n_iter=0,
+        parallel_trials=4,
+        scheduler="pbt",
+        pbt_interval=1,
+        output_dir=str(tmp_path),
+    )
+    records = result.trials
+    assert [r.number for r in records] == [0, 1, 2, 3]
+    assert all(r.source == "random" and r.width == 4 and len(r.history) == 3 for r in records)
+    exploits = [e for r in records for e in r.schedule[1:]]
+    assert {e["after_epoch"] for e in exploits} == {1, 2}  # the four trained as one population
+    assert {e["from"] for e in exploits} <= {0, 1, 2, 3}
