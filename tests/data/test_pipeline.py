@@ -29,9 +29,9 @@ def test_digits_eval_counts_every_example_once(replicas):
     data = load_datasets(config, strategy)
     assert data.input_shape == (8, 8, 1) and data.num_classes == 10
     assert data.eval.num_examples == 100 and data.eval.steps == 2  # 64 + 36 real, 28 padding
-    from sklearn.datasets import load_digits
+    from tpu_bo.data.sources import digits_arrays
 
-    expected = load_digits().target[1400:1500]
+    expected = digits_arrays()["train"][1][1400:]
     for _ in range(2):  # the same exact pass again, from the same persistent iterator
         labels, weights = _drain(strategy, data.eval)
         assert weights.sum() == 100

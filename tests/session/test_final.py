@@ -43,11 +43,10 @@ def study(tmp_path_factory):
 
 def digits_test_split():
     """The digits ``test`` split as the input pipeline feeds it: (images, labels)."""
-    from sklearn.datasets import load_digits
+    from tpu_bo.data.sources import digits_arrays
 
-    digits = load_digits()
-    pixels = np.round(digits.images[1500:] * (255.0 / 16.0)).astype(np.uint8)
-    return (pixels.astype(np.float32) / 255.0)[..., None], digits.target[1500:]
+    pixels, labels = digits_arrays()["test"]
+    return pixels.astype(np.float32) / 255.0, labels
 
 
 def test_the_best_trial_is_retrained_reported_and_recorded(study):

@@ -99,17 +99,17 @@ def test_observers_see_every_trial_epoch_and_the_end(shared):
 
 def test_best_weights_reload_into_a_fresh_model_and_reproduce_the_score(shared):
     import numpy as np
-    from sklearn.datasets import load_digits
 
     from tpu_bo import load_best_model
+    from tpu_bo.data.sources import digits_arrays
 
     out, result, _, _ = shared
     best = next(r for r in load_records(str(out)) if r.number == result.best_trial)
     model = load_best_model(str(out))
-    digits = load_digits()  # eval split: train[90%:] of the first 1500 = images 1350..1499
-    x = np.round(digits.images[1350:1500] * (255 / 16)).astype(np.uint8)[..., None] / 255.0
+    images, labels = digits_arrays()["train"]  # eval split: train[90%:] = examples 1350..1499
+    x = images[1350:] / 255.0
     logits = model.predict(x.astype(np.float32), verbose=0)
-    accuracy = float((logits.argmax(-1) == digits.target[1350:1500]).mean())
+    accuracy = float((logits.argmax(-1) == labels[1350:]).mean())
     assert accuracy == pytest.approx(best.target, abs=1e-6)
     info = json.loads((out / "best" / "trial.json").read_text())
     assert info["trial"] == result.best_trial and info["best_epoch"] == best.best_epoch
@@ -211,7 +211,8 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
 
 def test_pruned_slots_refill_at_once_and_keep_the_program(tmp_path):
     """K=4 with the median pruner on 40 short trials: pruned slots take the next trial at the
-    next epoch boundary, so almost no slot-epoch is idle, and nothing retraces."""
+    next epoch boundary, so no slot-epoch is idle but in the drain at the end (at most K-1
+    slots for the last trial's epochs), and nothing retraces."""
     config = Config(
         **{**SMALL, "init_points": 40, "n_iter": 1, "epochs": 3, "parallel_trials": 4},
         sampler="random",
@@ -224,7 +225,9 @@ def test_pruned_slots_refill_at_once_and_keep_the_program(tmp_path):
     assert len(records) == 41 and result.traces == 2
     pruned = [r for r in records if r.status is Status.PRUNED]
     assert pruned and all(len(r.history) < 3 for r in pruned)
-    assert result.utilization >= 0.95, result.utilization
+    useful = sum(len(r.history) for r in records)
+    idle = round(useful / result.utilization) - useful  # slot-epochs computed for no trial
+    assert idle <= (4 - 1) * 3 < len(pruned), (idle, useful)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["utilization_this_session"] == round(result.utilization, 4)
 

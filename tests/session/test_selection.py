@@ -158,12 +158,13 @@ def test_a_study_repeats_its_best_candidate_and_selects_by_the_mean(tmp_path):
     assert info["trial"] == result.best_trial and info["selection"]["selected_by"] == "posterior"
     # best/ holds the selected trial's weights, whichever run that is.
     import numpy as np
-    from sklearn.datasets import load_digits
 
-    digits = load_digits()  # eval split: train[90%:] of the first 1500 = images 1350..1499
-    x = np.round(digits.images[1350:1500] * (255 / 16)).astype(np.uint8)[..., None] / 255.0
+    from tpu_bo.data.sources import digits_arrays
+
+    images, labels = digits_arrays()["train"]  # eval split: train[90%:] = examples 1350..1499
+    x = images[1350:] / 255.0
     logits = load_best_model(str(tmp_path)).predict(x.astype(np.float32), verbose=0)
-    accuracy = float((logits.argmax(-1) == digits.target[1350:1500]).mean())
+    accuracy = float((logits.argmax(-1) == labels[1350:]).mean())
     assert accuracy == pytest.approx(result.best_target, abs=1e-6)
     again = run_study(config)  # resumed: the budget and the repeats are spent
     assert len(again.trials) == 6 and again.best_trial == result.best_trial

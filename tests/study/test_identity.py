@@ -49,3 +49,23 @@ def test_the_first_difference_is_named_in_one_sentence():
     assert e.value.message == (
         "/tmp/s holds a different study: it was started with epochs=3, this run has 4; fix it."
     )
+
+
+def test_a_digits_study_from_before_the_shuffled_split_is_refused_in_one_sentence():
+    """digits is shuffled before its train/test split (tpu_bo.data.sources.digits_arrays): a
+    study journaled with the old order scored its trials on other examples."""
+    current = identity.of(Config(dataset="digits"))
+    old = {k: v for k, v in current.items() if k != "dataset_version"}
+    assert current["dataset_version"] and "dataset_version" not in identity.of(Config(dataset="x"))
+    with pytest.raises(ConfigError) as e:
+        identity.check(old, current, place="runs/d", flag=lambda k: "output_dir", remedy="r")
+    assert e.value.flag == "output_dir"
+    assert e.value.message == (
+        "runs/d holds a study of digits from another version of tpu_bo, which split digits "
+        "differently (it is now shuffled with seed 0 before its train/test split), so its "
+        "trials were scored on other examples; start the study again in a new --output_dir "
+        "(or under a new --study_name)."
+    )
+    other = identity.of(Config(dataset="mnist"))  # another dataset: the usual sentence
+    with pytest.raises(ConfigError, match="started with dataset='mnist', this run has 'digits'"):
+        identity.check(other, current, place="runs/d", flag=str, remedy="r")
