@@ -22,11 +22,18 @@ if TYPE_CHECKING:
     from tpu_bo.study.study import Study
 
 
+def _budget(config: Config) -> str:
+    """``5 random + 10 guided by bayes_opt``; only random trials say so once."""
+    if config.sampler == "random" or not config.n_iter:
+        return f"{config.total_trials} random"
+    return f"{config.init_points} random + {config.n_iter} guided by {config.sampler}"
+
+
 def header_lines(config: Config, data: Datasets, study: Study) -> list[str]:
     """The lines printed when a study starts: what it searches, on which data, where."""
     lines = [
         f"study: {config.dataset} / {config.model_name}, {config.total_trials} trials "
-        f"({config.init_points} random + {config.n_iter} guided by {config.sampler}), "
+        f"({_budget(config)}), "
         f"{config.epochs} epoch(s) each, objective {config.objective} "
         f"({'max' if config.maximize else 'min'}) -> {study.dir.output_dir}"
     ]
