@@ -16,6 +16,12 @@ every ``float``/``log`` parameter are runtime; ``int`` and ``choice`` parameters
 a model that would silently bake one trial's value into the program fails with a clear message
 instead.
 
+When the first build of a study reads an inferred-runtime parameter as a number anyway
+(``keras.regularizers.L2(hp["l2"])``), the trainer re-plans it as structural
+(:meth:`SearchSpace.read_as_number`): one program per value, said in the study's header by
+:meth:`Param.describe`. The plan is the space's roles, so it enters the study's identity as if
+``:structural`` had been given.
+
 This module does not import TensorFlow.
 """
 
@@ -58,6 +64,8 @@ class Param:
       high: Upper bound (``float``/``log``/``int``); must be greater than ``low``.
       choices: The values of a ``choice`` parameter (at least two, all distinct).
       role: ``runtime``, ``structural`` or ``None`` to infer it (see the module docstring).
+      read_by: What read this parameter as a number while the model was built, when that made
+        it structural (:meth:`SearchSpace.read_as_number`); not part of its identity.
     """
 
     name: str
@@ -66,6 +74,7 @@ class Param:
     high: float | None = None
     choices: tuple[Any, ...] = ()
     role: str | None = None
+    read_by: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -181,12 +190,21 @@ class Param:
         return out
 
     def describe(self) -> str:
-        """A short human-readable form, e.g. ``learning_rate: log [0.0001, 0.01] runtime``."""
+        """A short human-readable form, e.g. ``learning_rate: log [0.0001, 0.01] runtime``;
+        a parameter made structural by the model says why, e.g. ``l2: log [1e-05, 0.01]
+        structural (read as a number while the model was built, by keras.regularizers.L2): one
+        program per value``."""
         if self.kind == "choice":
             domain = "{" + ", ".join(str(c) for c in self.choices) + "}"
         else:
             domain = f"[{self.low:g}, {self.high:g}]"
-        return f"{self.name}: {self.kind} {domain} {self.resolved_role}"
+        text = f"{self.name}: {self.kind} {domain} {self.resolved_role}"
+        if self.read_by:
+            text += (
+                f" (read as a number while the model was built, by {self.read_by}): "
+                "one program per value"
+            )
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +255,23 @@ class SearchSpace:
         return tuple(
             (p.name, values[p.name]) for p in self.params if p.resolved_role == "structural"
         )
+
+    def read_as_number(self, name: str, by: str) -> SearchSpace:
+        """This space with ``name`` structural, because ``by`` read it as a number while the
+        model was built (the trainer's plan at a study's first build).
+
+        Raises:
+          ConfigError: naming ``param``, when ``name`` was given the role runtime explicitly.
+        """
+        param = self[name]
+        if param.role == "runtime":
+            raise _fail(
+                f"{name!r} has the role runtime, but the model reads it as a number while it is "
+                f"built (by {by}); drop ':runtime' to let it be structural (one program per "
+                "value), or read it inside a layer's call with .read()."
+            )
+        new = dataclasses.replace(param, role="structural", read_by=by)
+        return SearchSpace(tuple(new if p.name == name else p for p in self.params))
 
     def runtime_names(self) -> list[str]:
         """Names of the runtime parameters."""

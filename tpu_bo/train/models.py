@@ -6,7 +6,12 @@ an uncompiled model. ``hp`` is a read-only mapping of hyperparameter values:
 * structural and fixed hyperparameters arrive as plain Python values;
 * runtime hyperparameters (see :mod:`tpu_bo.search.space`) arrive as
   :class:`tpu_bo.train.layers.RuntimeValue` handles, to be passed to layers that read them at run
-  time, such as :class:`tpu_bo.train.layers.Dropout`.
+  time: Keras's own ``Dropout``, ``SpatialDropout1D/2D/3D``, ``GaussianDropout``,
+  ``GaussianNoise`` and ``AlphaDropout`` (the builder runs under
+  :func:`tpu_bo.train.layers.keras_layers_take_runtime_values`), or
+  :class:`tpu_bo.train.layers.Dropout`. A runtime hyperparameter the builder reads as a number
+  anyway (``keras.regularizers.L2(hp["l2"])``) becomes structural at the study's first build:
+  one program per value, and the study's header says so.
 
 Read optional hyperparameters with ``hp.get(name, default)``. The model should output logits;
 a final softmax is detected and handled. The trainer calls the builder once per program (and
@@ -140,6 +145,10 @@ def build_model(
 ) -> Any:
     """Calls ``builder`` with ``values`` as :class:`HParams` and builds the model's weights.
 
+    Keras's noise layers take runtime values, and get their seed generator at a rate of 0
+    (:func:`tpu_bo.train.layers.keras_layers_take_runtime_values`), as in the trainer's towers:
+    a host model of plain numbers holds plain Keras layers and the towers' variables.
+
     Args:
       input_shape: One example's feature shape, or a dict of them (dict features).
       example: A batch of features to build an unbuilt model by calling it; by default, zeros
@@ -149,10 +158,13 @@ def build_model(
         input_shape = {k: tuple(v) for k, v in input_shape.items()}
     else:
         input_shape = tuple(input_shape)
-    model = builder(HParams(values), input_shape, num_classes)
-    if example is None:
-        example = _zeros(input_shape)
-    ensure_built(model, example)
+    from tpu_bo.train.layers import keras_layers_take_runtime_values
+
+    with keras_layers_take_runtime_values():
+        model = builder(HParams(values), input_shape, num_classes)
+        if example is None:
+            example = _zeros(input_shape)
+        ensure_built(model, example)
     return model
 
 

@@ -22,6 +22,7 @@ Contract (docs/DESIGN.md contracts 1-5 and "Pack object (trainer side)"):
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -39,7 +40,7 @@ from tpu_bo.records import Checkpoint, Outcome
 from tpu_bo.search.space import TRAINER_PARAMS, TRAINER_RUNTIME, SearchSpace
 from tpu_bo.timing import Clock
 from tpu_bo.train import heads, models
-from tpu_bo.train.layers import RuntimeValue, RuntimeValueError
+from tpu_bo.train.layers import RuntimeValue, keras_layers_take_runtime_values, read_as_number
 from tpu_bo.train.pack import Pack, PackContext
 from tpu_bo.train.program import (
     Program,
@@ -54,6 +55,15 @@ from tpu_bo.train.program import (
 from tpu_bo.train.reset import make_reset, plan, recording
 
 log = logging.getLogger("tpu_bo")
+
+
+class _ReadAsNumber(Exception):
+    """The builder's first run read runtime ``param`` as a number: ``space`` is the new plan,
+    with ``param`` structural (raised by ``Trainer._call_builder``, taken by ``program``)."""
+
+    def __init__(self, space: SearchSpace, param: str) -> None:
+        super().__init__(param)
+        self.space, self.param = space, param
 
 
 class Trainer:
@@ -92,6 +102,7 @@ class Trainer:
         self.clock = clock or Clock()  # where the time goes (tpu_bo.timing)
         self._host_models: dict[tuple[Any, ...], Any] = {}  # see _saving_model
         self.counts = Traces()  # shared by every program of this trainer
+        self._planned = False  # the roles are settled once the builder has run (_call_builder)
         self._said_kept = False  # see _say_kept
         self._programs: collections.OrderedDict[tuple[Any, ...], Program] = (
             collections.OrderedDict()
@@ -260,7 +271,16 @@ class Trainer:
             (old_key, _width), _ = self._programs.popitem(last=False)
             log.info("program cache full: dropped the program for %s", dict(old_key))
         with self.clock.measure("trace"):
-            program = self._build(key[0], width, params)
+            try:
+                program = self._build(key[0], width, params)
+            except _ReadAsNumber as e:
+                program = None
+                self.space = e.space
+                # The study opens with this config, so the plan is its identity's roles.
+                self.config = dataclasses.replace(self.config, space=self.space, space_file="")
+                log.info("%s", self.space[e.param].describe())
+        if program is None:
+            return self.program(params, width)  # the same point, under the new plan
         self._programs[key] = program
         return program
 
@@ -350,16 +370,28 @@ class Trainer:
         )  # fmt: skip
 
     def _call_builder(self, values: Mapping[str, Any]) -> Any:
+        """The builder's model of ``values``, built, with Keras's noise layers taking runtime
+        values (:func:`tpu_bo.train.layers.keras_layers_take_runtime_values`).
+
+        A runtime value the builder reads as a number (:func:`tpu_bo.train.layers.read_as_number`)
+        at its first run makes that parameter structural: :class:`_ReadAsNumber` carries the
+        new plan to :meth:`program`, which builds again. Later (another structure), or for a
+        parameter given the role runtime, it is a ``ConfigError`` naming ``param``.
+        """
         hp = models.HParams(values)
         name = self.config.model_name
         classes = self.datasets.num_classes
         try:
-            model = self.builder(hp, self.datasets.input_shape, classes)
-        except RuntimeValueError as e:
-            raise ConfigError("param", str(e)) from None
+            with keras_layers_take_runtime_values():
+                model = self.builder(hp, self.datasets.input_shape, classes)
+                if isinstance(model, keras.Model):  # layers made in build() take them too
+                    models.ensure_built(model, self.datasets.zeros(1)[0])
         except ConfigError:
             raise
         except Exception as e:  # noqa: BLE001 - the user's builder may raise anything
+            found = read_as_number(e, values.values())
+            if found is not None:
+                raise self._read_as_number(values, found[0].name, found[1]) from None
             if classes is not None:
                 raise
             label = self.datasets.element_spec[1]
@@ -370,11 +402,11 @@ class Trainer:
                 "loss needs integer class labels: compile your model with its own loss and "
                 "metrics for any other task.",
             ) from None
+        self._planned = True
         if not isinstance(model, keras.Model):
             raise ConfigError(
                 "model", f"builder {name} returned {type(model).__name__}, not a keras.Model."
             )
-        models.ensure_built(model, self.datasets.zeros(1)[0])
         if not model.trainable_variables:
             raise ConfigError("model", f"model {name} has no trainable variables.")
         unused = [n for n in values if n not in hp.requested and n not in TRAINER_PARAMS]
@@ -387,6 +419,19 @@ class Trainer:
                 "check the spelling.",
             )
         return model
+
+    def _read_as_number(self, values: Mapping[str, Any], param: str, by: str) -> Exception:
+        """What ``by`` reading runtime ``param`` as a number while the model was built raises."""
+        if not self._planned:
+            return _ReadAsNumber(self.space.read_as_number(param, by), param)
+        structure = dict(self.space.structure_key(values)) or "its first structure"
+        return ConfigError(
+            "param",
+            f"model {self.config.model_name} reads hyperparameter {param!r} as a number (by "
+            f"{by}) when built for {structure}, but the study planned it as runtime at its "
+            f"first build, which did not; give it the role structural "
+            f"(--param={param}:...:structural).",
+        )
 
     def check_objective(self, params: Mapping[str, Any]) -> None:
         """One sentence naming ``objective`` when no trial of ``params``'s structure reports it."""
