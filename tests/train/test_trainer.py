@@ -174,10 +174,10 @@ def test_softmax_models_train_too():
         (
             {
                 "model": "tests.custom_models:bakes_a_runtime_value",
-                "space": ["dropout:float:0:0.5"],
+                "space": ["dropout:float:0:0.5:runtime"],  # without :runtime, it is structural
             },
             "param",
-            "'dropout' is a runtime value",
+            "'dropout' has the role runtime",
         ),
         ({"model": "tests.custom_models:not_a_model"}, "model", "returned str, not a keras.Model"),
     ],
