@@ -121,16 +121,23 @@ def test_a_tuned_weight_decay_is_one_program_for_every_value(trainer):
 
 
 def test_an_optimizer_that_cannot_read_a_variable_makes_the_parameter_structural(trainer, caplog):
-    with pytest.raises(ConfigError, match=r"param: ClippedAdam does not read weight_decay.*"):
+    """At the first build the plan changes, said in the header's line; at a later structure
+    (the shared trainer has built others) it is one sentence naming --param."""
+    with pytest.raises(ConfigError, match=r"ClippedAdam does not read weight_decay from a var"):
         trainer.pack({"opt": "mine", "weight_decay": 0.01}, 1)
-    config = Config(
-        **{**FIELDS, "space": ["weight_decay:choice:0.01,0.1:structural", "momentum:float:0:1"]},
-        fixed={"opt": "mine"},
-    ).validate()
-    structural = Trainer(config, trainer.strategy, trainer.datasets)
+    space = ["weight_decay:log:1e-3:1e-1", "momentum:float:0:1"]
+    config = Config(**{**FIELDS, "space": space}, fixed={"opt": "mine"}).validate()
+    first = Trainer(config, trainer.strategy, trainer.datasets)
     with caplog.at_level(logging.INFO, logger="tpu_bo"):
-        tower = structural.program({"weight_decay": 0.1, "momentum": 0.5}, 1).towers[0]
+        tower = first.program({"weight_decay": 0.1, "momentum": 0.5}, 1).towers[0]
+    assert first.space["weight_decay"].resolved_role == "structural"
+    assert first.config.space == first.space  # the study opens with this plan
     assert tower.optimizer.weight_decay == 0.1 and tower.optimizer_class == "ClippedAdam"
+    assert first.space["weight_decay"].describe() == (
+        "weight_decay: log [0.001, 0.1] structural (read as a number while the model was built, "
+        "by the optimizer ClippedAdam): one program per value"
+    )
+    assert first.space["weight_decay"].describe() in caplog.text
     assert "momentum: ClippedAdam has no such hyperparameter; its trials ignore it" in caplog.text
 
 

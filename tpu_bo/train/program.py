@@ -326,6 +326,23 @@ RUNTIME_READS: dict[str, frozenset[str]] = {
 _READING_METHODS = ("build", "update_step", "_backend_update_step", "_apply_weight_decay")
 
 
+class NotReadAtEveryStep(ConfigError):
+    """A runtime ``param`` the optimizer (``by``) does not read from a variable at every step.
+
+    The trainer makes it structural at a study's first build (as it does a value the builder
+    reads as a number); later it is this one sentence naming ``param``.
+    """
+
+    def __init__(self, param: str, by: str) -> None:
+        super().__init__(
+            "param",
+            f"{by} does not read {param} from a variable at every step, so {param} cannot change "
+            f"without a new program: give it the role structural "
+            f"(--param={param}:...:structural), one program per value.",
+        )
+        self.param, self.by = param, by
+
+
 class OptimizerValue:
     """A searched optimizer hyperparameter as the tower's optimizer holds it (``beta_1``...).
 
@@ -404,9 +421,10 @@ def make_optimizer(
       name: The model's name, for messages.
 
     Raises:
-      ConfigError: naming ``param``, for a runtime hyperparameter the optimizer does not read
-        at every step; naming ``model``, for a compiled learning rate that is neither a number
-        nor a schedule.
+      NotReadAtEveryStep: for a runtime hyperparameter the optimizer does not read at every
+        step.
+      ConfigError: naming ``model``, for a compiled learning rate that is neither a number nor
+        a schedule.
     """
     compiled = getattr(tower.model, "optimizer", None)
     values, rate = tower.hp_values, tower.runtime_vars["learning_rate"]
@@ -452,12 +470,7 @@ def make_optimizer(
     readable = runtime_reads(optimizer)
     for hp, value in runtime.items():
         if hp not in readable:
-            raise ConfigError(
-                "param",
-                f"{cls.__name__} does not read {hp} from a variable at every step, so {hp} "
-                f"cannot change without a new program: give it the role structural "
-                f"(--param={hp}:...:structural), one program per value.",
-            )
+            raise NotReadAtEveryStep(hp, f"the optimizer {cls.__name__}")
         setattr(optimizer, hp, OptimizerValue(value.variable, _top(space[hp])))
     tower.optimizer, tower.optimizer_class = optimizer, cls.__name__
     tower.runtime_defaults = {"learning_rate": default}

@@ -43,6 +43,7 @@ from tpu_bo.train import heads, models
 from tpu_bo.train.layers import RuntimeValue, keras_layers_take_runtime_values, read_as_number
 from tpu_bo.train.pack import Pack, PackContext
 from tpu_bo.train.program import (
+    NotReadAtEveryStep,
     Program,
     Tower,
     Traces,
@@ -304,12 +305,18 @@ class Trainer:
                 tower.hp_values = values
                 tower.model = self._call_builder(values)
                 # The compiled optimizer's copy, unless one is given explicitly.
-                notes = make_optimizer(
-                    tower,
-                    self.space,
-                    kind=values.get("optimizer", self.config.optimizer),
-                    name=self.config.model_name,
-                )
+                try:
+                    notes = make_optimizer(
+                        tower,
+                        self.space,
+                        kind=values.get("optimizer", self.config.optimizer),
+                        name=self.config.model_name,
+                    )
+                except NotReadAtEveryStep as e:
+                    if self._programs or self.traces:  # the plan was settled by the first build
+                        raise
+                    new_plan = self.space.read_as_number(e.param, e.by)
+                    raise _ReadAsNumber(new_plan, e.param) from None
                 if not towers:  # once per program
                     for note in notes:
                         log.info("%s", note)
