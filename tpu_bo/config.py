@@ -226,6 +226,14 @@ class Config:
         "rmsprop; given (or searched as an optimizer choice param), it replaces the compiled one.",
         choices=OPTIMIZERS,
     )
+    lr_schedule: str = flag_field(
+        "constant",
+        "The learning rate's shape over a trial's steps: constant, or cosine / linear decay to "
+        "the runtime hyperparameter decay_floor (a fraction of the rate, default 0) by the last "
+        "step of --epochs; any shape starts with a linear warmup over the runtime "
+        "hyperparameter warmup_steps (default 0). Tune either with --param, in one program.",
+        choices=("constant", "cosine", "linear"),
+    )
     fixed: Mapping[str, Any] = flag_field(
         help="A hyperparameter held fixed for the whole study, NAME=VALUE "
         "(e.g. --fixed=dense_units=256). Repeatable.",

@@ -246,3 +246,47 @@ def _runtime_steps(classes: list, cases: list[list[dict]]) -> tuple[list[list[np
         for i, w in enumerate(weights):
             out[i].append(w.numpy())
     return out, steps.experimental_get_tracing_count()
+
+
+def test_the_schedule_factor_is_keras_cosine_decay_after_its_warmup():
+    from tpu_bo.train.program import schedule_factor
+
+    cosine = keras.optimizers.schedules.CosineDecay(1.0, 20, alpha=0.1)
+    for step in (0, 5, 19, 20, 30):
+        ours = float(schedule_factor(step, 0.0, 0.1, "cosine", 20))
+        assert ours == pytest.approx(float(cosine(step)), abs=1e-6)
+    warm = [float(schedule_factor(s, 4.0, 0.0, "constant", 20)) for s in range(6)]
+    assert warm == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    assert float(schedule_factor(20, 4.0, 0.2, "linear", 20)) == pytest.approx(0.2)
+
+
+class _Scheduled(keras.optimizers.schedules.LearningRateSchedule):
+    """tpu_bo's schedule as a Keras schedule, for ``fit``: the same maths at every step."""
+
+    def __init__(self, warmup, floor):
+        self.warmup, self.floor = warmup, floor
+
+    def __call__(self, step):
+        from tpu_bo.train.program import schedule_factor
+
+        total = EPOCHS * (TRAIN // BATCH)
+        return 2e-3 * schedule_factor(step, self.warmup, self.floor, "cosine", total)
+
+    def get_config(self):
+        return {"warmup": self.warmup, "floor": self.floor}
+
+
+def test_a_warmup_and_a_decay_floor_are_tuned_in_one_program_and_train_as_keras_fit():
+    fields = {**FIELDS, "space": ["warmup_steps:int:0:8", "decay_floor:float:0:0.5"],
+              "fixed": {"opt": "adamw"}, "lr_schedule": "cosine"}  # fmt: skip
+    config = Config(**fields).validate()
+    assert {p.name: p.resolved_role for p in config.resolved_space().params} == {
+        "warmup_steps": "runtime", "decay_floor": "runtime"
+    }  # fmt: skip
+    strategy = get_strategy("cpu")
+    scheduled = Trainer(config, strategy, load_datasets(config, strategy, data={"train": (X, Y)}))
+    for warmup, floor in [(6, 0.5), (0, 0.0)]:
+        start, trained, outcome = train(scheduled, {"warmup_steps": warmup, "decay_floor": floor})
+        assert outcome.status == "ok" and scheduled.traces == 2 and scheduled.num_programs == 1
+        adamw = keras.optimizers.AdamW(_Scheduled(float(warmup), floor), beta_1=0.8)
+        assert_same(trained, fit(adamw, start))

@@ -41,7 +41,11 @@ ROLES = ("runtime", "structural")
 # Hyperparameters the trainer itself consumes; every other name must be read by the model. The
 # optimizer's own (tpu_bo.train.program.make_optimizer) are read from variables at every step.
 OPTIMIZER_RUNTIME = frozenset({"weight_decay", "beta_1", "beta_2", "momentum", "epsilon"})
-TRAINER_RUNTIME = frozenset({"learning_rate", "label_smoothing"}) | OPTIMIZER_RUNTIME
+# The learning-rate schedule's (--lr_schedule; tpu_bo.train.program.schedule_factor).
+SCHEDULE_RUNTIME = frozenset({"warmup_steps", "decay_floor"})
+TRAINER_RUNTIME = (
+    frozenset({"learning_rate", "label_smoothing"}) | OPTIMIZER_RUNTIME | SCHEDULE_RUNTIME
+)
 TRAINER_STRUCTURAL = frozenset({"optimizer", "batch_size"})
 TRAINER_PARAMS = TRAINER_RUNTIME | TRAINER_STRUCTURAL
 

@@ -401,6 +401,8 @@ def make_optimizer(
     *,
     kind: str | None = None,
     name: str = "model",
+    schedule_shape: str = "constant",
+    total_steps: int = 0,
 ) -> list[str]:
     """Gives ``tower`` its own optimizer; returns the lines to log about it (once per program).
 
@@ -414,11 +416,18 @@ def make_optimizer(
     ``tower.hp_values`` replaces the optimizer's: a plain number (fixed or structural) in its
     config, a runtime one as an :class:`OptimizerValue` read at every step.
 
+    The rate is also multiplied, at every step, by :func:`schedule_factor` of the runtime
+    ``warmup_steps`` and ``decay_floor`` (``--lr_schedule``): exactly 1 with neither given and
+    ``constant``, so a study without a schedule computes what it did before.
+
     Args:
       tower: The tower, with its model built and ``hp_values`` set.
       space: The search space (the domains of runtime optimizer hyperparameters).
       kind: The optimizer given explicitly, or ``None``.
       name: The model's name, for messages.
+      schedule_shape: ``constant``, ``cosine`` or ``linear`` (``--lr_schedule``).
+      total_steps: The steps a trial trains (``--epochs`` times the steps per epoch), over
+        which the decay runs from 1 to ``decay_floor``.
 
     Raises:
       NotReadAtEveryStep: for a runtime hyperparameter the optimizer does not read at every
@@ -450,18 +459,27 @@ def make_optimizer(
         elif not isinstance(value, RuntimeValue):
             config[hp] = float(value)
 
+    warmup, floor = tower.runtime_vars["warmup_steps"], tower.runtime_vars["decay_floor"]
+    made: list[Any] = []  # the optimizer, once made: its step count drives the schedule
+
+    def factor() -> tf.Tensor:
+        return schedule_factor(made[0].iterations, warmup, floor, schedule_shape, total_steps)
+
     # A callable reading the variable, so one program serves every rate.
     def read_rate() -> tf.Tensor:
-        return rate.read_value()
+        return rate.read_value() * factor()
 
     optimizer = cls.from_config({**config, "learning_rate": read_rate})
+    made.append(optimizer)
     if schedule is not None and "learning_rate" in values:
         lines.append(
             f"learning_rate: the trial's value replaces the {type(schedule).__name__} schedule "
             f"model {name} was compiled with"
         )
     elif schedule is not None:
-        optimizer.learning_rate = lambda: schedule(optimizer.iterations) * rate.read_value()
+        optimizer.learning_rate = lambda: (
+            schedule(optimizer.iterations) * rate.read_value() * factor()
+        )
         default = 1.0
     for attribute in ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern"):
         if copy and hasattr(compiled, attribute):  # exclude_from_weight_decay(): not in the config
@@ -475,6 +493,36 @@ def make_optimizer(
     tower.optimizer, tower.optimizer_class = optimizer, cls.__name__
     tower.runtime_defaults = {"learning_rate": default}
     return lines
+
+
+SCHEDULE_SHAPES = ("constant", "cosine", "linear")
+
+
+def schedule_factor(step: Any, warmup: Any, floor: Any, shape: str, total_steps: int) -> tf.Tensor:
+    """The learning rate's multiplier at optimizer step ``step`` (0 for the first update).
+
+    A linear warmup over ``warmup`` steps (``(step + 1) / warmup`` up to 1; none at 0), then,
+    for ``cosine`` or ``linear``, a decay from 1 to ``floor`` (a fraction of the rate) over the
+    rest of ``total_steps``, as ``keras.optimizers.schedules.CosineDecay`` with ``alpha=floor``
+    does; ``constant`` stays at 1 after the warmup. Every argument but ``shape`` and
+    ``total_steps`` may be a tensor or variable, so a warmup length or a floor is a runtime
+    hyperparameter: one program serves every value.
+    """
+    step = tf.cast(step, tf.float32)
+    warmup = tf.cast(warmup, tf.float32)
+    warm = tf.minimum(1.0, (step + 1.0) / tf.maximum(warmup, 1.0))
+    if shape == "constant":
+        return warm
+    span = tf.maximum(float(total_steps) - warmup, 1.0)
+    progress = tf.clip_by_value((step - warmup) / span, 0.0, 1.0)
+    if shape == "cosine":
+        decay = 0.5 * (1.0 + tf.cos(np.pi * progress))
+    elif shape == "linear":
+        decay = 1.0 - progress
+    else:
+        raise ValueError(f"unknown schedule shape {shape!r}; use one of {SCHEDULE_SHAPES}")
+    floor = tf.cast(floor, tf.float32)
+    return warm * (floor + (1.0 - floor) * decay)
 
 
 def runtime_reads(optimizer: Any) -> frozenset[str]:

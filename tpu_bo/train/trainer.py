@@ -311,6 +311,8 @@ class Trainer:
                         self.space,
                         kind=values.get("optimizer", self.config.optimizer),
                         name=self.config.model_name,
+                        schedule_shape=self.config.lr_schedule,
+                        total_steps=self.config.epochs * self.data(params).steps_per_epoch,
                     )
                 except NotReadAtEveryStep as e:
                     if self._programs or self.traces:  # the plan was settled by the first build
