@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("session",),
     ("smoke",),
     ("results",),
+    ("keras_tuner",),  # KerasTuner's API over run_study and the read-back of results
     ("main",),
     ("__init__",),  # the package's public face
 )
