@@ -433,6 +433,12 @@ class Config:
         "noise: better on smooth noisy objectives, worse next to a learning-rate cliff).",
         choices=SELECT_BEST,
     )
+    keep_top: bool = flag_field(
+        False,
+        "Keep the weights of the 5 best trials in kept/, not only the best one's in best/ "
+        "(always so with --select_best=posterior or --repeat_best > 1); "
+        "tpu_bo.keras_tuner's get_best_models(n) reads them.",
+    )
     repeat_best: int = flag_field(
         1,
         "Once the budget is spent, run the top candidates until each has N runs with different "

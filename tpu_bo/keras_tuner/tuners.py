@@ -452,9 +452,8 @@ class Tuner:
             "objective_mode": self._objective.direction,
             "seed": self._seed,
             "epochs": int(kwargs.get("epochs", 1)),
-            # kept/ holds the TOP trials' weights only when a selection rule may need them;
-            # get_best_models needs them (the ranking here is by observed score regardless).
-            "select_best": "posterior",
+            # get_best_models(n) loads the n best trials' weights from kept/.
+            "keep_top": True,
             **study,
             **self._study(int(kwargs.get("epochs", 1))),
         }

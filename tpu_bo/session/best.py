@@ -60,7 +60,7 @@ class BestWeights:
     ) -> None:
         self.config, self.files, self.save, self.trial_json = config, files, save, trial_json
         self.sign = 1.0 if config.maximize else -1.0
-        keep = config.select_best == "posterior" or config.repeat_best > 1
+        keep = config.keep_top or config.select_best == "posterior" or config.repeat_best > 1
         self.kept = Kept(files, save, maximize=config.maximize, enabled=keep)
         self.record: TrialRecord | None = best(told, maximize=config.maximize)
         self._candidates: dict[int, tuple[float, Weights]] = {}  # by slot

@@ -165,7 +165,8 @@ class Kept:
       files: The study's output directory.
       save: Writes ``(params, weights, path)`` as ``.weights.h5`` (``Trainer.save_weights``).
       maximize: The objective's direction.
-      enabled: Whether to keep anything (``select_best=posterior`` or ``repeat_best`` > 1).
+      enabled: Whether to keep anything (``keep_top``, ``select_best=posterior`` or
+        ``repeat_best`` > 1).
     """
 
     def __init__(self, files: OutputDir, save: Callable, *, maximize: bool, enabled: bool) -> None:
