@@ -177,11 +177,26 @@ def test_the_objective_direction_is_inferred_or_given(fields, maximize):
     assert Config(**fields).validate().maximize is maximize
 
 
+def test_a_direction_the_name_does_not_say_is_settled_by_the_metric_object():
+    config = Config(objective="val_my_score").validate()  # the model may say it
+    with pytest.raises(ConfigError) as error:
+        _ = config.maximize
+    assert error.value.flag == "objective_mode" and "val_my_score" in error.value.message
+    settled = config.settle_direction({"my_score": True})
+    assert settled.objective_mode == "max" and settled.maximize
+    with pytest.raises(ConfigError, match="cannot tell whether val_my_score"):
+        config.settle_direction({"other": False})
+    named = Config(objective="val_mae").validate()  # the object decides over the name
+    assert named.settle_direction({"mae": False}) is named
+    assert named.settle_direction({"mae": True}).objective_mode == "max"
+    given = Config(objective="val_mae", objective_mode="min").validate()
+    assert given.settle_direction({"mae": True}) is given
+
+
 @pytest.mark.parametrize(
     "fields,flag,words",
     [
         ({"objective": "accuracy"}, "objective", "use loss, val_loss or val_<metric>"),
-        ({"objective": "val_my_score"}, "objective_mode", "cannot tell whether val_my_score"),
         ({"final_on_train_and_val": True}, "final_on_train_and_val", "needs --final_epochs"),
         ({"final_epochs": -1}, "final_epochs", ""),
     ],

@@ -301,8 +301,9 @@ class Config:
     )
     objective_mode: str = flag_field(
         "auto",
-        "Maximise or minimise the objective; auto infers it from the Keras metric's name "
-        "(losses and errors down, accuracy/AUC/precision/recall up) and otherwise asks.",
+        "Maximise or minimise the objective; auto takes it from the compiled metric object "
+        "(R2Score, F-scores, AUC, IoU up; errors down), else from the Keras metric's name "
+        "(losses and errors down, accuracy/AUC/precision/recall up), and otherwise asks.",
         choices=OBJECTIVE_MODES,
     )
     acquisition: str = flag_field(
@@ -483,10 +484,39 @@ class Config:
 
     @property
     def maximize(self) -> bool:
-        """Whether a larger objective is better (``auto``: losses are minimised)."""
-        if self.objective_mode == "auto":
-            return bool(infer_maximize(self.objective))
-        return self.objective_mode == "max"
+        """Whether a larger objective is better (``auto``: from its name, e.g. losses are
+        minimised; a name that does not say needs :meth:`settle_direction` first).
+
+        Raises:
+          ConfigError: naming ``objective_mode``, under ``auto`` for a name that does not say.
+        """
+        if self.objective_mode != "auto":
+            return self.objective_mode == "max"
+        maximize = infer_maximize(self.objective)
+        if maximize is None:
+            raise _unknown_direction(self.objective)
+        return maximize
+
+    def settle_direction(self, declared: Mapping[str, bool]) -> Config:
+        """This config with the objective's direction taken from its metric object.
+
+        Under ``--objective_mode=auto``, the direction the reported metric's object declares
+        (``declared``, from :func:`tpu_bo.train.heads.metric_directions`) decides over the
+        name; the config is returned unchanged when the name already says the same, else
+        with ``objective_mode`` ``max`` or ``min`` (so a resumed study, which settles it
+        again, has the same identity).
+
+        Raises:
+          ConfigError: naming ``objective_mode`` when neither the object nor the name says.
+        """
+        if self.objective_mode != "auto":
+            return self
+        maximize = infer_maximize(self.objective, declared)
+        if maximize is None:
+            raise _unknown_direction(self.objective)
+        if maximize is infer_maximize(self.objective):
+            return self
+        return dataclasses.replace(self, objective_mode="max" if maximize else "min")
 
     def resolved_space(self) -> SearchSpace:
         """The search space: the given one, the ``space_file``'s, or the model's default."""
@@ -608,18 +638,20 @@ def _check_scheduler(config: Config) -> None:
             raise ConfigError(flag, f"does not go with --scheduler=pbt: {why}.")
 
 
+def _unknown_direction(objective: str) -> ConfigError:
+    return ConfigError(
+        "objective_mode",
+        f"cannot tell whether {objective} improves up or down from its metric or its name; "
+        "pass --objective_mode=max or --objective_mode=min.",
+    )
+
+
 def _check_objective(config: Config) -> None:
     if config.objective != "loss" and not config.objective.startswith("val_"):
         raise ConfigError(
             "objective",
             f"{config.objective!r} is not a reported metric; use loss, val_loss or "
             "val_<metric> (e.g. val_accuracy, val_mae, val_auc).",
-        )
-    if config.objective_mode == "auto" and infer_maximize(config.objective) is None:
-        raise ConfigError(
-            "objective_mode",
-            f"cannot tell whether {config.objective} improves up or down from its name; pass "
-            "--objective_mode=max or --objective_mode=min.",
         )
     if config.final_on_train_and_val and not config.final_epochs:
         raise ConfigError("final_on_train_and_val", "needs --final_epochs > 0.")

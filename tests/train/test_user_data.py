@@ -207,7 +207,15 @@ def study_error(**fields):
             "reports loss, val_loss, val_accuracy, not val_auc",
         ),
         ({"dataset": "tests.user_data:ragged"}, "dataset", "which is not static"),
-        ({"objective": "val_foo"}, "objective_mode", "pass --objective_mode=max"),
+        (
+            {
+                "dataset": "tests.user_data:diabetes",
+                "model": "tests.metric_models:unknown_direction",
+                "objective": "val_foo",
+            },
+            "objective_mode",
+            "pass --objective_mode=max",
+        ),
         ({"augment": "tests.user_data:standardize"}, "augment", "failed on an example"),
     ],
 )
@@ -235,7 +243,12 @@ def test_a_compiled_loss_that_does_not_fit_the_labels_names_label(tmp_path):
 
 
 def test_the_cli_says_a_missing_objective_direction_in_one_line():
-    run = run_cli("--objective=val_foo")
+    run = run_cli(
+        "--dataset=tests.user_data:diabetes",
+        "--model=tests.metric_models:unknown_direction",
+        "--objective=val_foo",
+        "--epochs=1",
+    )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("error: --objective_mode: cannot tell")
 

@@ -114,7 +114,7 @@ def _run(
     # Build a program before the study is opened: a model that cannot be built (a misspelt
     # hyperparameter, say) then fails before anything is written.
     trainer.pack(trainer.space.some_point(), config.parallel_trials)
-    trainer.check_objective(trainer.space.some_point())
+    config = trainer.check_objective(trainer.space.some_point())  # its direction settled
     study = Study(config, writer=is_chief()).open()
     try:
         check_shared_output_dir(strategy, study.dir.output_dir, records=len(study.records()))

@@ -7,27 +7,39 @@
   ``compute_loss``; evaluation calls it with the padding weights, and updates the compiled
   metrics with them too (Keras itself ignores sample weights in ``compile(metrics=...)``, but
   here the weight only marks the padding, so every example must count once). Each tower keeps
-  its own metric state, which the eval program resets at every evaluation. The compiled loss
-  and metrics are built in the strategy's scope when the program is built, so no variable is
-  created while a program traces. The compiled optimizer is the tower's too, copied by
+  its own metric state, which the eval program resets at every evaluation: a metric object
+  the builder shares between the models it returns (a module-level ``METRICS`` list) is
+  copied for each tower. The compiled loss and metrics are built in the strategy's scope when
+  the program is built, so no variable is created while a program traces: as Keras's own
+  ``_symbolic_build``, one update that changes no state makes the variables of the metrics
+  that create them on their first ``update_state`` (``R2Score``, ``F1Score``,
+  ``FBetaScore``...). The compiled optimizer is the tower's too, copied by
   :func:`tpu_bo.train.program.make_optimizer`, unless ``--optimizer`` is given.
+* **Directions** (:func:`metric_directions`): which way each compiled metric improves, as its
+  object says (Keras's own ``_direction``, which ``EarlyStopping`` reads; else its class's or
+  wrapped function's name), so that ``--objective=val_r2`` of ``R2Score(name="r2")`` is
+  maximised whatever its name (:func:`tpu_bo.objectives.infer_maximize`).
 
 Keras's losses divide by the replicas themselves (``scale_loss_for_distribution``), as the
 default head does by dividing by the global batch, so summing over replicas gives the mean in
-both heads; ``tests/test_user_data.py`` checks the reported scores against Keras's ``evaluate``.
+both heads; ``tests/train/test_user_data.py`` and ``tests/train/test_heads.py`` check the
+reported scores against Keras's ``evaluate``.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from tpu_bo.data.sources import describe
 from tpu_bo.errors import ConfigError, first_line
+from tpu_bo.objectives import infer_maximize
 
 
 def metric_names(tower: Any) -> list[str]:
@@ -38,12 +50,67 @@ def metric_names(tower: Any) -> list[str]:
 
 
 def compiled_metrics(tower: Any) -> dict[str, Any]:
-    """The compiled model's scalar metric results by name (``{}`` without metrics)."""
-    metrics = getattr(tower.model, "_compile_metrics", None)
+    """The compiled model's scalar metric results by name (``{}`` without metrics).
+
+    A one-element result (``F1Score`` of one binary output) is reported as its scalar; a
+    per-class vector (``F1Score(average=None)`` of many classes) is not reported.
+    """
+    results = {name: metric.result() for name, metric in named_metrics(tower.model)}
+    return {k: tf.reshape(v, []) for k, v in results.items() if int(np.prod(v.shape)) == 1}
+
+
+def named_metrics(model: Any) -> Iterator[tuple[str, Any]]:
+    """Each compiled metric object under the name ``CompileMetrics.result()`` gives its result.
+
+    The names are Keras's: the metric's name, prefixed by its output's name in a multi-output
+    model, a repeated name numbered (``auc_1``), a weighted metric's clash ``weighted_...``
+    (``tests/train/test_heads.py`` checks them against ``evaluate``'s).
+    """
+    metrics = getattr(model, "_compile_metrics", None)
     if metrics is None or not metrics.built:
-        return {}
-    results = metrics.result()
-    return {k: v for k, v in results.items() if int(np.prod(v.shape)) == 1}
+        return
+    counts: dict[str, int] = {}
+    for weighted, group in ((False, metrics._flat_metrics), (True, metrics._flat_weighted_metrics)):
+        for metrics_list in group:
+            if not metrics_list:
+                continue
+            prefix = f"{metrics_list.output_name}_" if metrics_list.output_name else ""
+            for metric in metrics_list.metrics:
+                name = prefix + metric.name
+                if name in counts and weighted:
+                    name = f"{prefix}weighted_{metric.name}"
+                if name in counts:
+                    counts[name] += 1
+                    name = f"{name}_{counts[name] - 1}"
+                else:
+                    counts[name] = 1
+                yield name, metric
+
+
+def metric_directions(tower: Any) -> dict[str, bool]:
+    """Which way each of a tower's reported metrics improves, where its object says it.
+
+    Returns ``{name: True}`` for a metric that is better larger, ``False`` smaller, for every
+    metric whose object declares it: Keras's ``_direction`` (``"up"``/``"down"``, set by each
+    Keras metric and readable by ``EarlyStopping``; a custom metric may set it too), else its
+    class's name or, for a ``MeanMetricWrapper``, its function's name, read as a Keras metric
+    name (``TruePositives`` up, ``def pinball_loss`` down). The default head's accuracy is up.
+    """
+    if not tower.compiled:
+        return {"accuracy": True}
+    directions = {}
+    for name, metric in named_metrics(tower.model):
+        declared = {"up": True, "down": False}.get(getattr(metric, "_direction", None))
+        if declared is None:
+            fn = getattr(metric, "_fn", None)
+            named = getattr(fn, "__name__", None) or _SNAKE.sub("_", type(metric).__name__)
+            declared = infer_maximize(named.lower())
+        if declared is not None:
+            directions[name] = declared
+    return directions
+
+
+_SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def update_compiled_metrics(model: Any, y: Any, outputs: Any, weight: tf.Tensor) -> None:
@@ -57,9 +124,12 @@ def update_compiled_metrics(model: Any, y: Any, outputs: Any, weight: tf.Tensor)
         return
     y_true, y_pred = metrics._flatten_y(y), metrics._flatten_y(outputs)
     for group in (metrics._flat_metrics, metrics._flat_weighted_metrics):
-        for metric, a, b in zip(group, y_true, y_pred, strict=False):
-            if metric is not None:
-                metric.update_state(a, b, sample_weight=weight)
+        for metrics_list, a, b in zip(group, y_true, y_pred, strict=False):
+            for metric in metrics_list.metrics if metrics_list is not None else ():
+                # An integer metric (the IoUs' confusion counts) takes the 0/1 weight exactly.
+                dtype = str(getattr(metric, "dtype", ""))
+                w = tf.cast(weight, dtype) if "int" in dtype else weight
+                metric.update_state(a, b, sample_weight=w)
 
 
 def reset_compiled_metrics(towers: list[Any]) -> None:
@@ -128,8 +198,52 @@ def attach(tower: Any, zeros: Any, *, name: str, smoothing: bool) -> None:
     x, y = zeros
     outputs = model(x, training=False)
     model._compile_loss.build(y, outputs)
-    if model._compile_metrics is not None:
-        model._compile_metrics.build(y, outputs)
+    metrics = model._compile_metrics
+    if metrics is None:
+        return
+    _own_metrics(metrics)
+    metrics.build(y, outputs)
+    # A metric that makes its variables on its first update (R2Score, F1Score...) makes them
+    # at this scope's exit, in the strategy's scope, not while a program traces; the update
+    # itself changes no variable (Keras's _symbolic_build does the same).
+    with keras.StatelessScope():
+        try:
+            weight = tf.ones(tf.shape(tf.nest.flatten(y)[0])[:1])
+            update_compiled_metrics(model, y, outputs, weight)
+        except Exception as e:  # noqa: BLE001 - Keras raises many types for a mismatch
+            spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), y)
+            raise ConfigError(
+                "label",
+                f"the labels ({describe(spec)}) do not fit model {name}'s output and compiled "
+                f"metrics: {first_line(e)}.",
+            ) from None
+
+
+def _own_metrics(metrics: Any) -> None:
+    """Gives a tower's unbuilt compiled metrics Keras metric objects of their own.
+
+    A builder that passes one metric object to every model it compiles (a module-level
+    ``METRICS`` list, as Keras's imbalanced-data tutorial has) would make every tower, and the
+    host models, update one state. Each Keras metric object is therefore replaced by a copy
+    from its config, which Keras's own classes round-trip; the user's object stays with the
+    host models. A custom class's object is kept as it is (its config may not name every
+    argument): such a metric is created inside the builder.
+    """
+
+    def own(metric: Any) -> Any:
+        if not isinstance(metric, keras.metrics.Metric):
+            return metric
+        if not type(metric).__module__.startswith("keras."):
+            return metric
+        try:
+            return type(metric).from_config(metric.get_config())
+        except Exception:  # noqa: BLE001 - e.g. a wrapped function Keras cannot deserialize
+            return metric
+
+    for attr in ("_user_metrics", "_user_weighted_metrics"):
+        given = getattr(metrics, attr)
+        if given is not None:
+            setattr(metrics, attr, keras.tree.map_structure(own, given))
 
 
 def check_labels(
@@ -144,17 +258,21 @@ def check_labels(
     """One sentence naming ``label`` when the labels do not fit the model's output and head.
 
     A compiled head is probed on ``host_model()``, a fresh model outside the strategy, so no
-    replica context is needed for its metric updates.
+    replica context is needed for its metric updates, and in a ``keras.StatelessScope``, so
+    the probe leaves no state behind.
     """
     x, y = zeros
     what = f"labels ({describe(label)})"
     if tower.compiled:
         host = host_model()
         try:
-            outputs = host(x, training=False)
-            host.compute_loss(x, y, outputs, None)
-            if host._compile_metrics is not None:
-                host._compile_metrics.update_state(y, outputs)
+            # Stateless: the host model's metric objects may be the user's own, which a
+            # builder can share with every model it compiles (see _own_metrics).
+            with keras.StatelessScope():
+                outputs = host(x, training=False)
+                host.compute_loss(x, y, outputs, None)
+                if host._compile_metrics is not None:
+                    host._compile_metrics.update_state(y, outputs)
         except Exception as e:  # noqa: BLE001 - Keras raises many types for a mismatch
             raise ConfigError(
                 "label",

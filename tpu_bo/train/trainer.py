@@ -442,8 +442,10 @@ class Trainer:
             f"(--param={param}:...:structural).",
         )
 
-    def check_objective(self, params: Mapping[str, Any]) -> None:
-        """One sentence naming ``objective`` when no trial of ``params``'s structure reports it."""
+    def check_objective(self, params: Mapping[str, Any]) -> Config:
+        """One sentence naming ``objective`` when no trial of ``params``'s structure reports it;
+        else the config with the objective's direction settled by its metric object
+        (:meth:`Config.settle_direction`), which this trainer keeps too."""
         reported = self.reported_metrics(params)
         if self.config.objective not in reported:
             raise ConfigError(
@@ -451,6 +453,9 @@ class Trainer:
                 f"model {self.config.model_name} reports {', '.join(reported)}, not "
                 f"{self.config.objective}.",
             )
+        tower = self._any_program(params).towers[0]
+        self.config = self.config.settle_direction(heads.metric_directions(tower))
+        return self.config
 
     def reported_metrics(self, params: Mapping[str, Any]) -> list[str]:
         """Every metric a trial of ``params``'s structure reports (``loss``, ``val_...``)."""
