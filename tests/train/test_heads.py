@@ -208,3 +208,33 @@ def test_an_objective_named_by_the_user_is_maximised_as_its_metric_says(tmp_path
     assert result.best_target == max(r.target for r in result.trials)  # R2Score: up
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["objective"].startswith("val_r2 (max")
+
+
+def regularized(hp, input_shape, num_classes):
+    """A compiled model with a kernel regularizer: its loss reads a variable."""
+    import keras
+
+    model = keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-3)),
+        keras.layers.Dense(num_classes),
+    ])  # fmt: skip
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def test_a_compiled_model_with_a_regularizer_passes_the_label_check_and_trains(tmp_path):
+    import numpy as np
+
+    from tpu_bo import run_study
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(256, 4)).astype("float32"), rng.integers(0, 3, 256).astype("int32")
+    result = run_study(data=(x, y), model=regularized, space={"learning_rate": ("log", 1e-3, 1e-2)},
+                       epochs=1, init_points=2, n_iter=0, batch_size=32,
+                       output_dir=str(tmp_path))  # fmt: skip
+    assert [t.status.value for t in result.trials] == ["ok", "ok"]

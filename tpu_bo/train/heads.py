@@ -266,11 +266,13 @@ def check_labels(
     if tower.compiled:
         host = host_model()
         try:
+            # The forward pass and the loss change no state; they run outside the stateless
+            # scope, where a regularizer's loss (it reads its variable) cannot be computed.
+            outputs = host(x, training=False)
+            host.compute_loss(x, y, outputs, None)
             # Stateless: the host model's metric objects may be the user's own, which a
             # builder can share with every model it compiles (see _own_metrics).
             with keras.StatelessScope():
-                outputs = host(x, training=False)
-                host.compute_loss(x, y, outputs, None)
                 if host._compile_metrics is not None:
                     host._compile_metrics.update_state(y, outputs)
         except Exception as e:  # noqa: BLE001 - Keras raises many types for a mismatch
