@@ -386,6 +386,17 @@ def test_n_iter_0_runs_only_the_random_trials_and_a_rerun_finds_the_budget_spent
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["budget"] == 3 and summary["selection"]["selected_trial"] == result.best_trial
     assert 0 < summary["test"]["accuracy"] <= 1
+    # An uncompiled model's study names the optimizer that trains it, as studies written before
+    # --optimizer defaulted to the compiled one did, so those resume.
+    import optuna
+
+    from tpu_bo.study import identity
+    from tpu_bo.study.journal import GFileJournal
+
+    journal = GFileJournal(str(tmp_path / "trials.journal"), writer=False)
+    (study,) = optuna.get_all_study_summaries(optuna.storages.JournalStorage(journal))
+    stored = study.user_attrs[identity.ATTR]
+    assert stored["optimizer"] == "rmsprop" and result.trials[0].optimizer == "RMSprop"
     again = run_study(config)
     assert again.trials == result.trials and again.traces == 0
 

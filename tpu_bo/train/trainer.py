@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpu_bo.config import Config
+from tpu_bo.config import DEFAULT_OPTIMIZER, Config
 from tpu_bo.data.pipeline import Datasets, EvalData
 from tpu_bo.data.sources import describe
 from tpu_bo.device.accelerator import accelerator_kind, bfloat16_warning
@@ -445,7 +445,8 @@ class Trainer:
     def check_objective(self, params: Mapping[str, Any]) -> Config:
         """One sentence naming ``objective`` when no trial of ``params``'s structure reports it;
         else the config with the objective's direction settled by its metric object
-        (:meth:`Config.settle_direction`), which this trainer keeps too."""
+        (:meth:`Config.settle_direction`) and, for an uncompiled model, the default optimizer
+        named; this trainer keeps it too."""
         reported = self.reported_metrics(params)
         if self.config.objective not in reported:
             raise ConfigError(
@@ -455,6 +456,11 @@ class Trainer:
             )
         tower = self._any_program(params).towers[0]
         self.config = self.config.settle_direction(heads.metric_directions(tower))
+        if self.config.optimizer is None and getattr(tower.model, "optimizer", None) is None:
+            # An uncompiled model trains with the default optimizer; the study's identity says
+            # so by name, as it did before a compiled optimizer was honoured, so those studies
+            # still resume.
+            self.config = dataclasses.replace(self.config, optimizer=DEFAULT_OPTIMIZER)
         return self.config
 
     def reported_metrics(self, params: Mapping[str, Any]) -> list[str]:
