@@ -459,7 +459,8 @@ def make_optimizer(
         elif not isinstance(value, RuntimeValue):
             config[hp] = float(value)
 
-    warmup, floor = tower.runtime_vars["warmup_steps"], tower.runtime_vars["decay_floor"]
+    warmup = tower.runtime_vars.get("warmup_steps", 0.0)  # a tower built without them: none
+    floor = tower.runtime_vars.get("decay_floor", 0.0)
     made: list[Any] = []  # the optimizer, once made: its step count drives the schedule
 
     def factor() -> tf.Tensor:

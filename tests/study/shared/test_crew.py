@@ -89,7 +89,8 @@ def test_three_workers_share_a_study_through_a_database_restart(postgres, tmp_pa
 
     # A worker whose flags define another study is refused, naming the first difference.
     base = {"storage": postgres.url, "study_name": name, "output_dir": out, "dataset": "digits"}
-    base.update(batch_size=8, epochs=4, init_points=4, n_iter=5)
+    # optimizer: as the workers' trainer settled it for this uncompiled model.
+    base.update(batch_size=8, epochs=4, init_points=4, n_iter=5, optimizer="rmsprop")
     other = Config(**base, space={"learning_rate": ("log", 1e-3, 1e-1)}).validate()
     with pytest.raises(ConfigError) as e:
         Study(other).open()
