@@ -385,6 +385,11 @@ class Config:
         "Where the journal and summary go (local or gs://); an existing study there is resumed. "
         "Default: runs/<dataset>-<model>.",
     )
+    tensorboard_dir: str = flag_field(
+        "",
+        "Where the TensorBoard events go (local or gs://); default <output_dir>/tensorboard. "
+        "tpu_bo.keras_tuner sets it from a keras.callbacks.TensorBoard(log_dir=...).",
+    )
     storage: str = flag_field(
         "",
         "Optuna storage URL for the study's trials (sqlite:///study.db, postgresql://...); "

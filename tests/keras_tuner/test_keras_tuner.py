@@ -213,10 +213,15 @@ def test_runtime_hyperparameters_share_one_program(digits, tmp_path):
         build, objective="val_loss", max_trials=3, directory=str(tmp_path), project_name="p"
     )
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)
+    board = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "tb"))
     tuner.search(
         {"pixels": x_train}, y_train, epochs=3, validation_data=({"pixels": x_val}, y_val),
-        callbacks=[stop],
+        callbacks=[stop, board],
     )  # fmt: skip
+    # TensorBoard's log_dir holds the study's events: the HParams root and one run per trial.
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tb" / "trial_0000").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "p" / "tensorboard").exists()
     space = tuner._space.search_space()
     assert space["rate"].resolved_role == "runtime" and space["rate"].kind == "choice"
     assert tuner.result.traces == 2  # one train and one eval function for the whole study

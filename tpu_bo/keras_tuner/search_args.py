@@ -5,7 +5,8 @@
 * :func:`data`: arrays as an ``(x, y)`` pair, a batched ``tf.data.Dataset`` unbatched (its batch
   is the study's), ``validation_split`` as the last fraction of the arrays (Keras's rule).
 * :func:`callbacks_fields`: ``keras.callbacks.EarlyStopping`` on the objective as the study's
-  ``patience`` and ``min_delta``; any other callback refused, by name.
+  ``patience`` and ``min_delta``, ``TensorBoard`` as its ``tensorboard_dir``; any other
+  callback refused, by name.
 
 TensorFlow is imported only for a Dataset.
 """
@@ -48,8 +49,9 @@ def fit_kwargs(args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]
 
 def callbacks_fields(callbacks: Sequence[Any], objective: Any) -> dict[str, Any]:
     """The study fields of ``search``'s callbacks: ``keras.callbacks.EarlyStopping`` on the
-    objective is tpu_bo's early stopping per trial (``patience``, ``min_delta``); every other
-    callback is refused, by name.
+    objective is tpu_bo's early stopping per trial (``patience``, ``min_delta``),
+    ``keras.callbacks.TensorBoard`` the study's ``tensorboard_dir`` (its ``log_dir``); every
+    other callback is refused, by name.
 
     Args:
       callbacks: ``search``'s callbacks.
@@ -64,15 +66,15 @@ def callbacks_fields(callbacks: Sequence[Any], objective: Any) -> dict[str, Any]
         if type(callback).__name__ == "EarlyStopping" and hasattr(callback, "patience"):
             out.update(_early_stopping(callback, objective))
             continue
-        where = ""
-        if type(callback).__name__ == "TensorBoard":
-            where = (
-                " (a study writes its own TensorBoard logs, in directory/project_name/tensorboard)"
-            )
+        if type(callback).__name__ == "TensorBoard" and hasattr(callback, "log_dir"):
+            # The study's own events (per-epoch scalars, HParams) go where the user points.
+            out["tensorboard_dir"] = str(callback.log_dir)
+            continue
         raise ConfigError(
             "callbacks",
             f"{name} does not run under tpu_bo.keras_tuner: every trial trains in tpu_bo's "
-            f"compiled loop, which calls no Keras callback{where}; drop it.",
+            "compiled loop, which calls no Keras callback (EarlyStopping and TensorBoard are "
+            "taken as study settings); drop it.",
         )
     return out
 

@@ -31,10 +31,11 @@ class TensorBoardLog:
     """Writes a study's TensorBoard events (only in the process that writes the study).
 
     Args:
-      output_dir: The study's directory; events go to ``<output_dir>/tensorboard``.
+      output_dir: The study's directory; events go to ``<output_dir>/tensorboard``...
       space: The search space, for the HParams domains.
       writer: Whether this process writes (the chief, in a lockstep study).
       metrics: The metrics a trial reports (the HParams dashboard's columns).
+      logdir: ... or here (``--tensorboard_dir``).
     """
 
     def __init__(
@@ -44,8 +45,9 @@ class TensorBoardLog:
         *,
         writer: bool = True,
         metrics: Sequence[str] = METRICS,
+        logdir: str = "",
     ) -> None:
-        self.logdir = os.path.join(output_dir, TENSORBOARD)
+        self.logdir = logdir or os.path.join(output_dir, TENSORBOARD)
         self.writer = writer
         self._params = {p.name: _hparam(p) for p in space.params}
         self._writers: dict[int, Any] = {}
@@ -109,12 +111,18 @@ class TensorBoardLog:
 
 
 class TensorBoard(Observer):
-    """Per-epoch scalars and the HParams dashboard under ``<output_dir>/tensorboard``."""
+    """Per-epoch scalars and the HParams dashboard under ``<output_dir>/tensorboard`` (or
+    ``logdir``, ``--tensorboard_dir``)."""
 
     def __init__(
-        self, output_dir: str, space: SearchSpace, metrics: Sequence[str] | None = None
+        self,
+        output_dir: str,
+        space: SearchSpace,
+        metrics: Sequence[str] | None = None,
+        *,
+        logdir: str = "",
     ) -> None:
-        self.log = TensorBoardLog(output_dir, space, metrics=metrics or METRICS)
+        self.log = TensorBoardLog(output_dir, space, metrics=metrics or METRICS, logdir=logdir)
 
     def on_trial_start(self, trial: Trial) -> None:
         self.log.start_trial(trial.number, trial.params)

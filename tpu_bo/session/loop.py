@@ -68,7 +68,9 @@ class Loop:
         built_in: list[Observer] = [Console(self.reporter)]
         if files.writer:
             metrics = trainer.reported_metrics(study.space.some_point())
-            built_in.append(TensorBoard(files.output_dir, study.space, metrics))
+            built_in.append(
+                TensorBoard(files.output_dir, study.space, metrics, logdir=config.tensorboard_dir)
+            )
             built_in.append(
                 SummaryPlot(
                     files.path(PLOT),
