@@ -170,15 +170,19 @@ def load_datasets(
         _check_same_spec(test[0].element_spec, train.element_spec, "test_split")
     input_shape = tf.nest.map_structure(lambda s: tuple(s.shape), element_spec[0])
     num_classes = source.num_classes or _num_classes(train, element_spec[1])
+    name = source.name if config.dataset == "digits" or data is not None else config.dataset
     built: dict[int, Datasets] = {}
+
+    def evaluated(split: tuple[tf.data.Dataset, int], field: str, size: int) -> EvalData:
+        flag = f"{field}_split"
+        split_name = getattr(config, flag)
+        return _eval_data(*split, split_name, flag, size, strategy, prepare, source.name)
 
     def at(size: int) -> Datasets:
         if size not in built:
             _check_batch(size, strategy, num_train, "param" if size in searched else "batch_size")
             built[size] = Datasets(
-                name=source.name
-                if config.dataset == "digits" or data is not None
-                else config.dataset,
+                name=name,
                 input_shape=input_shape,
                 num_classes=num_classes,
                 element_spec=element_spec,
@@ -186,21 +190,8 @@ def load_datasets(
                 num_train=num_train,
                 steps_per_epoch=num_train // size,
                 train_iterator=make_train(cached, num_train, size),
-                eval=_eval_data(
-                    eval_ds,
-                    num_eval,
-                    config.eval_split,
-                    "eval_split",
-                    size,
-                    strategy,
-                    prepare,
-                    source.name,
-                ),  # fmt: skip
-                test=None
-                if test is None
-                else _eval_data(
-                    *test, config.test_split, "test_split", size, strategy, prepare, source.name
-                ),  # fmt: skip
+                eval=evaluated((eval_ds, num_eval), "eval", size),
+                test=None if test is None else evaluated(test, "test", size),
                 make_train=make_train,
                 splits={"train": (train, num_train), "eval": (eval_ds, num_eval)},
                 rebatch=at,
