@@ -429,7 +429,8 @@ class Tuner:
             ``tf.data.Dataset`` of ``(features, labels)`` as ``x`` alone.
           **fit_kwargs: ``epochs`` (1), ``batch_size`` (32; a Dataset's own batch),
             ``validation_data`` (a pair or a Dataset), ``validation_split``, ``verbose``,
-            ``shuffle=True``; ``callbacks`` only empty.
+            ``shuffle=True``; ``callbacks``: ``EarlyStopping`` on the objective and
+            ``TensorBoard`` (study settings: see :func:`search_args.callbacks_fields`).
 
         Raises:
           ConfigError: naming the argument tpu_bo cannot honour.
