@@ -20,30 +20,10 @@ from keras import layers
 from sklearn.datasets import load_digits
 
 import tpu_bo.keras_tuner as keras_tuner
+from bench.keras_tuner_compat import build_model  # KerasTuner's getting-started model
 from tpu_bo.errors import ConfigError
 from tpu_bo.keras_tuner.space import Space, discover
 from tpu_bo.keras_tuner.tuners import _FunctionModel, hyperband_trials
-
-
-def build_model(hp):
-    model = keras.Sequential()
-    model.add(layers.Flatten())
-    model.add(
-        layers.Dense(
-            units=hp.Int("units", min_value=32, max_value=512, step=32),
-            activation=hp.Choice("activation", ["relu", "tanh"]),
-        )
-    )
-    if hp.Boolean("dropout"):
-        model.add(layers.Dropout(rate=0.25))
-    model.add(layers.Dense(10, activation="softmax"))
-    learning_rate = hp.Float("lr", min_value=1e-4, max_value=1e-2, sampling="log")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
 
 
 @pytest.fixture(scope="module")

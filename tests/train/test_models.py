@@ -15,15 +15,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.train.test_trainer import make_trainer  # the digits trainer the trainer tests use
 from tpu_bo import run_study
 from tpu_bo.config import Config
-from tpu_bo.data.pipeline import load_datasets
-from tpu_bo.device.accelerator import get_strategy
 from tpu_bo.errors import ConfigError
 from tpu_bo.results import load_best_model, load_final_model, load_records
 from tpu_bo.train import models
 from tpu_bo.train.layers import Dropout, RuntimeValue, RuntimeValueError
-from tpu_bo.train.trainer import Trainer
 
 
 def _net(hp, input_shape, num_classes, dropout):
@@ -72,22 +70,6 @@ def l2_when_wide(hp, input_shape, num_classes):
     return keras.Sequential(
         [keras.Input(input_shape), keras.layers.Flatten(), noise, dense, keras.layers.Dense(10)]
     )
-
-
-DIGITS = {
-    "dataset": "digits",
-    "train_split": "train[:1280]",
-    "eval_split": "train[1280:]",
-    "batch_size": 128,
-    "shuffle_buffer": 1,
-    "epochs": 2,
-}
-
-
-def make_trainer(**fields) -> Trainer:
-    config = Config(**{**DIGITS, **fields}).validate()
-    strategy = get_strategy("cpu")
-    return Trainer(config, strategy, load_datasets(config, strategy))
 
 
 def test_mnist_cnn_is_the_blog_network():
