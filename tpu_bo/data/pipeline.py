@@ -143,7 +143,7 @@ def load_datasets(
     if searched and config.batch_size not in searched:
         batch = searched[0]
     else:
-        batch = _global_batch(config, strategy)
+        batch = _divides(config.batch_size, strategy, "batch_size")
     source = source or make_source(config, data)
     preprocess = import_function(config.preprocess, "preprocess") if config.preprocess else None
     augment = import_function(config.augment, "augment") if config.augment else None
@@ -152,7 +152,8 @@ def load_datasets(
         return _examples(source, name, flag, preprocess)
 
     train, num_train = split(config.train_split, "train_split")
-    _check_fits(num_train, max([batch, *searched]), config)
+    largest = max([batch, *searched])
+    _check_fits(num_train, largest, config, "param" if largest in searched else "batch_size")
     prepare = _scaler(source.image_keys, train.element_spec)
     element_spec = _check_augment(train.map(prepare), augment, config.augment)
     # One cache of the train split, read by the stream of every batch size.
@@ -180,7 +181,6 @@ def load_datasets(
 
     def at(size: int) -> Datasets:
         if size not in built:
-            _check_batch(size, strategy, num_train, "param" if size in searched else "batch_size")
             built[size] = Datasets(
                 name=name,
                 input_shape=input_shape,
@@ -213,25 +213,7 @@ def _searched_batches(config: Config, strategy: tf.distribute.Strategy) -> list[
         if param.kind == "choice"
         else list(range(int(param.low), int(param.high) + 1))
     )
-    for value in values:
-        _check_batch(int(value), strategy, None, "param")
-    return [int(v) for v in values]
-
-
-def _check_batch(
-    batch: int, strategy: tf.distribute.Strategy, num_train: int | None, flag: str
-) -> None:
-    replicas = strategy.num_replicas_in_sync
-    if batch < 1 or batch % replicas:
-        raise ConfigError(
-            flag,
-            f"batch_size {batch} does not divide by the {replicas} replicas; search multiples "
-            f"of {replicas}.",
-        )
-    if num_train is not None and batch > num_train:
-        raise ConfigError(
-            flag, f"batch_size {batch} is larger than the {num_train} training examples."
-        )
+    return [_divides(int(value), strategy, "param") for value in values]
 
 
 def _has_test(config: Config, source: Source) -> bool:
@@ -310,21 +292,23 @@ def _check_same_spec(spec: Any, train: Any, flag: str) -> None:
         )
 
 
-def _global_batch(config: Config, strategy: tf.distribute.Strategy) -> int:
-    """``batch_size``, which must divide by the replicas."""
-    batch, replicas = config.batch_size, strategy.num_replicas_in_sync
+def _divides(batch: int, strategy: tf.distribute.Strategy, flag: str) -> int:
+    """``batch``, a global batch that must divide by the replicas: ``--batch_size``, or a value
+    of a searched ``batch_size`` (``flag`` ``param``)."""
+    replicas = strategy.num_replicas_in_sync
     if batch % replicas:
+        what, fix = ("batch_size", "search multiples") if flag == "param" else (
+            "the global batch", "use a multiple"
+        )  # fmt: skip
         raise ConfigError(
-            "batch_size",
-            f"the global batch {batch} does not divide by the {replicas} replicas; "
-            f"use a multiple of {replicas}.",
+            flag, f"{what} {batch} does not divide by the {replicas} replicas; {fix} of {replicas}."
         )
     return batch
 
 
-def _check_fits(num_train: int, batch: int, config: Config) -> None:
+def _check_fits(num_train: int, batch: int, config: Config, flag: str) -> None:
+    """Every global batch, the largest searched one included, fits in the train split."""
     if num_train < batch:
-        flag = "batch_size" if batch == config.batch_size else "param"
         raise ConfigError(
             flag,
             f"the global batch {batch} is larger than the {num_train} examples of "
