@@ -166,3 +166,10 @@ def test_parse_fixed():
         parse_fixed(["dense_units"])
     with pytest.raises(ConfigError, match="fixed more than once"):
         parse_fixed(["a=1", "a=2"])
+
+
+def test_values_lists_every_value_of_a_choice_or_int_parameter():
+    space = SearchSpace.parse(["b:choice:64,32", "n:int:2:4", "lr:log:1e-4:1e-2"])
+    assert space["b"].values() == (64, 32) and space["n"].values() == (2, 3, 4)
+    with pytest.raises(ValueError, match="no finite list of values"):
+        space["lr"].values()

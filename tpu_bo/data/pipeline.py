@@ -207,12 +207,7 @@ def _searched_batches(config: Config, strategy: tf.distribute.Strategy) -> list[
     space = config.resolved_space()
     if "batch_size" not in space.names:
         return []
-    param = space["batch_size"]
-    values = (
-        list(param.choices)
-        if param.kind == "choice"
-        else list(range(int(param.low), int(param.high) + 1))
-    )
+    values = space["batch_size"].values()
     return [_divides(int(value), strategy, "param") for value in values]
 
 

@@ -39,10 +39,7 @@ def header_lines(config: Config, data: Datasets, study: Study) -> list[str]:
     ]
     lines += [f"  {p.describe()}" for p in study.space.params]
     if "batch_size" in study.space.names:  # steps per epoch follow the searched batch
-        param = study.space["batch_size"]
-        sizes = (
-            param.choices if param.kind == "choice" else range(int(param.low), int(param.high) + 1)
-        )
+        sizes = study.space["batch_size"].values()
         steps = ", ".join(f"{data.num_train // int(b)} of {int(b)}" for b in sizes)
         lines.append(
             f"data: {config.dataset} train={data.num_train} (steps per epoch follow the searched "

@@ -174,6 +174,15 @@ class Param:
             return math.log10(value)
         return value
 
+    def values(self) -> tuple[Any, ...]:
+        """Every value of a ``choice`` or ``int`` parameter, in order (a searched
+        ``batch_size``'s sizes, say)."""
+        if self.kind == "choice":
+            return tuple(self.choices)
+        if self.kind == "int":
+            return tuple(range(int(self.low), int(self.high) + 1))
+        raise ValueError(f"{self.kind} parameter {self.name!r} has no finite list of values")
+
     def contains(self, value: Any) -> bool:
         """Whether ``value`` lies in this parameter's domain."""
         if self.kind == "choice":
