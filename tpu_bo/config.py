@@ -451,6 +451,13 @@ class Config:
         "seeds (as many candidates as a pack's slots allow), and choose by their mean; 1: off.",
         lower_bound=1,
     )
+    executions_per_trial: int = flag_field(
+        1,
+        "Train every trial N times with different seeds, side by side in one pack, and score it "
+        "by their mean, epoch by epoch (KerasTuner's executions_per_trial): a less noisy score "
+        "for N times the compute. A pack holds --parallel_trials trials of N slots each.",
+        lower_bound=1,
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", dict(self.fixed))
@@ -481,6 +488,11 @@ class Config:
         if _URL.match(path):
             return path.rstrip("/").rsplit("/", 1)[-1]
         return os.path.basename(os.path.abspath(path))
+
+    @property
+    def pack_width(self) -> int:
+        """Slots of a pack: ``parallel_trials`` trials of ``executions_per_trial`` slots."""
+        return self.parallel_trials * self.executions_per_trial
 
     @property
     def total_trials(self) -> int:
@@ -634,6 +646,8 @@ def _check_scheduler(config: Config) -> None:
                         "trial's first values, not a PBT member's schedule; use observed"),
         "patience": (config.patience > 0, "a PBT member stays in its population to the "
                      "end; use 0"),
+        "executions_per_trial": (config.executions_per_trial > 1, "a member's score is its "
+                                 "own schedule's, which no other seed follows; use 1"),
         "final_epochs": (config.final_epochs > 0, "PBT's result is the best member's "
                          "weights (best/); a retrain from scratch would not follow its "
                          "schedule; use 0"),

@@ -47,6 +47,8 @@ class Checkpoint:
       optimizer: Values of ``optimizer.variables`` (step count and slots).
       steps: Training steps run so far.
       seconds: Wall time spent so far.
+      executions: With ``--executions_per_trial`` > 1, the other executions' checkpoints, at
+        the same epoch (this one is the first execution's; ``history`` is its own).
     """
 
     epoch: int
@@ -55,6 +57,7 @@ class Checkpoint:
     optimizer: list[np.ndarray]
     steps: int
     seconds: float
+    executions: list[Checkpoint] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +98,8 @@ class Outcome:
       train_seconds: Time inside train-program calls in this session (a pack's slot).
       eval_seconds: Time inside eval-program calls in this session (a pack's slot).
       optimizer: The Keras class of the optimizer that trained it (a pack's slot), if known.
+      executions: With ``--executions_per_trial`` > 1, each execution's objective at the
+        trial's best epoch (``history`` is then their mean, epoch by epoch).
     """
 
     status: Status
@@ -106,6 +111,7 @@ class Outcome:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     optimizer: str | None = None
+    executions: tuple[float | None, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))
@@ -129,7 +135,9 @@ class TrialRecord:
     ``target`` is the best value of the objective over the trial's epochs (a pruned trial's
     best so far); ``history`` holds one dict of metrics per finished epoch; ``optimizer`` is the
     Keras class of the optimizer that trained it (``None`` in a study written before it was
-    recorded, or told by your own loop).
+    recorded, or told by your own loop). With ``--executions_per_trial`` > 1, ``history`` is the
+    mean of the trial's executions, epoch by epoch, and ``executions`` holds each execution's
+    objective at the best epoch (their mean is ``target``).
     """
 
     number: int
@@ -150,6 +158,7 @@ class TrialRecord:
     repeat_of: int | None = None
     schedule: tuple[dict[str, Any], ...] = ()  # a PBT member's (tpu_bo.session.pbt)
     optimizer: str | None = None
+    executions: tuple[float | None, ...] = ()
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -165,8 +174,11 @@ class TrialRecord:
         out["status"] = self.status.value
         out["history"] = list(self.history)
         out["schedule"] = list(self.schedule)
+        out["executions"] = list(self.executions)
         if not self.schedule:
             del out["schedule"]  # not a PBT member
+        if not self.executions:
+            del out["executions"]  # one execution per trial
         return out
 
 

@@ -174,7 +174,8 @@ def test_a_second_search_resumes_and_overwrite_starts_fresh(tuners, digits, caps
 
 def test_runtime_hyperparameters_share_one_program(digits, tmp_path):
     """A tuned Dropout rate (a Float with a step) and Adam's learning rate are runtime: three
-    trials, one compiled program; dict features; EarlyStopping on the objective is honoured."""
+    trials, one compiled program; dict features; EarlyStopping on the objective is honoured;
+    executions_per_trial=2 scores each trial by the mean of two seeds, side by side."""
     x_train, y_train, x_val, y_val = digits
 
     def build(hp):
@@ -190,8 +191,9 @@ def test_runtime_hyperparameters_share_one_program(digits, tmp_path):
         return model
 
     tuner = keras_tuner.RandomSearch(
-        build, objective="val_loss", max_trials=3, directory=str(tmp_path), project_name="p"
-    )
+        build, objective="val_loss", max_trials=3, executions_per_trial=2,
+        directory=str(tmp_path), project_name="p",
+    )  # fmt: skip
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)
     board = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "tb"))
     tuner.search(
@@ -207,6 +209,9 @@ def test_runtime_hyperparameters_share_one_program(digits, tmp_path):
     assert tuner.result.traces == 2  # one train and one eval function for the whole study
     # min_delta 10: no epoch improves the loss by that much, so every trial stops at epoch 2.
     assert {len(t.record.history) for t in tuner.oracle.trials.values()} == {2}
+    for t in tuner.oracle.trials.values():  # the mean of two executions, in one pack
+        assert len(t.record.executions) == 2 and t.record.width == 2
+        assert t.score == pytest.approx(sum(t.record.executions) / 2, rel=1e-6)
     assert space["rate"].choices == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
     rates = {t.hyperparameters.get("rate") for t in tuner.oracle.trials.values()}
     assert rates <= set(space["rate"].choices)
@@ -382,7 +387,7 @@ def test_bad_arguments_are_one_sentence_naming_them(digits, tmp_path):
     kw = dict(objective="val_accuracy", directory=str(tmp_path), project_name="bad")
     tuner = keras_tuner.RandomSearch
 
-    _refused("executions_per_trial", tuner, build_model, executions_per_trial=2, **kw)
+    _refused("executions_per_trial", tuner, build_model, executions_per_trial=0, **kw)
     _refused("distribution_strategy", tuner, build_model, distribution_strategy=object(), **kw)
     _refused("no_such_argument", tuner, build_model, no_such_argument=1, **kw)
     _refused("objective", tuner, build_model, objective=["val_loss", "val_accuracy"])

@@ -30,6 +30,29 @@ def test_checkpoints_round_trip_and_a_damaged_one_is_none(tmp_path):
     assert not files.exists("inflight/trial_0008.npz")
 
 
+def test_a_checkpoint_with_executions_round_trips_in_one_file(tmp_path):
+    files = OutputDir(str(tmp_path))
+
+    def part(k, n_optimizer):
+        history = [{"epoch": 1.0, "val_loss": 0.5 + k}]
+        optimizer = [np.full(2, 10.0 * k + i) for i in range(n_optimizer)]
+        return Checkpoint(1, history, [np.full(3, float(k))], optimizer, steps=4 + k, seconds=k)
+
+    first = part(0, 1)
+    first.executions = [part(1, 2), part(2, 0)]
+    name = files.save_checkpoint(3, first)
+    assert files.checkpoints() == [name]
+    loaded = files.load_checkpoint(name)
+    for want, got in zip([first, *first.executions], [loaded, *loaded.executions], strict=True):
+        assert (got.epoch, got.history, got.steps, got.seconds) == (
+            want.epoch, want.history, want.steps, want.seconds
+        )
+        for a, b in zip([*want.model, *want.optimizer], [*got.model, *got.optimizer], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert len(got.optimizer) == len(want.optimizer)
+    assert not loaded.executions[0].executions
+
+
 def test_write_atomic_and_read_json(tmp_path):
     path = str(tmp_path / "a.json")
     write_atomic(path, json.dumps({"a": 1}))

@@ -27,7 +27,7 @@ How KerasTuner's settings map onto the study's (docs/keras_tuner.md):
 
 ``keras.callbacks.EarlyStopping`` on the objective is the study's early stopping per trial
 (``patience``, ``min_delta``). Anything a tuner cannot honour is one :class:`tpu_bo.ConfigError`
-naming the argument: ``executions_per_trial`` > 1, any other callback (none runs: tpu_bo trains
+naming the argument: any other callback (none runs: tpu_bo trains
 in its own compiled loop), a ``HyperModel.fit`` that changes more than ``model.fit``'s
 ``batch_size`` (:class:`HyperModel`), a fit argument such as ``class_weight``, and the like.
 """
@@ -329,7 +329,8 @@ class Tuner:
       directory: The directory of projects (KerasTuner's; default ``.``).
       project_name: The study's directory inside it (default ``untitled_project``).
       overwrite: Deletes ``directory/project_name`` first, else a search resumes it.
-      executions_per_trial: 1 (the mean over several runs of a trial is not supported yet).
+      executions_per_trial: Trains each trial this many times, with different seeds, side by
+        side in one pack, and scores it by their mean (``--executions_per_trial``).
       optimizer, loss, metrics: Compile every model with these instead of its own.
       tpu_bo: More :class:`tpu_bo.Config` fields for the study (``parallel_trials=4``...).
       **kwargs: KerasTuner's other arguments, each refused unless at its default.
@@ -371,12 +372,10 @@ class Tuner:
                     f"is not supported by tpu_bo.keras_tuner (only its default, "
                     f"{_DEFAULTS_ONLY[name]!r}); drop it.",
                 )
-        if executions_per_trial != 1:
+        if not isinstance(executions_per_trial, int) or executions_per_trial < 1:
             raise ConfigError(
                 "executions_per_trial",
-                f"tpu_bo.keras_tuner runs each trial once, not {executions_per_trial} times (a "
-                "trial's mean over seeds is planned); drop it, or use tpu_bo={'repeat_best': N} "
-                "to rerun the best trials with new seeds.",
+                f"must be a positive whole number, got {executions_per_trial!r}.",
             )
         if seed is not None and (not isinstance(seed, int) or seed < 0):
             raise ConfigError("seed", f"must be a whole number >= 0, got {seed!r}.")
@@ -390,6 +389,7 @@ class Tuner:
                 )
         self._objective = create_objective(objective)
         self._max_trials, self._seed = max_trials, seed or 0
+        self._executions = executions_per_trial
         self.hypermodel = get_hypermodel(hypermodel)
         self.directory = directory or "."
         self.project_name = project_name or "untitled_project"
@@ -455,6 +455,7 @@ class Tuner:
             "epochs": int(kwargs.get("epochs", 1)),
             # get_best_models(n) loads the n best trials' weights from kept/.
             "keep_top": True,
+            "executions_per_trial": self._executions,
             **study,
             **self._study(int(kwargs.get("epochs", 1))),
         }

@@ -51,6 +51,12 @@ def header_lines(config: Config, data: Datasets, study: Study) -> list[str]:
             f"{data.global_batch} per epoch), eval={data.eval.num_examples} "
             f"({data.eval.steps} steps)"
         )
+    if config.executions_per_trial > 1:
+        n = config.executions_per_trial
+        lines.append(
+            f"executions: each trial trains {n} times with different seeds, side by side "
+            f"({config.pack_width} slots a pack), and scores their mean {config.objective}"
+        )
     if config.patience:
         lines.append(
             f"early stopping: a trial ends after {config.patience} epoch(s) without "

@@ -14,6 +14,7 @@ end of the session (repeats, selection, test score, summary, final model) is
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from tpu_bo.report.observers import Observer, Observers
 from tpu_bo.report.plots import SummaryPlot
 from tpu_bo.report.summary import header_lines
 from tpu_bo.report.tensorboard import TensorBoard
+from tpu_bo.session import executions
 from tpu_bo.session.best import BestWeights
 from tpu_bo.session.ending import Ending
 from tpu_bo.session.pbt import Population
@@ -35,7 +37,7 @@ from tpu_bo.study.output_dir import CONFIG, PLOT
 from tpu_bo.study.shared.crew import TakenOver
 from tpu_bo.study.study import Study
 from tpu_bo.train.models import json_shape
-from tpu_bo.train.pack import Pack
+from tpu_bo.train.pack import EpochResult, Pack
 from tpu_bo.train.trainer import Trainer
 
 
@@ -84,6 +86,8 @@ class Loop:
         self.pack: Pack | None = None
         self.key: tuple[Any, ...] = ()  # the pack's structure
         self.slots: dict[int, Trial] = {}  # the trial in each running slot
+        self.groups: dict[int, list[int]] = {}  # each running trial's slots, by its number
+        self.n = config.executions_per_trial  # slots per trial (tpu_bo.session.executions)
         self.draining = False  # a waiting trial has another structure: no refill
         self.told = study.records()  # before this session; replayed to the observers
         self.finished = list(self.told)  # and the ones told since
@@ -150,10 +154,10 @@ class Loop:
                 if not waiting:
                     return
                 first = waiting.pop(0)
-                self.pack = self.trainer.pack(first.params, self.config.parallel_trials)
+                self.pack = self.trainer.pack(first.params, self.config.pack_width)
                 self.key = self._structure(first.params)
                 self.draining = False
-                self._load(0, first)
+                self._load(list(range(self.n)), first)
             self._fill(waiting)
             if not self.pack.active:
                 self._close_pack()
@@ -161,13 +165,15 @@ class Loop:
             self._epoch(waiting)
 
     def _fill(self, waiting: list[Trial]) -> None:
-        """Gives every free slot a trial of the pack's structure: a resumed one, else a new
-        one (asked for this structure while the pack fills first, freely on a refill)."""
+        """Gives every free group of slots (one per execution) a trial of the pack's structure:
+        a resumed one, else a new one (asked for this structure while the pack fills first,
+        freely on a refill)."""
         key = self.key
         first_fill = self.pack.computed_tower_epochs == 0
         if self.population is not None and not first_fill:
             return  # a population runs together to its end; the next one opens a new pack
-        for slot in self.pack.free:
+        free, n = self.pack.free, self.n
+        for group in (free[i : i + n] for i in range(0, len(free) - n + 1, n)):
             match = next((t for t in waiting if self._structure(t.params) == key), None)
             if match is not None:
                 waiting.remove(match)
@@ -182,13 +188,20 @@ class Loop:
                     waiting.append(match)  # it opens the next pack once this one drains
                     self.draining = True
                     return
-            self._load(slot, match)
+            self._load(group, match)
 
-    def _load(self, slot: int, trial: Trial) -> None:
+    def _load(self, group: list[int], trial: Trial) -> None:
+        """Starts ``trial`` in ``group``'s slots, one execution each."""
         params = trial.params if self.population is None else self.population.join(trial)
-        self.pack.load(slot, params, seed=trial.seed, state=trial.resume)
-        self.slots[slot] = trial
-        self.best.loaded(slot, trial.resume)
+        n = len(group)
+        states = executions.states(trial, n)
+        for slot, seed, state in zip(group, executions.seeds(trial, n), states, strict=True):
+            self.pack.load(slot, params, seed=seed, state=state)
+            self.slots[slot] = trial
+        self.groups[trial.number] = group
+        if states[0] is not None:  # the trial's (mean) history, execution 0's weights
+            history = executions.mean_history([state.history for state in states])
+            self.best.loaded(group[0], dataclasses.replace(states[0], history=history))
         self.observers.on_trial_start(trial)
 
     def _epoch(self, waiting: list[Trial]) -> None:
@@ -203,29 +216,34 @@ class Loop:
             if self._structure(trial.params) != self.key:
                 self.draining = True  # it opens the next pack once this one drains
         every, saves = self.config.checkpoint_every, []
+        by_trial: dict[int, list[EpochResult]] = {}
         for r in results:
-            trial, prune = self.slots[r.slot], False
-            if r.metrics is not None:
-                self.observers.on_epoch(trial, r.metrics)
-                history = pack.result(r.slot).history
-                weights = lambda slot=r.slot: pack.weights(slot)  # noqa: E731 - copied if needed
-                self.best.after_epoch(r.slot, history, weights, self.finished)
+            by_trial.setdefault(self.slots[r.slot].number, []).append(r)
+        for number, rs in by_trial.items():
+            group, prune = self.groups[number], False
+            trial = self.slots[group[0]]
+            if all(r.metrics is not None for r in rs):
+                history = executions.mean_history([pack.result(s).history for s in group])
+                metrics = rs[0].metrics if len(rs) == 1 else history[-1]
+                self.observers.on_epoch(trial, metrics)
+                weights = lambda slot=group[0]: pack.weights(slot)  # noqa: E731 - copied if needed
+                self.best.after_epoch(group[0], history, weights, self.finished)
                 with self.clock.measure("journal"):
-                    prune = self.study.report(trial, r.metrics)
-            if r.done:
-                self._tell(r.slot, pack.result(r.slot))
-            elif prune:
-                self._tell(r.slot, pack.stop(r.slot))
-            elif r.metrics is not None and self._stalled(pack.result(r.slot).history):
-                self._tell(r.slot, pack.stop(r.slot, "ok"))
-            elif r.epoch % every == 0:
-                saves.append(r.slot)
+                    prune = self.study.report(trial, metrics)
+                if not prune and not any(r.done for r in rs) and self._stalled(history):
+                    self._tell(group, self._stop(group, "ok"))
+                    continue
+            if any(r.done for r in rs) or prune:  # done: reached --epochs, or one failed
+                self._tell(group, self._stop(group, "pruned"))
+            elif rs[0].epoch % every == 0:
+                saves.append(group)
         if self.population is not None:  # PBT: before the checkpoints, which then hold it
             for line in self.population.step(pack, self.slots, results):
                 self.reporter.line(line)
-        for slot in saves:
+        for group in saves:
             with self.clock.measure("checkpoint"):
-                self.study.checkpoint(self.slots[slot], pack.state(slot))
+                state = executions.checkpoint([pack.state(slot) for slot in group])
+                self.study.checkpoint(self.slots[group[0]], state)
         if pack.broken:
             self._close_pack()
 
@@ -245,7 +263,8 @@ class Loop:
         if self.draining:
             return 0
         ready = sum(1 for t in waiting if self._structure(t.params) == self.key)
-        n = max(0, min(len(self.pack.finishing) - ready, self.study.remaining))
+        finishing = len(self.pack.finishing) // self.n  # trials: their slots end together
+        n = max(0, min(finishing - ready, self.study.remaining))
         trials = self.study.optuna.get_trials(deepcopy=False)
         init = self.config.init_points
         if self.config.sampler != "random" and sum(t.state.is_finished() for t in trials) < init:
@@ -260,8 +279,22 @@ class Loop:
         assert not self.slots, "a pack closes once every slot's trial is told"
         self.pack = None
 
-    def _tell(self, slot: int, outcome: Outcome) -> None:
-        trial = self.slots.pop(slot)
+    def _stop(self, group: list[int], status: str) -> list[Outcome]:
+        """Each execution's outcome, stopping (as ``status``) those still running."""
+        active = set(self.pack.active)
+        return [
+            self.pack.stop(slot, status) if slot in active else self.pack.result(slot)
+            for slot in group
+        ]
+
+    def _tell(self, group: list[int], outcomes: list[Outcome]) -> None:
+        """Tells the trial in ``group``'s slots, from its executions' ``outcomes``."""
+        slot, trial = group[0], self.slots[group[0]]
+        for s in group:
+            del self.slots[s]
+        del self.groups[trial.number]
+        config = self.config
+        outcome = executions.outcome(outcomes, config.objective, maximize=config.maximize)
         if self.population is not None:
             self.population.leave(trial.number)
         with self.study.exclusive():  # a shared study: one worker at a time tells and saves
@@ -271,7 +304,8 @@ class Loop:
                         trial, outcome, traces=self.trainer.traces, width=self.pack.width
                     )
             except TakenOver as e:
-                self.best.dropped(slot)
+                for s in group:
+                    self.best.dropped(s)
                 self.reporter.line(str(e))
                 return
             if self.study.shared:  # the best among every worker's trials, best/ included

@@ -113,7 +113,7 @@ def _run(
     trainer = Trainer(config, strategy, datasets, space=config.resolved_space(), clock=clock)
     # Build a program before the study is opened: a model that cannot be built (a misspelt
     # hyperparameter, say) then fails before anything is written.
-    trainer.pack(trainer.space.some_point(), config.parallel_trials)
+    trainer.pack(trainer.space.some_point(), config.pack_width)
     config = trainer.check_objective(trainer.space.some_point())  # its direction settled
     study = Study(config, writer=is_chief()).open()
     try:

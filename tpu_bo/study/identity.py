@@ -57,6 +57,8 @@ def of(config: Config, *, shared: bool = False) -> dict[str, Any]:
         out["scheduler"] = config.scheduler
     if config.patience:  # early stopping shortens trials, so it changes their scores
         out["early_stopping"] = [config.patience, config.min_delta]
+    if config.executions_per_trial > 1:  # a trial's score is then a mean over seeds
+        out["executions_per_trial"] = config.executions_per_trial
     if config.lr_schedule != "constant":
         out["lr_schedule"] = config.lr_schedule
     if config.initial_weights != "auto":

@@ -99,10 +99,21 @@ class OutputDir:
         Written to a temporary name and renamed, so a kill leaves the old state or the new one.
         """
         name = self.checkpoint_name(number)
-        meta = {"epoch": checkpoint.epoch, "history": checkpoint.history}
-        meta.update(steps=checkpoint.steps, seconds=checkpoint.seconds)
-        meta["num_model"] = len(checkpoint.model)
-        arrays = [*checkpoint.model, *checkpoint.optimizer]
+        parts = [checkpoint, *checkpoint.executions]  # one file: the executions stay in step
+        metas, arrays = [], []
+        for part in parts:
+            metas.append(
+                {
+                    "epoch": part.epoch,
+                    "history": part.history,
+                    "steps": part.steps,
+                    "seconds": part.seconds,
+                    "num_model": len(part.model),
+                    "num_arrays": len(part.model) + len(part.optimizer),
+                }
+            )
+            arrays += [*part.model, *part.optimizer]
+        meta = {**metas[0], "executions": metas[1:]}
         buffer = io.BytesIO()
         encoded = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         np.savez(buffer, __meta__=encoded, **{f"a{i}": a for i, a in enumerate(arrays)})
@@ -130,15 +141,23 @@ class OutputDir:
         except Exception as e:  # noqa: BLE001 - missing or damaged: the trial starts again
             log.warning("cannot read the saved state %s (%s); its trial starts again", path, e)
             return None
-        split = meta["num_model"]
-        return Checkpoint(
-            epoch=meta["epoch"],
-            history=meta["history"],
-            model=arrays[:split],
-            optimizer=arrays[split:],
-            steps=meta["steps"],
-            seconds=meta["seconds"],
-        )
+        metas, start, parts = [meta, *meta.get("executions", ())], 0, []
+        for m in metas:
+            end = start + m.get("num_arrays", len(arrays) - start)
+            split = start + m["num_model"]
+            parts.append(
+                Checkpoint(
+                    epoch=m["epoch"],
+                    history=m["history"],
+                    model=arrays[start:split],
+                    optimizer=arrays[split:end],
+                    steps=m["steps"],
+                    seconds=m["seconds"],
+                )
+            )
+            start = end
+        parts[0].executions = parts[1:]
+        return parts[0]
 
     def remove(self, name: str) -> None:
         """Deletes ``name`` if it exists (writer only)."""

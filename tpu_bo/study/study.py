@@ -396,6 +396,7 @@ class Study:
             "seconds": round(outcome.seconds, 3),
             "resumed_from_epoch": outcome.resumed_from_epoch,
             **({"optimizer": outcome.optimizer} if outcome.optimizer else {}),
+            **({"executions": list(outcome.executions)} if outcome.executions else {}),
             **attrs,
         }
         for key, value in values.items():

@@ -50,6 +50,7 @@ def record(t: FrozenTrial) -> TrialRecord:
         repeat_of=a.get(REPEAT_OF),
         schedule=tuple(a.get(SCHEDULE, ())),
         optimizer=a.get("optimizer"),
+        executions=tuple(a.get("executions", ())),
         finished_at=t.datetime_complete.isoformat(timespec="seconds")
         if t.datetime_complete
         else None,

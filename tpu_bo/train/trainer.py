@@ -154,9 +154,9 @@ class Trainer:
 
         Args:
           params: Any point of the structure (only its structural values are read).
-          width: Slots; ``config.parallel_trials`` by default.
+          width: Slots; ``config.pack_width`` by default.
         """
-        width = width or self.config.parallel_trials
+        width = width or self.config.pack_width
         if width < 1:
             raise ValueError(f"a pack has at least one slot, not {width}")
         try:
