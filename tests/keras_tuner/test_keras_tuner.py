@@ -217,6 +217,43 @@ def test_runtime_hyperparameters_share_one_program(digits, tmp_path):
     assert rates <= set(space["rate"].choices)
 
 
+def test_an_inactive_conditional_hyperparameter_does_not_split_programs(digits, tmp_path, capsys):
+    """units is read only under model_type=wide (conditional_scope): the small trials share one
+    program whatever units they drew."""
+    x_train, y_train, x_val, y_val = digits
+
+    def build(hp):
+        kind = hp.Choice("model_type", ["small", "wide"])
+        with hp.conditional_scope("model_type", ["wide"]):
+            units = hp.Int("units", 32, 64, step=32)  # None when small
+        assert (units is None) == (kind == "small")
+        model = keras.Sequential(
+            [layers.Flatten(), layers.Dense(units or 16, activation="relu"), layers.Dense(10)]
+        )
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+        return model
+
+    tuner = keras_tuner.RandomSearch(
+        build, objective="val_accuracy", max_trials=6, seed=0, directory=str(tmp_path),
+        project_name="conditional",
+    )  # fmt: skip
+    space = tuner._space.search_space()
+    assert space["units"].active_when == (("model_type", ("wide",)),)
+    small = [space.structure_key({"model_type": "small", "units": u}) for u in (32, 64)]
+    assert small[0] == small[1] == (("model_type", "small"), ("units", None))
+    tuner.search(x_train, y_train, epochs=1, validation_data=(x_val, y_val))
+    header = capsys.readouterr().out
+    assert "units: choice {32, 64} structural (when model_type in {wide})" in header
+    records = [t.record for t in tuner.oracle.trials.values()]
+    keys = {space.structure_key(r.params) for r in records}
+    drawn = {(r.params["model_type"], r.params["units"]) for r in records}
+    assert len(keys) < len(drawn)  # this seed draws small trials with both units
+    assert tuner.result.traces == 2 * len(keys)  # a train and an eval function per program
+    for t in tuner.oracle.trials.values():  # KerasTuner's values: the active ones only
+        assert ("units" in t.hyperparameters.values) == (t.record.params["model_type"] == "wide")
+
+
 class BatchTuning(keras_tuner.HyperModel):
     """KerasTuner's way to tune the batch: HyperModel.fit passes batch_size=hp.Choice(...)."""
 

@@ -173,3 +173,27 @@ def test_values_lists_every_value_of_a_choice_or_int_parameter():
     assert space["b"].values() == (64, 32) and space["n"].values() == (2, 3, 4)
     with pytest.raises(ValueError, match="no finite list of values"):
         space["lr"].values()
+
+
+def test_a_conditional_parameter_is_active_only_under_its_parents_values(tmp_path):
+    from tpu_bo.config import read_space_file
+
+    path = tmp_path / "space.json"
+    path.write_text(
+        '{"model_type": ["choice", ["mlp", "cnn"]],'
+        ' "filters": {"kind": "choice", "choices": [16, 32],'
+        ' "active_when": [["model_type", ["cnn"]]]}}'
+    )
+    space = read_space_file(str(path))  # --space_file
+    filters = space["filters"]
+    assert filters.active_when == (("model_type", ("cnn",)),)
+    assert filters.active({"model_type": "cnn"}) and not filters.active({"model_type": "mlp"})
+    mlp = [space.structure_key({"model_type": "mlp", "filters": f}) for f in (16, 32)]
+    assert mlp[0] == mlp[1] == (("model_type", "mlp"), ("filters", None))
+    assert space.structure_key({"model_type": "cnn", "filters": 32})[1] == ("filters", 32)
+    assert SearchSpace.from_list(space.to_list()).to_list() == space.to_list()  # config.json
+    assert "(when model_type in {cnn})" in filters.describe()
+    assert "active_when" not in space["model_type"].to_dict()  # an unconditional one: as before
+    with pytest.raises(ConfigError, match="'kind' is not another hyperparameter") as e:
+        SearchSpace((Param("a", "float", 0, 1, active_when=[("kind", [1])]),))
+    assert e.value.flag == "param"

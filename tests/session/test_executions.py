@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tpu_bo import ConfigError, Config, run_study
+from tpu_bo import Config, ConfigError, run_study
 from tpu_bo.records import Checkpoint, Outcome, Trial
 from tpu_bo.session import executions
 from tpu_bo.session.executions import mean_history, outcome, seeds, states
@@ -77,7 +77,7 @@ def test_executions_share_a_pack_score_by_their_mean_and_resume_together(tmp_pat
     single = run_study(**fields, output_dir=str(tmp_path / "one"))
 
     assert len(result.trials) == 2
-    for r, alone in zip(result.trials, single.trials, strict=True):
+    for r in result.trials:
         assert r.status.value == "ok" and r.width == 2 and len(r.history) == 2
         assert len(r.executions) == 2 and r.executions[0] != r.executions[1]  # two seeds
         assert r.target == pytest.approx(np.mean(r.executions), rel=1e-6)

@@ -45,7 +45,10 @@ def test_a_checkpoint_with_executions_round_trips_in_one_file(tmp_path):
     loaded = files.load_checkpoint(name)
     for want, got in zip([first, *first.executions], [loaded, *loaded.executions], strict=True):
         assert (got.epoch, got.history, got.steps, got.seconds) == (
-            want.epoch, want.history, want.steps, want.seconds
+            want.epoch,
+            want.history,
+            want.steps,
+            want.seconds,
         )
         for a, b in zip([*want.model, *want.optimizer], [*got.model, *got.optimizer], strict=True):
             np.testing.assert_array_equal(a, b)

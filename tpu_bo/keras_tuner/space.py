@@ -145,6 +145,10 @@ class Space:
             entry = _entry(d, self.feeds.get(d.name, ""), d.name in self.runtime, taken, tuned)
             taken.add(entry.name)
             self.entries[d.name] = entry
+        for kt_name, entry in self.entries.items():
+            conditions = self._active_when(kt_name)
+            if entry.param is not None and conditions:
+                entry.param = dataclasses.replace(entry.param, active_when=conditions)
         if not any(e.param for e in self.entries.values()):
             raise ConfigError(
                 "hypermodel",
@@ -152,6 +156,22 @@ class Space:
                 "is Fixed or has a single value); declare one with hp.Int, hp.Float, hp.Choice "
                 "or hp.Boolean.",
             )
+
+    def _active_when(self, kt_name: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+        """The ``conditional_scope`` conditions of ``kt_name`` as tpu_bo's ``active_when``, so
+        that an inactive structural parameter does not tell programs apart. Only when every
+        declaration of the name sits in the same scopes, and every parent is searched with its
+        own values (a Choice, Boolean or grid); otherwise none: always active, as if flat."""
+        found = [d.conditions for d in self.declarations if d.name == kt_name]
+        if not found[0] or any(c != found[0] for c in found[1:]):
+            return ()
+        out = []
+        for c in found[0]:
+            parent = self.entries.get(c.name)
+            if parent is None or parent.param is None or parent.kind not in ("same", "int"):
+                return ()
+            out.append((parent.name, tuple(parent.trial_value(v) for v in c.values)))
+        return tuple(out)
 
     def search_space(self) -> SearchSpace:
         """The tpu_bo search space."""

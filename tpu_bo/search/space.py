@@ -70,6 +70,10 @@ class Param:
       role: ``runtime``, ``structural`` or ``None`` to infer it (see the module docstring).
       read_by: What read this parameter as a number while the model was built, when that made
         it structural (:meth:`SearchSpace.read_as_number`); not part of its identity.
+      active_when: Conditions ``(parent, values)``, all of which must hold (the parent's value
+        is one of ``values``) for the model to read this parameter (KerasTuner's
+        ``conditional_scope``). An inactive parameter is still drawn, but it does not tell
+        programs apart (:meth:`SearchSpace.structure_key`).
     """
 
     name: str
@@ -79,8 +83,11 @@ class Param:
     choices: tuple[Any, ...] = ()
     role: str | None = None
     read_by: str = dataclasses.field(default="", compare=False)
+    active_when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def __post_init__(self) -> None:
+        conditions = tuple((str(parent), tuple(values)) for parent, values in self.active_when)
+        object.__setattr__(self, "active_when", conditions)
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise _fail(f"{self.name!r} is not a valid name (use letters, digits and _).")
         if self.kind not in KINDS:
@@ -200,7 +207,13 @@ class Param:
             out["choices"] = list(self.choices)
         else:
             out["low"], out["high"] = self.low, self.high
+        if self.active_when:
+            out["active_when"] = [[parent, list(values)] for parent, values in self.active_when]
         return out
+
+    def active(self, values: Mapping[str, Any]) -> bool:
+        """Whether the model reads this parameter under ``values`` (every condition holds)."""
+        return all(values.get(parent) in allowed for parent, allowed in self.active_when)
 
     def describe(self) -> str:
         """A short human-readable form, e.g. ``learning_rate: log [0.0001, 0.01] runtime``;
@@ -217,6 +230,8 @@ class Param:
                 f" (read as a number while the model was built, by {self.read_by}): "
                 "one program per value"
             )
+        for parent, values in self.active_when:
+            text += f" (when {parent} in {{{', '.join(str(v) for v in values)}}})"
         return text
 
 
@@ -235,6 +250,13 @@ class SearchSpace:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise _fail(f"hyperparameter {dupes[0]!r} is given more than once.")
+        for p in params:
+            for parent, _ in p.active_when:
+                if parent not in names or parent == p.name:
+                    raise _fail(
+                        f"{p.name!r} is active when {parent!r} takes some values, but "
+                        f"{parent!r} is not another hyperparameter of the space."
+                    )
 
     @property
     def names(self) -> list[str]:
@@ -264,9 +286,12 @@ class SearchSpace:
         return all(p.name in values and p.contains(values[p.name]) for p in self.params)
 
     def structure_key(self, values: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-        """The values that select a compiled program: the structural parameters'."""
+        """The values that select a compiled program: the structural parameters' (``None`` for
+        one inactive under ``values``, whose value the model does not read)."""
         return tuple(
-            (p.name, values[p.name]) for p in self.params if p.resolved_role == "structural"
+            (p.name, values[p.name] if p.active(values) else None)
+            for p in self.params
+            if p.resolved_role == "structural"
         )
 
     def read_as_number(self, name: str, by: str) -> SearchSpace:
@@ -401,7 +426,7 @@ def _param_from_entry(name: str, entry: Any) -> Param:
     if isinstance(entry, Mapping):
         entry = dict(entry)
         entry.pop("name", None)
-        unknown = set(entry) - {"kind", "low", "high", "choices", "role"}
+        unknown = set(entry) - {"kind", "low", "high", "choices", "role", "active_when"}
         if unknown:
             raise _fail(f"{name!r} has unknown field(s) {sorted(unknown)}.")
         if "kind" not in entry:

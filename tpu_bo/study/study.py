@@ -263,7 +263,8 @@ class Study:
         is taken over first (the ``structure`` is then not guaranteed).
 
         Args:
-          structure: Structural values the trial must take (to fill a slot of a pack).
+          structure: Structural values the trial must take (to fill a slot of a pack); a
+            ``None`` (an inactive parameter) is drawn.
         """
         with self.exclusive():
             if self.crew is not None:
@@ -272,8 +273,9 @@ class Study:
                     return taken[0]
             if not self.remaining:
                 return None
-            if structure:
-                self.optuna.enqueue_trial(dict(structure))
+            given = {k: v for k, v in (structure or {}).items() if v is not None}
+            if given:  # an inactive parameter (None) is drawn: the model does not read it
+                self.optuna.enqueue_trial(given)
             return self._start(self.optuna.ask(self._distributions))
 
     def ask_repeat(self, of: TrialRecord) -> Trial:
