@@ -36,6 +36,7 @@ import io
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from bench.common import TimeSplit, rss_mib
@@ -182,30 +183,45 @@ class TraceCounter:
         return model
 
 
-def run_blog(args: argparse.Namespace, clear_session: bool = False) -> dict[str, Any]:
-    """The blog recipe: bayes_opt over build + compile + fit + evaluate of a fresh model."""
-    import warnings
+class Recipe:
+    """The common recipe's trials: each builds a fresh model, compiles, fits and evaluates it.
 
-    import keras
-    from bayes_opt import BayesianOptimization
+    Calling it with a trial's ``params`` (``dropout_2``, ``learning_rate`` and optionally
+    ``dense_units``, default 128) returns the evaluated accuracy and appends the trial's figures
+    to ``trials``. The arrays are loaded once, when it is made (``setup``); each trial builds
+    its own ``tf.data`` pipelines from them, shuffled with ``args.seed`` + the trial's number.
+    ``clear_session`` starts every trial with ``keras.backend.clear_session()``.
+    """
 
-    traces, split, trials = TraceCounter(), TimeSplit(), []
-    started = time.perf_counter()
-    with split.measure("setup"):
-        x_train, y_train = load_arrays(args, args.train_split)
-        x_eval, y_eval = load_arrays(args, args.eval_split)
+    def __init__(
+        self, args: argparse.Namespace, split: TimeSplit, traces: TraceCounter, clear_session: bool
+    ) -> None:
+        self.args, self.split, self.traces, self.clear_session = args, split, traces, clear_session
+        self.trials: list[dict[str, Any]] = []
+        with split.measure("setup"):
+            self.x_train, self.y_train = load_arrays(args, args.train_split)
+            self.x_eval, self.y_eval = load_arrays(args, args.eval_split)
 
-    def objective(dropout_2: float, learning_rate: float) -> float:
+    def __call__(self, params: dict[str, Any]) -> float:
+        import keras
+
+        args, split, trials = self.args, self.split, self.trials
         trial_start = time.perf_counter()
         with split.measure("reset"):
-            if clear_session:
+            if self.clear_session:
                 keras.backend.clear_session()  # drops the previous trials' models and functions
-            model = build_cnn(x_train.shape[1:], dropout_2, learning_rate, args.jit_compile)
-            traces.attach(model)
+            model = build_cnn(
+                self.x_train.shape[1:],
+                params["dropout_2"],
+                params["learning_rate"],
+                args.jit_compile,
+                params.get("dense_units", 128),
+            )
+            self.traces.attach(model)
         with split.measure("setup"):
             seed = args.seed + len(trials)
-            train = make_dataset(x_train, y_train, args.batch_size, shuffle_seed=seed)
-            evaluation = make_dataset(x_eval, y_eval, args.batch_size, shuffle_seed=None)
+            train = make_dataset(self.x_train, self.y_train, args.batch_size, shuffle_seed=seed)
+            evaluation = make_dataset(self.x_eval, self.y_eval, args.batch_size, shuffle_seed=None)
         timer = StepTimer(split)
         t0 = time.perf_counter()
         with split.measure("train"):
@@ -214,20 +230,47 @@ def run_blog(args: argparse.Namespace, clear_session: bool = False) -> dict[str,
         with split.measure("eval"):
             _, accuracy = model.evaluate(evaluation, verbose=0, callbacks=[timer.callback()])
         t2 = time.perf_counter()
-        params = {"dropout_2": dropout_2, "learning_rate": learning_rate}
         seconds = t2 - trial_start
         trials.append(record(len(trials), float(accuracy), params, seconds, t2 - t0, timer))
         trials[-1].update(fit_seconds=t1 - t0, evaluate_seconds=t2 - t1)
         return float(accuracy)
 
+
+def run_blog(
+    args: argparse.Namespace, clear_session: bool = False, space: list[str] | None = None
+) -> dict[str, Any]:
+    """The blog recipe: bayes_opt over build + compile + fit + evaluate of a fresh model.
+
+    ``space``: ``--param`` strings, mapped onto bayes_opt's coordinates by tpu_bo's
+    ``SearchSpace`` (a log range as its log10, a choice as a ``CategoricalParameter``); default
+    ``BOUNDS``, both linear, as the blog searches them.
+    """
+    import warnings
+
+    from bayes_opt import BayesianOptimization
+
+    traces, split = TraceCounter(), TimeSplit()
+    started = time.perf_counter()
+    recipe = Recipe(args, split, traces, clear_session)
+    pbounds: dict[str, Any] = dict(BOUNDS)
+    decode: Any = dict
+    if space is not None:
+        from tpu_bo.search.space import SearchSpace
+
+        parsed = SearchSpace.parse(space)
+        pbounds, decode = parsed.pbounds(), parsed.from_sampler
+
+    def objective(**point: Any) -> float:
+        return recipe(decode(point))
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optimizer = BayesianOptimization(
-            f=objective, pbounds=BOUNDS, random_state=args.seed, verbose=0
+            f=objective, pbounds=pbounds, random_state=args.seed, verbose=0
         )
         split.wrap(optimizer, "suggest", "suggest_wait")  # maximize asks self.suggest()
         optimizer.maximize(init_points=args.init_points, n_iter=args.trials - args.init_points)
-    return figures(time.perf_counter() - started, trials, traces, split)
+    return figures(time.perf_counter() - started, recipe.trials, traces, split)
 
 
 def figures(wall: float, trials: list[Any], traces: TraceCounter, split: TimeSplit) -> dict:
@@ -251,8 +294,17 @@ def record(
     }
 
 
-def hyper_cnn(args: argparse.Namespace, input_shape: Any, traces: Any, split: TimeSplit) -> Any:
-    """KerasTuner's hypermodel of the CNN; its ``trials`` list collects the trials' figures."""
+def hyper_cnn(
+    args: argparse.Namespace,
+    input_shape: Any,
+    traces: Any,
+    split: TimeSplit,
+    dense_units: Sequence[int] = (),
+) -> Any:
+    """KerasTuner's hypermodel of the CNN; its ``trials`` list collects the trials' figures.
+
+    ``dense_units``: the widths of an ``hp.Choice("dense_units", ...)``; none: 128, unsearched.
+    A trial's ``last_target`` is its last epoch's ``val_accuracy`` (``target``: its best's)."""
     import keras_tuner
 
     class HyperCNN(keras_tuner.HyperModel):
@@ -266,7 +318,9 @@ def hyper_cnn(args: argparse.Namespace, input_shape: Any, traces: Any, split: Ti
             with split.measure("reset"):
                 dropout_2 = hp.Float("dropout_2", 0.1, 0.5)
                 rate = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log")
-                model = traces.attach(build_cnn(input_shape, dropout_2, rate, args.jit_compile))
+                units = hp.Choice("dense_units", list(dense_units)) if dense_units else 128
+                cnn = build_cnn(input_shape, dropout_2, rate, args.jit_compile, units)
+                model = traces.attach(cnn)
             split.wrap(model, "save_weights", "checkpoint")  # KerasTuner's SaveBestEpoch
             return model
 
@@ -282,6 +336,7 @@ def hyper_cnn(args: argparse.Namespace, input_shape: Any, traces: Any, split: Ti
             self.trials.append(
                 record(len(self.trials), float(target), dict(hp.values), seconds, t1 - t0, timer)
             )
+            self.trials[-1]["last_target"] = float(history.history["val_accuracy"][-1])
             return history
 
     return HyperCNN()
@@ -296,8 +351,9 @@ def instrument(tuner: Any, split: TimeSplit) -> None:
         split.wrap(obj, name, "journal")
 
 
-def run_kerastuner(args: argparse.Namespace) -> dict[str, Any]:
-    """KerasTuner's BayesianOptimization tuner over the same CNN."""
+def run_kerastuner(args: argparse.Namespace, dense_units: Sequence[int] = ()) -> dict[str, Any]:
+    """KerasTuner's BayesianOptimization tuner over the same CNN (``dense_units``: see
+    ``hyper_cnn``)."""
     import keras_tuner
 
     traces, split = TraceCounter(), TimeSplit()
@@ -308,7 +364,7 @@ def run_kerastuner(args: argparse.Namespace) -> dict[str, Any]:
             x_eval, y_eval = load_arrays(args, args.eval_split)
             train = make_dataset(x_train, y_train, args.batch_size, shuffle_seed=args.seed)
             evaluation = make_dataset(x_eval, y_eval, args.batch_size, shuffle_seed=None)
-        hypermodel = hyper_cnn(args, x_train.shape[1:], traces, split)
+        hypermodel = hyper_cnn(args, x_train.shape[1:], traces, split, dense_units)
         tuner = keras_tuner.BayesianOptimization(
             hypermodel,
             objective="val_accuracy",
