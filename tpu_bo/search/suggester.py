@@ -74,14 +74,16 @@ from typing import Any
 
 import numpy as np
 
-from tpu_bo.search.acquisition import capped_lbfgsb, maximise
-from tpu_bo.search.kernel import make_kernel, with_prior
+from tpu_bo.search.acquisition import capped_lbfgsb, log_h, maximise
+from tpu_bo.search.kernel import PowerWarp, log_prior, make_kernel, prior_draws
 from tpu_bo.search.space import SearchSpace
 
 REFIT_ALWAYS, REFIT_GROWTH = 12, 1.1  # refit at every count up to 12, then every 10 % more
 UNSETTLED_MAX = 16  # refit data may reach this many observations past the settled prefix
 FIT_POINTS, FIT_RESTARTS, FIT_EVALUATIONS = 200, 2, 30
 NOISY = 0.005  # acquisition "auto": UCB above this noise fraction (noise std > 7% of scores')
+BASE_ALPHA = 1e-6  # bayes_opt's jitter on the diagonal
+FAILED_NOISE = 1e-4  # a failure's noise variance, in units of the scores' variance
 
 
 def refit_point(n: int) -> int:
@@ -130,6 +132,9 @@ class Suggester:
         memo: MutableMapping[Any, np.ndarray] | None = None,
         noise: bool = True,
         unit: bool = True,
+        ard: bool = True,
+        fit_failures: bool = False,
+        warp: bool = True,
     ) -> None:
         from bayes_opt import BayesianOptimization, SequentialDomainReductionTransformer
         from bayes_opt import acquisition as acq
@@ -164,14 +169,19 @@ class Suggester:
                     SequentialDomainReductionTransformer() if domain_reduction else None
                 ),
             )
-        self.unit, self.noise = unit, noise
-        self._kernel = make_kernel(self.bo, unit=unit, noise=noise)  # before any fit
+        self.unit, self.noise, self.ard = unit, noise, ard and unit
+        self.fit_failures, self.warp = fit_failures, warp
+        self._warp: PowerWarp | None = None  # the scores' warping at the last conditioning
+        self._target = np.zeros(0)  # the scores the process was fitted on (warped)
+        self._kernel = make_kernel(self.bo, unit=unit, noise=noise, ard=ard)  # before any fit
+        self._noise_level = 0.0  # the fitted noise fraction, after a fit
         self.fit_seed = seed if fit_seed is None else fit_seed
         self.memo = {} if memo is None else memo
         self.work: collections.Counter[str] = collections.Counter()  # what suggestions cost
         self._ok_scores: list[float] = []
         self._pending_failed: list[dict[str, Any]] = []
         self._real: list[bool] = []  # per registered point: an observation, not a pending lie
+        self._failed: list[bool] = []  # per registered point: a failure at its penalty
         self._settled: int | None = None
 
     @property
@@ -222,7 +232,7 @@ class Suggester:
         # A failure is registered once two successes differ, one spread below the worst: with
         # a single success it would look exactly as good as that success.
         while best > worst and self._pending_failed:
-            self._register(self._pending_failed.pop(), worst - (best - worst))
+            self._register(self._pending_failed.pop(), worst - (best - worst), failed=True)
         return True
 
     def pending(self, params: dict[str, Any]) -> None:
@@ -233,62 +243,99 @@ class Suggester:
         if self._ok_scores and self.space.contains(params):
             self._register(params, max(self._ok_scores), real=False)
 
-    def _register(self, params: dict[str, Any], score: float, *, real: bool = True) -> None:
+    def _register(
+        self, params: dict[str, Any], score: float, *, real: bool = True, failed: bool = False
+    ) -> None:
         # Not bo.register, which rebuilds every point's record for its silent logger.
         self.bo.space.register(self.space.to_sampler(params), score)
         self._real.append(real)
+        self._failed.append(failed)
         transformer = getattr(self.bo, "_bounds_transformer", None)
         if transformer is not None and self.observed > 1:
             self.bo.set_bounds(transformer.transform(self.bo.space))
 
     def _condition(self) -> None:
-        """Fits the process to every point, with the kernel the refit schedule last fitted."""
+        """Fits the process to every point, with the kernel the refit schedule last fitted: the
+        observations with the fitted noise, a failure at its penalty with almost none (the
+        model must not explain a failed region away as noise)."""
         params, target = self.bo.space.params, self.bo.space.target
         real = np.asarray(self._real, dtype=bool)
+        failed = np.asarray(self._failed, dtype=bool)
         count = int(real.sum())
         settled = count if self._settled is None else self._settled
         n_k = refit_point(max(settled, count - UNSETTLED_MAX, min(count, REFIT_ALWAYS)))
-        theta = self._theta(params[real][:n_k], target[real][:n_k])
+        first = np.flatnonzero(real)[:n_k]
+        if not self.fit_failures and (~failed[first]).sum() > 1:
+            first = first[~failed[first]]
+        theta = self._theta(params[first], target[first], n_k)
+        self._warp = None
+        if self.warp:
+            ok = real & ~failed
+            self._warp = PowerWarp(target[ok] if ok.sum() > 2 else target)
+            target = self._warp(target)
+        self._target = target
+        kernel = self._kernel.clone_with_theta(theta)
+        if self.ard:  # variances fitted on these scores' spread, applied to all the scores'
+            ratio = 2 * math.log(_spread(target[first]) / _spread(target))
+            kernel = self._kernel.clone_with_theta(theta + _variances(self._kernel) * ratio)
+        alpha: Any = BASE_ALPHA
+        if self.noise:
+            noise = self._noise_level = float(kernel.k2.noise_level)
+            alpha = alpha + np.where(failed, min(noise, FAILED_NOISE), noise)
+            kernel = kernel.k1
         gp = self.bo._gp
-        gp.set_params(kernel=self._kernel.clone_with_theta(theta), optimizer=None)
+        gp.set_params(kernel=kernel, optimizer=None)
+        gp.alpha = alpha
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sklearn's convergence notes
             gp.fit(params, target)
+        gp.alpha = BASE_ALPHA  # sklearn's predict does not read it; a later fit may
 
-    def _theta(self, params: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """The kernel's hyperparameters fitted on these observations (memoised)."""
+    def _theta(self, params: np.ndarray, target: np.ndarray, n_k: int) -> np.ndarray:
+        """The kernel's hyperparameters fitted on these observations (memoised): the MAP of
+        the marginal likelihood and the priors (:mod:`tpu_bo.search.kernel`), by capped
+        L-BFGS-B runs from the priors' mode and ``FIT_RESTARTS`` seeded starts."""
         from sklearn.base import clone
 
-        n_k = len(target)
-        if n_k > FIT_POINTS:
-            keep = np.linspace(0, n_k - 1, FIT_POINTS).round().astype(int)
+        if len(target) > FIT_POINTS:
+            keep = np.linspace(0, len(target) - 1, FIT_POINTS).round().astype(int)
             params, target = params[keep], target[keep]
         data = np.ascontiguousarray(params).tobytes() + np.ascontiguousarray(target).tobytes()
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        key = (self.fit_seed, n_k, self.noise, self.unit, digest)
+        key = (self.fit_seed, n_k, self.noise, self.unit, self.ard, self.warp, digest)
         theta = self.memo.get(key)
-        if theta is None:
-            self.work["fits"] += 1
+        if theta is not None:
+            return theta
+        self.work["fits"] += 1
+        if self.warp:  # warped as the data were, so the fit depends on nothing else
+            target = PowerWarp(target)(target)
+        model = clone(self.bo._gp).set_params(kernel=self._kernel, optimizer=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(params, target)
 
-            def optimizer(f: Callable, x0: np.ndarray, bounds: Any) -> tuple[np.ndarray, float]:
-                x, value, calls = capped_lbfgsb(
-                    with_prior(f, self._kernel) if self.noise else f,
-                    x0,
-                    bounds,
-                    cap=FIT_EVALUATIONS,
-                )
-                self.work["likelihood_evaluations"] += calls
-                return x, value
-
-            model = clone(self.bo._gp).set_params(
-                kernel=self._kernel,
-                optimizer=optimizer,
-                n_restarts_optimizer=FIT_RESTARTS,
-                random_state=np.random.RandomState((self.fit_seed * 1_000_003 + n_k) % 2**32),
-            )
-            with warnings.catch_warnings():
+        def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
-                theta = self.memo[key] = model.fit(params, target).kernel_.theta
+                value, gradient = model.log_marginal_likelihood(
+                    t, eval_gradient=True, clone_kernel=False
+                )
+            if not np.isfinite(value) or not np.all(np.isfinite(gradient)):
+                return 1e25, np.zeros_like(t)
+            prior, prior_gradient = log_prior(self._kernel, t)
+            return -float(value) + prior, -np.asarray(gradient) + prior_gradient
+
+        rng = np.random.default_rng((self.fit_seed * 1_000_003 + n_k) % 2**32)
+        starts = np.vstack([self._kernel.theta, prior_draws(self._kernel, FIT_RESTARTS, rng)])
+        best, best_value = starts[0], math.inf
+        for start in starts:
+            x, value, calls = capped_lbfgsb(
+                objective, start, self._kernel.bounds, cap=FIT_EVALUATIONS
+            )
+            self.work["likelihood_evaluations"] += calls
+            if value < best_value:
+                best, best_value = x, value
+        theta = self.memo[key] = np.asarray(best, dtype=float)
         return theta
 
     def _latent(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -297,10 +344,9 @@ class Suggester:
         from scipy.linalg import solve_triangular
 
         gp = self.bo._gp
-        kernel = gp.kernel_.k1 if self.noise else gp.kernel_
-        cross = kernel(points, gp.X_train_)
+        cross = gp.kernel_(points, gp.X_train_)
         v = solve_triangular(gp.L_, cross.T, lower=True, check_finite=False)
-        return cross @ gp.alpha_, kernel.diag(points) - np.einsum("ij,ij->j", v, v)
+        return cross @ gp.alpha_, gp.kernel_.diag(points) - np.einsum("ij,ij->j", v, v)
 
     def _incumbent(self) -> float:
         """The best score so far, in fitted units: the best observed one or, with noise, the
@@ -312,19 +358,19 @@ class Suggester:
             real = inside & np.asarray(self._real, dtype=bool)
             mean, _ = self._latent(space.params[real if real.any() else inside])
             return float(np.max(mean))
-        target = (space.target - gp._y_train_mean) / gp._y_train_std
+        target = (self._target - gp._y_train_mean) / gp._y_train_std
         return float(np.max(target[inside]))
 
     def _acquisition(self) -> Callable[[np.ndarray], np.ndarray]:
         """The acquisition to minimise, on a batch of points, in the units the process was fitted
         in (sklearn's ``normalize_y``): the same argmax, and gradients of one scale."""
         gp, work = self.bo._gp, self.work
-        target = self.bo.space.target
+        target = self._target
         spread = float(np.std(target))
-        function = self._base
+        function, log = self._base, self.acquisition == "logei"
         if self.acquisition == "auto" and self.noise_fraction > NOISY:
             function = self._ucb
-        elif self.acquisition in ("ei", "poi", "auto"):
+        elif self.acquisition in ("ei", "poi", "auto", "logei"):
             function.y_max = self._incumbent()
             xi = self.xi * (spread if target.size > 1 else 0.0) if self.scale_xi else self.xi
             function.xi = xi / gp._y_train_std
@@ -335,6 +381,9 @@ class Suggester:
             mean, variance = self._latent(points)
             with np.errstate(all="ignore"):
                 std = np.sqrt(np.maximum(variance, 1e-18))
+                if log:
+                    z = (mean - function.y_max - function.xi) / std
+                    return -(log_h(z) + np.log(std))
                 return -np.nan_to_num(function.base_acq(mean, std), nan=0.0)
 
         return acquisition
@@ -356,16 +405,17 @@ class Suggester:
             mean, variance = self._latent(array)
         gp = self.bo._gp
         scale = float(np.atleast_1d(gp._y_train_std)[0])
-        mean = self.sign * (mean * scale + float(np.atleast_1d(gp._y_train_mean)[0]))
-        return mean, np.sqrt(np.maximum(variance, 0.0)) * scale
+        mean = mean * scale + float(np.atleast_1d(gp._y_train_mean)[0])
+        std = np.sqrt(np.maximum(variance, 0.0)) * scale
+        if self._warp is not None:  # back to the scores' units (the delta method for the std)
+            mean = self._warp.inverse(mean)
+            std = std / np.maximum(self._warp.slope(mean), 1e-12)
+        return self.sign * mean, std
 
     @property
     def noise_fraction(self) -> float:
         """The fitted noise variance over the scores' variance (0 without ``noise``)."""
-        gp = self.bo._gp
-        if not self.noise or not hasattr(gp, "kernel_"):
-            return 0.0
-        return float(gp.kernel_.k2.noise_level)
+        return self._noise_level if self.noise else 0.0
 
     @property
     def noise_std(self) -> float:
@@ -374,7 +424,11 @@ class Suggester:
         fraction = self.noise_fraction  # 0 without noise or before any fit
         if fraction == 0.0:
             return 0.0
-        return math.sqrt(fraction) * float(np.atleast_1d(self.bo._gp._y_train_std)[0])
+        std = math.sqrt(fraction) * float(np.atleast_1d(self.bo._gp._y_train_std)[0])
+        if self._warp is not None:  # in the scores' units near the best observation
+            best = float(np.max(self.bo.space.target[np.asarray(self._real, dtype=bool)]))
+            std /= max(float(self._warp.slope(np.array([best]))[0]), 1e-12)
+        return std
 
 
 @functools.cache
@@ -388,6 +442,21 @@ def _quiet_bayes_opt() -> None:
 
 
 def _silent(*args: Any, **kwargs: Any) -> None: ...
+
+
+def _spread(values: np.ndarray) -> float:
+    """The standard deviation sklearn's ``normalize_y`` divides by (1 for constant values)."""
+    std = float(np.std(values))
+    return std if std > 0 else 1.0
+
+
+def _variances(kernel: Any) -> np.ndarray:
+    """1 at the log amplitude and the log noise of an ARD :func:`make_kernel`, 0 elsewhere."""
+    mask = np.zeros(len(kernel.theta))
+    mask[0] = 1.0
+    if hasattr(kernel, "k2") and hasattr(kernel.k2, "noise_level"):
+        mask[-1] = 1.0
+    return mask
 
 
 @functools.cache
