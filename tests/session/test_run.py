@@ -310,13 +310,6 @@ def test_domain_reduction_runs_and_refuses_discrete_params(tmp_path):
     assert info.value.flag == "domain_reduction"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 27 (sampler under noise): on the shuffled digits split, 3 of the 8 guided "
-    "trials land in the diverging region (seed 0; random sampling expects ~3): the failure "
-    "penalty, one spread below the worst score, does not hold a GP with a large noise term off "
-    "it. Strict, so the fix of issue 27 must remove this mark.",
-)
 def test_diverging_points_fail_and_guided_suggestions_mostly_avoid_them(tmp_path):
     """A runtime gain of 10**g overflows float32 for g > 38.5: 36% of [0, 60] diverges.
 
