@@ -49,6 +49,7 @@ TRAINER_RUNTIME = (
 TRAINER_STRUCTURAL = frozenset({"optimizer", "batch_size"})
 TRAINER_PARAMS = TRAINER_RUNTIME | TRAINER_STRUCTURAL
 
+BOUND_TOLERANCE = 0.01  # on_bound: within 1% of a range (of its log for a log parameter)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FLAG = "param"
 
@@ -334,6 +335,11 @@ class SearchSpace:
                     edges.append(p.name)
         return edges
 
+    def on_bound(self, values: Mapping[str, Any]) -> list[str]:
+        """Names of the parameters of ``values`` that sit on a bound: :meth:`at_edge` within
+        ``BOUND_TOLERANCE`` (1%) of the range, what a guided trial "on a bound" counts."""
+        return self.at_edge(values, BOUND_TOLERANCE)
+
     def to_list(self) -> list[dict[str, Any]]:
         """A JSON-ready description of every parameter."""
         return [p.to_dict() for p in self.params]
@@ -371,6 +377,12 @@ class SearchSpace:
     def from_list(cls, items: Sequence[Mapping[str, Any]]) -> SearchSpace:
         """Inverse of :meth:`to_list`."""
         return cls(tuple(_param_from_entry(d["name"], {**d}) for d in items))
+
+
+def on_bound(space: SearchSpace, params: Mapping[str, Any]) -> list[str]:
+    """Names of ``params``' float, log and int parameters within 1% of a bound of ``space``
+    (:meth:`SearchSpace.on_bound`)."""
+    return space.on_bound(params)
 
 
 def parse_param(spec: str) -> Param:
