@@ -32,7 +32,8 @@ Methods, each with the same budget, seeds and noise draws:
 * ``tpu_bo``: tpu_bo's Suggester with its defaults (``init_points`` random, then the ``auto``
   acquisition under a fitted observation noise, on coordinates scaled to [0, 1]: expected
   improvement with xi = 0 over the best posterior mean while the fitted noise is under 0.5% of
-  the scores' variance, UCB with kappa 2.576 above it).
+  the scores' variance, UCB with kappa 2.576 above it; since issue 27 an ARD kernel with
+  priors on warped scores, see ``tpu_bo.search.kernel``).
 * ``tpu_bo_observed``: the same runs as ``tpu_bo`` (no extra runs), recommended by their best
   observed score instead of the posterior rule: the rule's own contribution.
 * ``tpu_bo_exact``: ``Suggester(noise=False, unit=False, acquisition="ei")``, tpu_bo before
@@ -52,9 +53,12 @@ Methods, each with the same budget, seeds and noise draws:
   behind Optuna's sampler interface) and ``optuna_random`` (RandomSampler).
 
 ``--variants`` adds variants of tpu_bo's engine that the defaults were chosen against, each
-recommended by the posterior rule as ``tpu_bo`` is: ``tpu_bo_xi001`` (xi = 0.01 in standard
-deviations of the scores), ``tpu_bo_raw_xi`` (xi = 0.01 in raw target units, as bayes_opt
-applies it) and ``tpu_bo_ucb`` (UCB, kappa 2.576).
+recommended by the posterior rule as ``tpu_bo`` is: ``tpu_bo_before`` (the default before
+issue 27: one length scale, no amplitude, no warping), ``tpu_bo_nowarp``, ``tpu_bo_iso`` (one
+length scale, warped), ``tpu_bo_logei`` (log expected improvement instead of ``auto``),
+``tpu_bo_fit_failures`` (failures' penalties in the hyperparameter fit), ``tpu_bo_xi001``
+(xi = 0.01 in standard deviations of the scores), ``tpu_bo_raw_xi`` (xi = 0.01 in raw target
+units, as bayes_opt applies it) and ``tpu_bo_ucb`` (UCB, kappa 2.576).
 
 **Regret of the recommended point.** After c = 10, 20 and 40 evaluations each method
 recommends one of its evaluated points, and the regret is that point's *noise-free* value minus

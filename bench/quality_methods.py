@@ -37,6 +37,12 @@ SUGGESTERS: dict[str, dict[str, Any]] = {
     "tpu_bo_exact": {"noise": False, "unit": False, "acquisition": "ei"},
 }
 VARIANTS = {
+    # tpu_bo before issue 27: one length scale, no amplitude, no output warping.
+    "tpu_bo_before": {"ard": False, "warp": False},
+    "tpu_bo_nowarp": {"warp": False},
+    "tpu_bo_iso": {"ard": False},
+    "tpu_bo_logei": {"acquisition": "logei"},
+    "tpu_bo_fit_failures": {"fit_failures": True},
     "tpu_bo_xi001": {"xi": 0.01},
     "tpu_bo_raw_xi": {"xi": 0.01, "scale_xi": False},
     "tpu_bo_ucb": {"acquisition": "ucb"},

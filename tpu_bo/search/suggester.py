@@ -32,7 +32,21 @@ differences the noise makes, and UCB (``kappa``) explores instead. On a determin
 objective the fitted noise stays at its floor, so ``auto`` is expected improvement as before.
 Distances are measured on coordinates scaled to [0, 1] (``unit``): bayes_opt's one length
 scale on raw coordinates made a dropout's width of 0.4 look flat next to a log learning rate's
-width of 3. Each choice is measured in ``bench/RESULTS.md``, "optimizer_quality".
+width of 3.
+
+**The model (issue 27).** With ``ard`` (the default) the kernel is an amplitude times a Matern
+2.5 with one length scale per coordinate, fitted as a MAP with BoTorch's dimension-scaled
+log-normal prior on the length scales, Optuna's Gamma(2, 1) on the amplitude and the noise's
+Gamma above (:mod:`tpu_bo.search.kernel`), from the priors' mode and ``FIT_RESTARTS`` draws
+of the prior. With ``warp`` (the default) the process models a Yeo-Johnson power transform of
+the scores (HEBO's output warping, :class:`tpu_bo.search.kernel.PowerWarp`): a long tail of
+bad scores (a dead learning rate, a failure's penalty) no longer sets its scale, and
+:meth:`Suggester.posterior` maps back to the scores' units. A failed trial's penalty is
+conditioned on with almost no noise (``FAILED_NOISE``) and kept out of the hyperparameter fit
+(``fit_failures``): with a large fitted noise it used to be explained away as a noisy draw,
+and the process kept proposing the diverging region. ``acquisition="logei"`` is log expected
+improvement (:func:`tpu_bo.search.acquisition.log_h`), measured but not the default.
+Each choice is measured in ``bench/RESULTS.md``, "optimizer_quality".
 :meth:`Suggester.posterior` gives the model's mean and standard deviation of the objective at
 any points, which :mod:`tpu_bo.search.recommend` uses to recommend a trial.
 
@@ -102,7 +116,7 @@ class Suggester:
       seed: Seeds random starting points and the acquisition's optimiser.
       maximize: Whether larger scores are better.
       acquisition: ``auto`` (``ei`` while the fitted noise is under ``NOISY`` of the scores'
-        variance, ``ucb`` above it), ``ei``, ``ucb`` or ``poi``.
+        variance, ``ucb`` above it), ``ei``, ``logei`` (its log), ``ucb`` or ``poi``.
       xi: Exploration of ``ei``/``poi``.
       kappa: Exploration of ``ucb``.
       scale_xi: Measure ``xi`` in standard deviations of the scores so far.
@@ -115,6 +129,11 @@ class Suggester:
         score: see the module docstring, "Noise".
       unit: Measure distances on coordinates scaled to [0, 1] (bayes_opt measures them on the
         raw ones, where a dropout's 0.4 and a log learning rate's 3 share one length scale).
+      ard: With ``unit``, one length scale per coordinate and an amplitude, under priors (see
+        the module docstring, "The model").
+      fit_failures: Fit the kernel's hyperparameters on the failures' penalties too (by
+        default only on the scores; the failures are conditioned on either way).
+      warp: Model a power transform of the scores (see "The model").
     """
 
     def __init__(
