@@ -255,12 +255,13 @@ class Config:
         "Compiled programs (one per structure and pack width) kept at once; the oldest is dropped.",
         lower_bound=1,
     )
-    parallel_trials: int = flag_field(
-        1,
+    parallel_trials: str | int = flag_field(
+        "auto",
         "Trials of one structure trained side by side in one compiled program (a pack), to fill "
         "an accelerator that one small model leaves idle; a slot whose trial ends takes the next "
-        "trial at once.",
-        lower_bound=1,
+        "trial at once. auto: time a few steps at K = 1, 2, 4... before the study and take the "
+        "smallest K within 10% of the most trial-steps per second (cached in the study); a "
+        "number forces K.",
     )
     checkpoint_every: int = flag_field(
         1,
@@ -461,6 +462,9 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", dict(self.fixed))
+        k = self.parallel_trials
+        if isinstance(k, str) and k.strip().isdigit():  # --parallel_trials=4
+            object.__setattr__(self, "parallel_trials", int(k))
         if self.space is not None and not isinstance(self.space, SearchSpace):
             object.__setattr__(self, "space", SearchSpace.from_value(self.space))
 
@@ -491,8 +495,14 @@ class Config:
 
     @property
     def pack_width(self) -> int:
-        """Slots of a pack: ``parallel_trials`` trials of ``executions_per_trial`` slots."""
-        return self.parallel_trials * self.executions_per_trial
+        """Slots of a pack: ``parallel_trials`` trials of ``executions_per_trial`` slots
+        (``auto``, before ``run_study`` measured it, counts as one trial)."""
+        return self.trials_per_pack * self.executions_per_trial
+
+    @property
+    def trials_per_pack(self) -> int:
+        """``parallel_trials`` as a number (``auto`` before it is measured: 1)."""
+        return 1 if self.parallel_trials == "auto" else int(self.parallel_trials)
 
     @property
     def total_trials(self) -> int:
@@ -575,6 +585,9 @@ class Config:
 
 def _check_rules(config: Config) -> None:
     """Every rule between fields, then those between the search space and the fields."""
+    k = config.parallel_trials
+    if k != "auto" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ConfigError("parallel_trials", f"must be auto or a positive whole number, got {k!r}.")
     if config.space is not None and config.space_file:
         raise ConfigError("space_file", "give the space by --param or by --space_file, not both.")
     _check_objective(config)
@@ -625,6 +638,12 @@ def _check_scheduler(config: Config) -> None:
             raise ConfigError(name, f"must lie in [0, {top}], got {value}.")
     if config.scheduler != "pbt":
         return
+    if config.parallel_trials == "auto":
+        raise ConfigError(
+            "parallel_trials",
+            "--scheduler=pbt needs a population of a fixed size, not auto: the pack's slots are "
+            "the population, so set --parallel_trials to 4 or more.",
+        )
     if config.parallel_trials < 4:
         raise ConfigError(
             "parallel_trials",

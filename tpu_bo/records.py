@@ -217,9 +217,13 @@ class Summary:
       utilization_this_session: Useful over computed slot-epochs in this session.
       seconds_this_session: Wall time of this session.
       time_this_session: Where it went, by category (:mod:`tpu_bo.timing`).
+      guided_on_bound: How many guided trials put a continuous parameter within 2% of a
+        bound: ``guided``, ``on_bound``, ``fraction`` and ``by_param`` (counts by name).
       selection: How the best trial was chosen (:mod:`tpu_bo.session.selection`).
       pbt: A PBT study's exploits and the best member's ancestry, else ``None``.
       final: With ``--final_epochs``, the retrained model's ``final/final.json``, else ``None``.
+      parallel_trials: ``--parallel_trials=auto``'s measurement this session (trial-steps per
+        second by K, the chosen K, whether it was cached), else ``None``.
     """
 
     best_trial: int | None
@@ -236,14 +240,16 @@ class Summary:
     utilization_this_session: float | None
     seconds_this_session: float
     time_this_session: dict[str, float]
+    guided_on_bound: dict[str, Any] = dataclasses.field(default_factory=dict)
     selection: dict[str, Any] = dataclasses.field(default_factory=dict)
     pbt: dict[str, Any] | None = None
     final: dict[str, Any] | None = None
+    parallel_trials: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (``pbt`` and ``final`` only when set, as earlier versions wrote it)."""
+        """The JSON form (``pbt``, ``final`` and ``parallel_trials`` only when set)."""
         out = dataclasses.asdict(self)
-        for key in ("pbt", "final"):
+        for key in ("pbt", "final", "parallel_trials"):
             if out[key] is None:
                 del out[key]
         return out

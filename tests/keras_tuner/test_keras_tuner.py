@@ -192,7 +192,7 @@ def test_runtime_hyperparameters_share_one_program(digits, tmp_path):
 
     tuner = keras_tuner.RandomSearch(
         build, objective="val_loss", max_trials=3, executions_per_trial=2,
-        directory=str(tmp_path), project_name="p",
+        directory=str(tmp_path), project_name="p", tpu_bo={"parallel_trials": 1},
     )  # fmt: skip
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)
     board = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "tb"))
@@ -236,7 +236,7 @@ def test_an_inactive_conditional_hyperparameter_does_not_split_programs(digits, 
 
     tuner = keras_tuner.RandomSearch(
         build, objective="val_accuracy", max_trials=6, seed=0, directory=str(tmp_path),
-        project_name="conditional",
+        project_name="conditional", tpu_bo={"parallel_trials": 1},
     )  # fmt: skip
     space = tuner._space.search_space()
     assert space["units"].active_when == (("model_type", ("wide",)),)

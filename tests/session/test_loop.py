@@ -23,6 +23,7 @@ TINY = {
     "batch_size": 64,
     "epochs": 1,
     "init_points": 2,
+    "parallel_trials": 1,  # auto would measure K first (tests/train/test_width.py)
 }
 
 
@@ -132,7 +133,7 @@ def test_stalled_counts_as_keras_early_stopping_does():
 
 def test_early_stopping_ends_a_trial_as_ok_and_its_slot_takes_the_next(tmp_path, capsys):
     # No epoch beats another by more than 1 in accuracy: every trial ends after 1 + patience.
-    result = run_study(**{**TINY, "epochs": 5}, n_iter=2, parallel_trials=2, patience=1,
+    result = run_study(**{**TINY, "epochs": 5, "parallel_trials": 2}, n_iter=2, patience=1,
                        min_delta=1.0, output_dir=str(tmp_path))  # fmt: skip
     assert "early stopping: a trial ends after 1 epoch(s) without val_accuracy" in (
         capsys.readouterr().out

@@ -24,7 +24,8 @@ def _records(*targets, repeat_of=()):
 
 def _config(**kw):
     base = {"maximize": True, "select_best": "posterior", "repeat_best": 1, "parallel_trials": 1}
-    return types.SimpleNamespace(**{**base, **kw})
+    fields = {**base, **kw}
+    return types.SimpleNamespace(**fields, trials_per_pack=fields["parallel_trials"])
 
 
 def test_the_posterior_rule_reranks_the_top_observed_by_their_mean():

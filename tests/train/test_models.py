@@ -214,6 +214,7 @@ def l2_study(tmp_path_factory):
         n_iter=1,
         batch_size=64,
         final_epochs=1,
+        parallel_trials=1,
         output_dir=str(out),
     )
     stdouts = []

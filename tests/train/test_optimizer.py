@@ -57,6 +57,7 @@ def build(hp, input_shape, num_classes):
 
 
 FIELDS = {
+    "parallel_trials": 1,
     "model": build,
     "dataset": "python",
     "train_split": f"train[:{TRAIN}]",

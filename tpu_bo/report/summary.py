@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tpu_bo.config import Config
 from tpu_bo.records import Summary, TrialRecord
 from tpu_bo.report.console import format_value
+from tpu_bo.search.space import SearchSpace
 from tpu_bo.study.output_dir import JOURNAL
 from tpu_bo.study.shared.rdb import where
 from tpu_bo.timing import split_line
@@ -94,6 +95,7 @@ def summarize(
     for r in records:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
     edges = study.space.at_edge(best.params) if best else []
+    on_bound = guided_on_bound(study.space, records)
     mode = "max" if config.maximize else "min"
     summary = Summary(
         best_trial=best.number if best else None,
@@ -110,12 +112,18 @@ def summarize(
         utilization_this_session=None if utilization is None else round(utilization, 4),
         seconds_this_session=round(seconds, 3),
         time_this_session=split,
+        guided_on_bound=on_bound,
     )
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     lines = ["", f"trials: {len(records)} ({status}); {seconds:.1f} s this session"]
     lines.append(split_line(split))
     if utilization is not None:
         lines.append(f"slot utilization: {utilization:.3f} (useful / computed slot-epochs)")
+    if on_bound["guided"]:
+        lines.append(
+            f"guided trials on a bound: {on_bound['on_bound']} of {on_bound['guided']} (a "
+            "continuous parameter within 2% of its range's end)"
+        )
     if best is None:
         lines.append("best: no trial succeeded.")
     else:
@@ -133,6 +141,21 @@ def summarize(
             )
     lines.append(f"study: {study.dir.output_dir} (optuna-dashboard {dashboard_target(study)})")
     return summary, lines
+
+
+def guided_on_bound(space: SearchSpace, records: Sequence[TrialRecord]) -> dict[str, Any]:
+    """How many of the sampler's guided trials put a continuous parameter on a bound (within
+    2% of its range, :meth:`SearchSpace.at_edge`), and which parameters how often."""
+    guided = [r for r in records if r.source == "guided" and space.contains(r.params)]
+    names: dict[str, int] = {}
+    hits = 0
+    for r in guided:
+        edges = space.at_edge(r.params)
+        hits += bool(edges)
+        for name in edges:
+            names[name] = names.get(name, 0) + 1
+    fraction = round(hits / len(guided), 4) if guided else None
+    return {"guided": len(guided), "on_bound": hits, "fraction": fraction, "by_param": names}
 
 
 def dashboard_target(study: Study) -> str:

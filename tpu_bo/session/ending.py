@@ -66,6 +66,7 @@ class Ending:
     ) -> None:
         self.config, self.study, self.trainer, self.datasets = config, study, trainer, datasets
         self.best, self.reporter, self.observers = best, reporter, observers
+        self.width: dict[str, Any] | None = None  # --parallel_trials=auto's measurement
 
     def repeats(self, finished: list[TrialRecord]) -> list[Trial]:
         """The runs ``repeat_best`` still wants, asked (none until every budgeted trial is
@@ -117,6 +118,7 @@ class Ending:
             self.config, self.study, records, chosen, test, split, utilization
         )
         summary.selection = selection
+        summary.parallel_trials = self.width
         if self.config.scheduler == "pbt":
             summary.pbt = pbt_summary(chosen, records, self.trainer.copy_traces)
             lines[-1:-1] = pbt_lines(summary.pbt)

@@ -72,6 +72,11 @@ def check_shared_output_dir(
         )
 
 
+def mean_over_workers(strategy: tf.distribute.Strategy, value: float) -> float:
+    """The mean of ``value`` over the lockstep workers (a collective: every worker calls it)."""
+    return _all_reduce_sum(strategy, [value])[0] / lockstep_workers()
+
+
 def _all_reduce_sum(strategy: tf.distribute.Strategy, values: list[float]) -> list[float]:
     """Sums ``values`` over every worker (each worker's replicas count once together)."""
     local = len(strategy.extended.worker_devices)

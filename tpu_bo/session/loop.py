@@ -39,6 +39,7 @@ from tpu_bo.study.study import Study
 from tpu_bo.train.models import json_shape
 from tpu_bo.train.pack import EpochResult, Pack
 from tpu_bo.train.trainer import Trainer
+from tpu_bo.train.width import Measured
 
 
 class Loop:
@@ -51,6 +52,7 @@ class Loop:
       datasets: The study's datasets.
       observers: The caller's observers, after the console, TensorBoard and the plot.
       extra_files: More files to write into the output directory, name to text.
+      width: ``--parallel_trials=auto``'s measurement, when it chose K.
     """
 
     def __init__(
@@ -61,6 +63,8 @@ class Loop:
         datasets: Datasets,
         observers: Sequence[Observer],
         extra_files: Mapping[str, str],
+        *,
+        width: Measured | None = None,
     ) -> None:
         self.config, self.study, self.trainer = config, study, trainer
         self.reporter = Reporter(study.space.names, total=config.total_trials)
@@ -82,7 +86,7 @@ class Loop:
                 )
             )
         self.observers = Observers([*built_in, *observers])
-        self.header = header_lines(config, datasets, study)
+        self.header = [*([width.line()] if width else []), *header_lines(config, datasets, study)]
         self.pack: Pack | None = None
         self.key: tuple[Any, ...] = ()  # the pack's structure
         self.slots: dict[int, Trial] = {}  # the trial in each running slot
@@ -101,6 +105,7 @@ class Loop:
         self.ending = Ending(
             config, study, trainer, datasets, self.best, self.reporter, self.observers
         )
+        self.ending.width = width.to_json() if width else None
         self.useful = self.computed = 0  # slot-epochs, over every pack of the session
         self.clock = trainer.clock
         self.prefetch = Prefetch(study.ask)

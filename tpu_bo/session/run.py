@@ -27,6 +27,7 @@ loop itself is :class:`tpu_bo.session.loop.Loop`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,16 +35,19 @@ from typing import Any
 from tpu_bo.config import Config
 from tpu_bo.data.pipeline import load_datasets, release_in_background
 from tpu_bo.data.sources import python_study
-from tpu_bo.device.accelerator import get_strategy
-from tpu_bo.device.cluster import is_chief
+from tpu_bo.device.accelerator import describe, get_strategy
+from tpu_bo.device.cluster import is_chief, lockstep_workers
 from tpu_bo.records import StudyResult
 from tpu_bo.report.observers import Observer
-from tpu_bo.session.lockstep import check_shared_output_dir
+from tpu_bo.session.lockstep import check_shared_output_dir, mean_over_workers
 from tpu_bo.session.loop import Loop
+from tpu_bo.study.output_dir import OutputDir
 from tpu_bo.study.study import Study
 from tpu_bo.study.writer_lock import WriterLock
 from tpu_bo.timing import Clock
+from tpu_bo.train import width
 from tpu_bo.train.trainer import Trainer
+from tpu_bo.train.width import WIDTH_FILE, Measured
 
 
 def run_study(
@@ -113,12 +117,37 @@ def _run(
     trainer = Trainer(config, strategy, datasets, space=config.resolved_space(), clock=clock)
     # Build a program before the study is opened: a model that cannot be built (a misspelt
     # hyperparameter, say) then fails before anything is written.
-    trainer.pack(trainer.space.some_point(), config.pack_width)
-    config = trainer.check_objective(trainer.space.some_point())  # its direction settled
+    point, measured = trainer.space.some_point(), None
+    if config.parallel_trials == "auto":
+        with clock.measure("setup"):
+            measured = _measure_width(config, trainer, point, strategy)
+        trainer.settle_width(measured.chosen)
+        extra_files = {**extra_files, WIDTH_FILE: json.dumps(measured.to_json(), indent=2)}
+    trainer.pack(point, trainer.config.pack_width)
+    config = trainer.check_objective(point)  # its direction settled
     study = Study(config, writer=is_chief()).open()
     try:
         check_shared_output_dir(strategy, study.dir.output_dir, records=len(study.records()))
-        loop = Loop(config, study, trainer, datasets, observers, extra_files)
+        loop = Loop(config, study, trainer, datasets, observers, extra_files, width=measured)
         return loop.run(started)
     finally:
         study.close()
+
+
+def _measure_width(
+    config: Config, trainer: Trainer, point: dict[str, Any], strategy: Any
+) -> Measured:
+    """``--parallel_trials=auto``'s K (:mod:`tpu_bo.train.width`): the study directory's cached
+    measurement for this structure and device, else measured now. Lockstep workers decide on
+    the mean of their rates, so that every one of them runs the same programs."""
+    key = width.key_of(trainer, point, describe(strategy))
+    cached = OutputDir(config.resolved_output_dir, writer=False).read_json(WIDTH_FILE)
+    found = width.Measured.from_json(cached or {}, key)
+    if found is not None:
+        return found
+    datasets = trainer.data(point)
+    steps = min(datasets.steps_per_epoch, max(config.steps_per_execution, 16))
+    agree = (lambda rate: mean_over_workers(strategy, rate)) if lockstep_workers() > 1 else None
+    return width.measure(
+        trainer, point, key=key, limit=config.total_trials, steps=steps, agree=agree
+    )

@@ -86,7 +86,7 @@ def repeat_candidates(
     if n <= 1:
         return []
     originals = [r for r in records if r.repeat_of is None]
-    count = min(recommend.TOP, max(1, config.parallel_trials // (n - 1)))
+    count = min(recommend.TOP, max(1, config.trials_per_pack // (n - 1)))
     top = ranked(originals, table, rule=config.select_best, maximize=config.maximize)
     return [r.number for r in top[:count]]
 

@@ -203,7 +203,7 @@ class Study:
             for name in set(self.dir.checkpoints()) - {self._checkpoint(t) for t in running}:
                 self.dir.remove(name)
             if self.crew is not None:
-                return self._take_over(self.config.parallel_trials)
+                return self._take_over(self.config.trials_per_pack)
         return [self._continue(t) for t in running]
 
     def _continue(self, t: FrozenTrial) -> Trial:
@@ -241,7 +241,7 @@ class Study:
             return []
         while True:
             with self.exclusive():
-                taken = self._take_over(self.config.parallel_trials)
+                taken = self._take_over(self.config.trials_per_pack)
             if taken:
                 return taken
             running = self.crew.running_elsewhere(self.optuna, mine=self._live.keys())

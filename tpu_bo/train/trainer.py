@@ -285,6 +285,17 @@ class Trainer:
         self._programs[key] = program
         return program
 
+    def settle_width(self, k: int) -> Config:
+        """Settles ``--parallel_trials=auto`` to ``k`` trials a pack; returns the config, which
+        this trainer keeps too."""
+        self.config = dataclasses.replace(self.config, parallel_trials=k)
+        return self.config
+
+    def drop_program(self, params: Mapping[str, Any], width: int) -> None:
+        """Drops the cached program of ``params``'s structure and ``width`` towers, if any
+        (``--parallel_trials=auto`` keeps only the width it chose)."""
+        self._programs.pop((self.space.structure_key(params), width), None)
+
     def _forget(self, program: Program) -> None:
         """Forgets ``program`` (after it ran out of memory); the next pack of it rebuilds."""
         key = (program.key, program.width)

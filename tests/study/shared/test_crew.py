@@ -27,6 +27,7 @@ def worker_flags(url: str, name: str, output_dir: str, **extra: object) -> list[
         "dataset": "digits",
         "accelerator": "cpu",
         "batch_size": 8,
+        "parallel_trials": 1,
         "epochs": 4,
         "init_points": 4,
         "n_iter": 5,

@@ -1,0 +1,166 @@
+"""``--parallel_trials=auto``: how many trials a pack trains side by side, chosen by measurement.
+
+Packing K trials into one program pays when one trial leaves the accelerator idle: on a TPU,
+K towers cost about what one costs until the chip is full. On a CPU each tower costs its own
+share, and K buys nothing. Which case holds depends on the model, the batch and the device, so
+:func:`measure` times it before the study, on the first structure's programs:
+
+* K = 1, 2, 4, ... (each a pack of K × ``executions_per_trial`` slots): every slot starts a
+  trial at the study's first point, one call of ``steps`` training steps warms the program up
+  (the first traces it), and the best of ``REPEATS`` timed calls gives K's *trial-steps per
+  second* (K × steps / seconds);
+* the doubling stops once it gains less than ``GAIN`` (10%) over the best so far, runs out of
+  memory, passes ``MAX_K`` or the trials the study may run at once;
+* the choice is the smallest K within ``TOLERANCE`` (10%) of the best rate.
+
+The chosen K's program is the one the study then runs (cached in the trainer: no trace
+later); the others are dropped. The table is one line of the study's header and a record in
+``summary.json``, and the session caches it in the study's directory (``parallel_trials.json``,
+by structure and device), so a resumed study does not measure again. The steps it trains move
+the shared input iterator on, as any epoch does; they train no trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import tensorflow as tf
+
+from tpu_bo.train.trainer import Trainer
+
+WIDTH_FILE = "parallel_trials.json"
+MAX_K = 16
+GAIN = 1.1  # a doubling of K must add this much to the best rate, or the doubling stops
+TOLERANCE = 0.9  # the smallest K whose rate is within this of the best is chosen
+REPEATS = 2
+
+
+@dataclasses.dataclass
+class Measured:
+    """A measured choice of K.
+
+    Attributes:
+      chosen: The chosen K (trials per pack).
+      table: Trial-steps per second by K (``None``: out of memory).
+      key: What the measurement holds for: the structure, batch, executions and device.
+      seconds: What measuring took (traces included).
+      cached: Read from the study's directory instead of measured in this session.
+    """
+
+    chosen: int
+    table: dict[int, float | None]
+    key: str
+    seconds: float = 0.0
+    cached: bool = False
+
+    def line(self) -> str:
+        """One line for the study's header."""
+        cells = ", ".join(
+            f"K={k} {'out of memory' if rate is None else f'{rate:.0f}'}"
+            for k, rate in self.table.items()
+        )
+        how = "cached in the study" if self.cached else f"measured in {self.seconds:.1f} s"
+        return f"parallel_trials=auto: K={self.chosen} (trial-steps/s: {cells}; {how})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen,
+            "table": {str(k): v for k, v in self.table.items()},
+            "key": self.key,
+            "seconds": round(self.seconds, 3),
+            "cached": self.cached,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], key: str) -> Measured | None:
+        """The cached measurement for ``key``, or ``None`` (another key, or unreadable)."""
+        try:
+            if data.get("key") != key:
+                return None
+            table = {int(k): (None if v is None else float(v)) for k, v in data["table"].items()}
+            return cls(int(data["chosen"]), table, key, float(data["seconds"]), cached=True)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None
+
+
+def key_of(trainer: Trainer, params: Mapping[str, Any], device: str) -> str:
+    """What a measurement holds for: ``params``'s structure, the batch, the executions per
+    trial and the ``device`` (a resumed study on another chip measures again)."""
+    config = trainer.config
+    structure = dict(trainer.space.structure_key(params))
+    batch = trainer.data(params).global_batch
+    return f"{structure} batch={batch} executions={config.executions_per_trial} on {device}"
+
+
+def choose(table: Mapping[int, float | None]) -> int:
+    """The smallest K whose rate is within ``TOLERANCE`` of the best."""
+    rates = {k: r for k, r in table.items() if r is not None}
+    if not rates:
+        return 1
+    best = max(rates.values())
+    return min(k for k, r in rates.items() if r >= TOLERANCE * best)
+
+
+def measure(
+    trainer: Trainer,
+    params: Mapping[str, Any],
+    *,
+    key: str,
+    limit: int,
+    steps: int,
+    agree: Callable[[float], float] | None = None,
+) -> Measured:
+    """Times packs of K = 1, 2, 4, ... trials of ``params``'s structure (see the module
+    docstring) and returns the table and the choice.
+
+    Args:
+      trainer: The study's trainer (its programs are cached there).
+      params: A point of the study's first structure.
+      key: :func:`key_of` the measurement.
+      limit: The largest K worth measuring (the trials the study may run at once).
+      steps: Training steps per timed call.
+      agree: Makes every lockstep worker's rate one (their mean), so that all of them stop
+        doubling at the same K; ``None`` in one process.
+    """
+    start = time.perf_counter()
+    executions = trainer.config.executions_per_trial
+    table: dict[int, float | None] = {}
+    k = 1
+    while k <= min(MAX_K, max(1, limit)):
+        try:  # in trial-steps: a trial's step is a step of each of its executions
+            rate = _rate(trainer, params, k * executions, steps) / executions
+            table[k] = agree(rate) if agree is not None else rate
+        except tf.errors.ResourceExhaustedError:
+            table[k] = None
+            trainer.drop_program(params, k * executions)
+            break
+        earlier = [r for q, r in table.items() if q < k and r is not None]
+        if earlier and table[k] < GAIN * max(earlier):
+            break
+        k *= 2
+    chosen = choose(table)
+    for q, rate in table.items():
+        if q != chosen and rate is not None:
+            trainer.drop_program(params, q * executions)
+    return Measured(chosen, table, key, time.perf_counter() - start)
+
+
+def _rate(trainer: Trainer, params: Mapping[str, Any], width: int, steps: int) -> float:
+    """Trial-steps per second of a program of ``width`` slots, all training (slot-steps / s)."""
+    program = trainer.program(params, width)
+    values = {**trainer.config.fixed, **params}
+    for slot in range(width):
+        program.start(slot, values, seed=slot)
+    iterator = trainer.data(params).train_iterator
+    program.train(iterator, steps)  # the first call of a new program traces it
+    seconds = []
+    for _ in range(REPEATS):
+        begin = time.perf_counter()
+        program.train(iterator, steps)
+        seconds.append(time.perf_counter() - begin)
+    for slot in range(width):
+        program.freeze(slot)
+    return width * steps / max(min(seconds), 1e-9)
