@@ -35,7 +35,7 @@ from tpu_bo.objectives import infer_maximize
 from tpu_bo.search.space import TRAINER_PARAMS, SearchSpace
 
 ACCELERATORS = ("auto", "tpu", "gpu", "cpu")
-ACQUISITIONS = ("auto", "ei", "ucb", "poi")
+ACQUISITIONS = ("auto", "ei", "logei", "ucb", "poi")
 OBJECTIVE_MODES = ("auto", "max", "min")
 PRUNERS = ("none", "median", "asha", "hyperband")
 SCHEDULERS = ("fifo", "pbt")
@@ -310,7 +310,8 @@ class Config:
     acquisition: str = flag_field(
         "auto",
         "Acquisition function: auto (ei while the GP finds the scores noise-free, ucb once it "
-        "fits noise above 0.5% of their variance), ei (expected improvement), ucb, poi.",
+        "fits noise above 0.5% of their variance), ei (expected improvement), logei (its log, "
+        "which keeps a gradient where EI is flat), ucb, poi.",
         choices=ACQUISITIONS,
     )
     xi: float = flag_field(

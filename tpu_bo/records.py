@@ -217,8 +217,8 @@ class Summary:
       utilization_this_session: Useful over computed slot-epochs in this session.
       seconds_this_session: Wall time of this session.
       time_this_session: Where it went, by category (:mod:`tpu_bo.timing`).
-      guided_on_bound: How many guided trials put a continuous parameter within 2% of a
-        bound: ``guided``, ``on_bound``, ``fraction`` and ``by_param`` (counts by name).
+      guided_on_bound: How many guided trials put a parameter within 1% of a bound:
+        ``guided``, ``on_bound``, ``fraction`` and ``by_param`` (counts by name).
       selection: How the best trial was chosen (:mod:`tpu_bo.session.selection`).
       pbt: A PBT study's exploits and the best member's ancestry, else ``None``.
       final: With ``--final_epochs``, the retrained model's ``final/final.json``, else ``None``.

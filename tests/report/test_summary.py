@@ -116,7 +116,7 @@ def test_guided_trials_on_a_bound_are_counted(tmp_path):
     records = [
         record(0, Status.OK, 0.7, lr=1e-4, source="random"),  # not guided: not counted
         record(1, Status.OK, 0.7, lr=1e-2, source="guided"),  # on the upper bound
-        record(2, Status.FAILED, None, lr=1.02e-4, source="guided"),  # within 2% (log scale)
+        record(2, Status.FAILED, None, lr=1.02e-4, source="guided"),  # within 1% (log scale)
         record(3, Status.OK, 0.8, lr=1e-3, source="guided"),
         record(4, Status.OK, 0.8, lr=1e-3, source="guided"),
     ]
@@ -124,9 +124,7 @@ def test_guided_trials_on_a_bound_are_counted(tmp_path):
     assert summary.guided_on_bound == {
         "guided": 4, "on_bound": 2, "fraction": 0.5, "by_param": {"learning_rate": 2}
     }  # fmt: skip
-    assert "guided trials on a bound: 2 of 4 (a continuous parameter within 2% of its " in (
-        "\n".join(lines)
-    )
+    assert "guided trials on a bound: 2 of 4 (a parameter within 1% of its " in ("\n".join(lines))
 
 
 def test_a_best_at_the_edge_of_the_space_is_warned_about(tmp_path):

@@ -200,13 +200,12 @@ def test_a_conditional_parameter_is_active_only_under_its_parents_values(tmp_pat
 
 
 def test_on_bound_names_the_parameters_within_one_percent_of_a_bound():
-    from tpu_bo.search.space import on_bound
 
     space = SearchSpace.parse(
         ["lr:log:1e-4:1e-2", "dropout:float:0.1:0.5", "units:int:1:8", "act:choice:a,b"]
     )
     inside = {"lr": 1e-3, "dropout": 0.3, "units": 4, "act": "a"}
-    assert on_bound(space, inside) == [] == space.on_bound(inside)
+    assert space.on_bound(inside) == []
     edge = {"lr": 1.04e-4, "dropout": 0.5, "units": 8, "act": "b"}  # lr: 0.9% of the log range
-    assert on_bound(space, edge) == ["lr", "dropout", "units"]
-    assert on_bound(space, {**inside, "dropout": 0.105}) == []  # 1.25%: near, not on
+    assert space.on_bound(edge) == ["lr", "dropout", "units"]
+    assert space.on_bound({**inside, "dropout": 0.105}) == []  # 1.25%: near, not on

@@ -122,7 +122,7 @@ def summarize(
     if on_bound["guided"]:
         lines.append(
             f"guided trials on a bound: {on_bound['on_bound']} of {on_bound['guided']} (a "
-            "continuous parameter within 2% of its range's end)"
+            "parameter within 1% of its range's end)"
         )
     if best is None:
         lines.append("best: no trial succeeded.")
@@ -144,13 +144,13 @@ def summarize(
 
 
 def guided_on_bound(space: SearchSpace, records: Sequence[TrialRecord]) -> dict[str, Any]:
-    """How many of the sampler's guided trials put a continuous parameter on a bound (within
-    2% of its range, :meth:`SearchSpace.at_edge`), and which parameters how often."""
+    """How many of the sampler's guided trials put a parameter on a bound (within 1% of its
+    range, :meth:`SearchSpace.on_bound`), and which parameters how often."""
     guided = [r for r in records if r.source == "guided" and space.contains(r.params)]
     names: dict[str, int] = {}
     hits = 0
     for r in guided:
-        edges = space.at_edge(r.params)
+        edges = space.on_bound(r.params)
         hits += bool(edges)
         for name in edges:
             names[name] = names.get(name, 0) + 1

@@ -379,12 +379,6 @@ class SearchSpace:
         return cls(tuple(_param_from_entry(d["name"], {**d}) for d in items))
 
 
-def on_bound(space: SearchSpace, params: Mapping[str, Any]) -> list[str]:
-    """Names of ``params``' float, log and int parameters within 1% of a bound of ``space``
-    (:meth:`SearchSpace.on_bound`)."""
-    return space.on_bound(params)
-
-
 def parse_param(spec: str) -> Param:
     """Parses one ``--param`` string; see :meth:`SearchSpace.parse`."""
     if not isinstance(spec, str):
