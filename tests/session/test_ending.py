@@ -20,6 +20,7 @@ def test_a_shared_studys_end_takes_over_a_dead_workers_repeat_and_plans_no_more(
         init_points=2,
         n_iter=1,
         repeat_best=2,
+        parallel_trials=1,  # one repeat: as many candidates as a pack's trials
         output_dir=str(out),
         storage=url,
         study_name="repeats",
