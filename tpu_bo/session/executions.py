@@ -57,11 +57,11 @@ def checkpoint(parts: Sequence[Checkpoint]) -> Checkpoint:
     return dataclasses.replace(parts[0], executions=list(parts[1:]))
 
 
-def mean_history(histories: Sequence[History]) -> list[dict[str, float]]:
+def mean_history(histories: Sequence[History]) -> list[Mapping[str, float]]:
     """The executions' histories averaged epoch by epoch, over the epochs all of them ran and
     the metrics all of them report (``epoch`` stays as is). One history is returned as is."""
-    if len(histories) == 1:
-        return [dict(h) for h in histories[0]]
+    if len(histories) == 1:  # every epoch of every slot passes here: no copy of its rows
+        return list(histories[0])
     epochs = min(len(h) for h in histories)
     out = []
     for e in range(epochs):
