@@ -95,17 +95,16 @@ class PackMeter(Observer):
 
     def __init__(self, curve: Curve, width: int, epochs: int, budget: int) -> None:
         self.curve, self.width, self.epochs, self.budget = curve, width, epochs, budget
-        self.pack_epochs = self.useful = self.expected = self.seen = self.trials = 0
+        self.computed = self.useful = self.expected = self.seen = self.trials = 0
         self.running: dict[int, int] = {}  # trial number -> its epochs so far
         self.last_step: int | None = None
         self.study: Any = None
 
-    @property
-    def computed(self) -> int:
-        return self.pack_epochs * self.width
-
     def on_study_start(self, study: Any) -> None:
         self.study = study
+
+    def on_pack(self, width: int) -> None:
+        self.width = width  # the ramp's packs widen as the study goes on
 
     def on_trial_start(self, trial: Any) -> None:
         self._stop_if_spent()
@@ -118,7 +117,7 @@ class PackMeter(Observer):
     def on_progress(self, step: int, steps: int, loss: float, steps_per_second: float) -> None:
         if self.last_step is None or step <= self.last_step:
             self._stop_if_spent()
-            self.pack_epochs += 1
+            self.computed += self.width
             self.expected, self.seen = len(self.running), 0
             self.useful += len(self.running)
         self.last_step = step
@@ -139,10 +138,14 @@ class PackMeter(Observer):
 def tpu_bo_fields(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """The Config fields of one tpu_bo method's study."""
     exact = method in ("fifo", "pbt")  # full-length trials: the budget holds this many
-    total = max(2, args.budget // args.epochs if exact else args.budget + args.k)
+    k = args.population if method == "pbt" or args.k == "auto" else int(args.k)
+    total = max(2, args.budget // args.epochs if exact else args.budget + k)
     init = min(args.init_points, total - 1)
     space = [f"{n}:{'log' if log else 'float'}:{lo}:{hi}" for n, (lo, hi, log) in SPACE.items()]
-    fields = dict(model="mnist_cnn", epochs=args.epochs, parallel_trials=args.k, seed=seed)
+    width = args.population if method == "pbt" else args.k  # a population has a fixed size
+    width = width if width == "auto" else int(width)
+    fields = dict(model="mnist_cnn", epochs=args.epochs, parallel_trials=width, seed=seed)
+    fields.update(ramp=not args.no_ramp)
     fields.update(init_points=init, n_iter=total - init, sampler=args.sampler, space=space)
     fields.update(dataset=args.dataset, train_split=args.train_split, eval_split=args.eval_split)
     fields.update(accelerator="cpu", batch_size=args.batch_size, test_split="")
@@ -168,7 +171,7 @@ def run_tpu_bo(method: str, seed: int, args: argparse.Namespace) -> dict[str, An
         config = Config(**tpu_bo_fields(method, seed, args))
     except TypeError as e:  # a field this tpu_bo does not have (yet)
         raise Unavailable(f"Config has no field for it ({e})") from e
-    meter = PackMeter(curve, args.k, args.epochs, args.budget)
+    meter = PackMeter(curve, config.trials_per_pack, args.epochs, args.budget)
     with tempfile.TemporaryDirectory() as tmp, quiet(), contextlib.suppress(BudgetSpent):
         result = run_study(config, output_dir=tmp, observers=[meter])
     return {
@@ -279,7 +282,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--budget", type=int, default=32, help="tower-epochs per method and seed")
     add("--epochs", type=int, default=8, help="epochs of a full-length trial")
     add("--target", type=float, default=0.97, help="val accuracy for the time to target")
-    add("--k", type=int, default=4, help="tpu_bo's trials per pack (PBT's population)")
+    add("--k", default="4", help="tpu_bo's trials per pack: a number, or auto (measured, ramped)")
+    add("--population", type=int, default=4, help="PBT's population (with --k=auto too)")
+    add("--no_ramp", action="store_true", help="with --k=auto: every pack K wide from the start")
+    add("--at_budget", type=int, default=0, help="with --from_json: the figures at this budget")
     add("--init_points", type=int, default=4)
     add("--pbt_interval", type=int, default=2, help="PBT: epochs between exploit steps")
     add("--prune_after", type=int, default=4, help="trials finished before median prunes")
@@ -302,7 +308,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.plot = os.path.join(tempfile.gettempdir(), "schedulers_quick.png")
     args.out = args.out or default_out("schedulers", quick=args.quick)
     args.plot = args.plot or str(pathlib.Path(args.out).with_suffix(".png"))
-    if args.budget % args.k:
+    if args.k != "auto" and (not args.k.isdigit() or args.budget % int(args.k)):
         parser.error("--budget must be a multiple of --k (tpu_bo is charged K per pack epoch)")
     return args
 
@@ -317,7 +323,7 @@ def main() -> None:
     args = parse_args()
     if args.from_json:  # the figures of a finished run, for another --target
         payload = json.loads(pathlib.Path(args.from_json).read_text())
-        args.budget, args.seeds = payload["budget"], payload["seeds"]
+        args.budget, args.seeds = args.at_budget or payload["budget"], payload["seeds"]
         print_table(resummarise(payload["methods"], args.budget, args.target), args)
         return
     started = time.perf_counter()

@@ -263,6 +263,14 @@ class Config:
         "smallest K within 10% of the most trial-steps per second (cached in the study); a "
         "number forces K.",
     )
+    ramp: bool = flag_field(
+        True,
+        "With --parallel_trials=auto: start the study one trial at a time and double the "
+        "trials a pack trains as trials are told (1, then 2 after 1, 4 after 3, 8 after 7...) "
+        "up to the measured K, so the first scores come early and the sampler and pruners "
+        "guide the wider packs; running trials move to the wider pack with their state. A "
+        "number for --parallel_trials always trains that many; off with PBT.",
+    )
     checkpoint_every: int = flag_field(
         1,
         "Save each running trial's state every N epochs (copied to the host, then written in "

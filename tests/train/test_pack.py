@@ -212,6 +212,31 @@ def test_a_trial_state_continues_the_trial_exactly_in_another_trainer():
     np.testing.assert_allclose(history(result), history(uninterrupted), rtol=1e-5)
 
 
+def test_a_running_trial_moved_into_a_wider_pack_goes_on_as_if_it_had_not_moved():
+    """The ramp (tpu_bo.session.ramp): C trains one epoch in a pack of 1, moves to slot 1 of a
+    pack of 2 of the same trainer, and ends where it ends trained alone, as the same trial:
+    its steps, history and clock go on, and it is not a resumed trial."""
+    fields = {"epochs": 3, **TINY}
+    uninterrupted, uninterrupted_weights = alone(fields, C, 3)
+    trainer = make_trainer(parallel_trials=2, **fields)
+    narrow = trainer.pack(C, 1)
+    narrow.load(0, C, seed=3)
+    narrow.run_epoch()
+    wide = trainer.pack(C, 2)
+    wide.load(0, A, seed=1)
+    wide.adopt(1, C, narrow, 0)
+    with pytest.raises(ValueError, match="has held no trial"):
+        narrow.result(0)  # it is the wide pack's now
+    assert [(r.slot, r.epoch) for r in wide.run_epoch()] == [(0, 1), (1, 2)]
+    while wide.active:
+        wide.run_epoch()
+    result = wide.result(1)
+    assert result.status == "ok" and result.steps == 30 and result.resumed_from_epoch is None
+    assert_same_weights(wide.weights(1), uninterrupted_weights)
+    np.testing.assert_allclose(history(result), history(uninterrupted), rtol=1e-5)
+    assert trainer.traces == 4  # a train and an eval function of each width
+
+
 def test_a_short_pack_reuses_the_program_with_idle_slots():
     trainer = make_trainer(parallel_trials=4, **ONE_EPOCH)
     run_pack_keeping_weights(trainer, POINTS, SEEDS)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tpu_bo import Config, ConfigError, run_study
+from tpu_bo.session import ramp
 from tpu_bo.train.width import WIDTH_FILE, Measured, choose
 
 from ..session.test_loop import TINY
@@ -38,9 +39,13 @@ def test_auto_measures_records_and_a_resumed_study_reuses_it(tmp_path, capsys):
     k = summary["chosen"]
     assert k == choose(table) and k in table
     assert f"parallel_trials=auto: K={k} (trial-steps/s: K=1 " in printed
-    assert {r.width for r in first.trials} == {k}
-    # The widths it measured but did not choose were dropped; a doubling that did not gain 10%
-    # stopped the measurement.
+    # The ramp (tests/session/test_ramp.py): trial 0 alone, then wider up to K, on the programs
+    # the measurement kept. It traced a train function per measured width and an eval function
+    # per kept one, so no trial traced.
+    widths = {r.width for r in first.trials}
+    assert min(first.trials, key=lambda r: r.number).width == 1 and widths <= set(ramp.widths(k))
+    assert {r.traces for r in first.trials} == {len(table) + len(ramp.widths(k))}
+    # A doubling that did not gain 10% stopped the measurement.
     ks = sorted(table)
     assert ks == [2**i for i in range(len(ks))]
     for a, b in zip(ks[:-2], ks[1:-1], strict=True):
@@ -56,6 +61,13 @@ def test_auto_measures_records_and_a_resumed_study_reuses_it(tmp_path, capsys):
     # A number forces K, and nothing is measured.
     forced = run_study(**{**fields, "parallel_trials": 1, "output_dir": str(tmp_path / "one")})
     assert {r.width for r in forced.trials} == {1} and forced.traces == 2
+    # The measurement trained on a stream of its own: trial 0, alone on the ramp, is the trial
+    # a forced K=1 trains, on the same batches.
+    zero = [min(s.trials, key=lambda r: r.number) for s in (first, forced)]
+    assert zero[0].params == zero[1].params
+    assert [h["val_loss"] for h in zero[0].history] == pytest.approx(
+        [h["val_loss"] for h in zero[1].history], rel=1e-5
+    )
     assert "parallel_trials" not in json.loads((tmp_path / "one" / "summary.json").read_text())
 
 

@@ -99,6 +99,15 @@ class Datasets:
         stream = self.make_train(train.concatenate(held).cache(), n, self.global_batch)
         return stream, n // self.global_batch
 
+    def other_stream(self) -> Any:
+        """A train stream of its own, in the study's order, apart from ``train_iterator``:
+        ``--parallel_trials=auto`` times its steps on it, so that the study's stream is where
+        it would be without the measurement (a seed gives the same trials either way)."""
+        if self.make_train is None:
+            return self.train_iterator
+        train, n = self.splits["train"]
+        return self.make_train(train, n, self.global_batch)
+
     def for_batch(self, batch: int | None) -> Datasets:
         """These datasets at global batch ``batch`` (a searched ``batch_size``): the same
         examples, with train, eval and test batched to it; built on first use, once per size,

@@ -24,6 +24,10 @@ class Observer:
     def on_study_start(self, study: Study) -> None:
         """Once, with the opened :class:`tpu_bo.study.Study`, before any trial runs."""
 
+    def on_pack(self, width: int) -> None:
+        """A pack of ``width`` slots opens, or the ramp moves the running trials into a wider
+        one (every later epoch computes ``width`` slot-epochs, idle slots included)."""
+
     def on_trial_start(self, trial: Trial) -> None:
         """A trial takes a slot: new, or resumed (``trial.resume`` is its checkpoint)."""
 
@@ -49,6 +53,10 @@ class Observers(Observer):
     def on_study_start(self, study: Study) -> None:
         for o in self.observers:
             o.on_study_start(study)
+
+    def on_pack(self, width: int) -> None:
+        for o in self.observers:
+            o.on_pack(width)
 
     def on_trial_start(self, trial: Trial) -> None:
         for o in self.observers:

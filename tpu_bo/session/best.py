@@ -102,6 +102,10 @@ class BestWeights:
         else:
             self._candidates.pop(slot, None)
 
+    def moved(self, slots: Mapping[int, int]) -> None:
+        """The running trials moved to other slots (the ramp's wider pack), old to new."""
+        self._candidates = {slots[s]: c for s, c in self._candidates.items() if s in slots}
+
     def dropped(self, slot: int) -> None:
         """``slot``'s trial left without a result here (taken over by another worker)."""
         self._candidates.pop(slot, None)

@@ -32,6 +32,9 @@ from tpu_bo.session import executions
 from tpu_bo.session.best import BestWeights
 from tpu_bo.session.ending import Ending
 from tpu_bo.session.pbt import Population
+from tpu_bo.session.ramp import line as ramp_line
+from tpu_bo.session.ramp import widened
+from tpu_bo.session.ramp import width as ramp_width
 from tpu_bo.study.background import Prefetch
 from tpu_bo.study.output_dir import CONFIG, PLOT
 from tpu_bo.study.shared.crew import TakenOver
@@ -53,6 +56,8 @@ class Loop:
       observers: The caller's observers, after the console, TensorBoard and the plot.
       extra_files: More files to write into the output directory, name to text.
       width: ``--parallel_trials=auto``'s measurement, when it chose K.
+      ramp: Packs start one trial wide and widen to K as trials are told
+        (:mod:`tpu_bo.session.ramp`).
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class Loop:
         extra_files: Mapping[str, str],
         *,
         width: Measured | None = None,
+        ramp: bool = False,
     ) -> None:
         self.config, self.study, self.trainer = config, study, trainer
         self.reporter = Reporter(study.space.names, total=config.total_trials)
@@ -86,9 +92,16 @@ class Loop:
                 )
             )
         self.observers = Observers([*built_in, *observers])
-        self.header = [*([width.line()] if width else []), *header_lines(config, datasets, study)]
+        self.ramp = ramp and config.trials_per_pack > 1
+        self.header = [
+            *([width.line()] if width else []),
+            *([ramp_line(config.trials_per_pack)] if self.ramp else []),
+            *header_lines(config, datasets, study),
+        ]
         self.pack: Pack | None = None
         self.key: tuple[Any, ...] = ()  # the pack's structure
+        self.params: dict[str, Any] = {}  # a point of it (its first trial's)
+        self.widest = config.executions_per_trial  # the ramp's widest pack so far (slots)
         self.slots: dict[int, Trial] = {}  # the trial in each running slot
         self.groups: dict[int, list[int]] = {}  # each running trial's slots, by its number
         self.n = config.executions_per_trial  # slots per trial (tpu_bo.session.executions)
@@ -150,6 +163,11 @@ class Loop:
     def _trials(self, waiting: list[Trial]) -> None:
         """Runs ``waiting`` and then asked trials, pack after pack, until none is left."""
         while True:
+            if self.pack is not None and not self.draining and self._width() > self.pack.width:
+                if self.slots:
+                    self._widen(self._width())
+                else:
+                    self._close_pack()  # the next opens at the new width
             if self.pack is None:
                 if not waiting and self.study.remaining:
                     with self.clock.measure("suggest_wait"):
@@ -159,8 +177,9 @@ class Loop:
                 if not waiting:
                     return
                 first = waiting.pop(0)
-                self.pack = self.trainer.pack(first.params, self.config.pack_width)
-                self.key = self._structure(first.params)
+                self.pack = self.trainer.pack(first.params, self._width())
+                self.key, self.params = self._structure(first.params), dict(first.params)
+                self._opened()
                 self.draining = False
                 self._load(list(range(self.n)), first)
             self._fill(waiting)
@@ -168,6 +187,41 @@ class Loop:
                 self._close_pack()
                 continue
             self._epoch(waiting)
+
+    def _width(self) -> int:
+        """Slots of the pack the study should run now: ``--parallel_trials`` trials (on the
+        ramp, as many as the trials told so far allow) of ``executions_per_trial`` each."""
+        k = self.config.trials_per_pack
+        if self.ramp:
+            k = ramp_width(k, told=len(self.finished))
+        return k * self.n
+
+    def _widen(self, width: int) -> None:
+        """The ramp: moves the running trials into a pack of ``width`` slots, keeping their
+        slots' order and each trial's executions together; the free slots fill next."""
+        old, slots, groups = self.pack, self.slots, list(self.groups.items())
+        self.slots, self.groups = {}, {}
+        self._close_pack()
+        self.pack = self.trainer.pack(self.params, width)
+        self.trainer.drop_program(self.params, old.width)  # the ramp never narrows again
+        moved: dict[int, int] = {}
+        for i, (number, group) in enumerate(groups):
+            new = list(range(i * self.n, (i + 1) * self.n))
+            for was, slot in zip(group, new, strict=True):
+                self.pack.adopt(slot, slots[was].params, old, was)
+                self.slots[slot], moved[was] = slots[was], slot
+            self.groups[number] = new
+        self.best.moved(moved)
+        self._opened(moved=len(groups))
+
+    def _opened(self, moved: int = 0) -> None:
+        """A pack opened (or widened, ``moved`` running trials along): the observers hear its
+        width, the console a wider one."""
+        width = self.pack.width
+        if self.ramp and width > self.widest:
+            self.reporter.line(widened(width // self.n, told=len(self.finished), moved=moved))
+        self.widest = max(self.widest, width)
+        self.observers.on_pack(width)
 
     def _fill(self, waiting: list[Trial]) -> None:
         """Gives every free group of slots (one per execution) a trial of the pack's structure:

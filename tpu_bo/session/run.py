@@ -40,6 +40,7 @@ from tpu_bo.device.cluster import is_chief, lockstep_workers
 from tpu_bo.records import StudyResult
 from tpu_bo.report.observers import Observer
 from tpu_bo.session.lockstep import check_shared_output_dir, mean_over_workers
+from tpu_bo.session import ramp
 from tpu_bo.session.loop import Loop
 from tpu_bo.study.output_dir import OutputDir
 from tpu_bo.study.study import Study
@@ -128,7 +129,10 @@ def _run(
     study = Study(config, writer=is_chief()).open()
     try:
         check_shared_output_dir(strategy, study.dir.output_dir, records=len(study.records()))
-        loop = Loop(config, study, trainer, datasets, observers, extra_files, width=measured)
+        ramping = ramps(config) and measured is not None
+        loop = Loop(
+            config, study, trainer, datasets, observers, extra_files, width=measured, ramp=ramping
+        )
         return loop.run(started)
     finally:
         study.close()
@@ -148,6 +152,13 @@ def _measure_width(
     datasets = trainer.data(point)
     steps = min(datasets.steps_per_epoch, max(config.steps_per_execution, 16))
     agree = (lambda rate: mean_over_workers(strategy, rate)) if lockstep_workers() > 1 else None
+    keep = (lambda k: ramp.widths(k)) if ramps(config) else (lambda k: ())
     return width.measure(
-        trainer, point, key=key, limit=config.total_trials, steps=steps, agree=agree
+        trainer, point, key=key, limit=config.total_trials, steps=steps, agree=agree, keep=keep
     )
+
+
+def ramps(config: Config) -> bool:
+    """Whether the study's packs ramp up to ``--parallel_trials=auto``'s K
+    (:mod:`tpu_bo.session.ramp`): not with PBT's fixed population, nor in lockstep."""
+    return config.ramp and config.scheduler != "pbt" and lockstep_workers() <= 1

@@ -234,6 +234,19 @@ class Pack:
         program = self._program
         self._slots[slot] = _Slot(state, program.towers[slot].optimizer_class if program else None)
 
+    def adopt(self, slot: int, params: Mapping[str, Any], donor: Pack, donor_slot: int) -> None:
+        """Moves a running trial from ``donor``'s ``donor_slot`` (a narrower pack of the same
+        structure, which the caller then closes) into this pack's idle ``slot``: its weights and
+        optimizer state (one restore, as a checkpoint's), and its epoch, history, steps and
+        clocks as they are, so the trial goes on as if it had not moved (the ramp,
+        :mod:`tpu_bo.session.ramp`). ``params``: the trial's values."""
+        record = donor._record(donor_slot)
+        if not record.running:
+            raise ValueError(f"slot {donor_slot} of the donor pack is not running a trial")
+        self.load(slot, params, seed=0, state=donor.state(donor_slot))
+        self._slots[slot] = record
+        donor._slots[donor_slot] = None  # it is this pack's now
+
     def stop(self, slot: int, status: str = "pruned") -> Outcome:
         """Stops a running trial, ``pruned`` or ``ok`` (stopped early, complete with the epochs
         it ran): its tower is frozen and the slot becomes idle."""

@@ -268,6 +268,11 @@ class Program:
         """Runs ``steps`` training steps; returns each tower's summed loss (float64)."""
         return self.train_fn(iterator, tf.constant(steps)).numpy().astype(float)
 
+    def trace_eval(self, data: EvalData) -> None:
+        """Traces the eval function for ``data`` without running it (``--parallel_trials=auto``
+        does so for the widths the study will use, so that no trial traces)."""
+        self.eval_fn.get_concrete_function(data.iterator, tf.constant(data.steps))
+
     def evaluate(self, data: EvalData) -> list[dict[str, float]]:
         """Scores every tower on every example of ``data`` exactly once.
 

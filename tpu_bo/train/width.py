@@ -13,18 +13,20 @@ share, and K buys nothing. Which case holds depends on the model, the batch and 
   memory, passes ``MAX_K`` or the trials the study may run at once;
 * the choice is the smallest K within ``TOLERANCE`` (10%) of the best rate.
 
-The chosen K's program is the one the study then runs (cached in the trainer: no trace
-later); the others are dropped. The table is one line of the study's header and a record in
+The chosen K's program is the one the study then runs (cached in the trainer, its eval
+function traced too: no trial traces), and so are the narrower ones ``keep`` asks for (the ramp's, :mod:`tpu_bo.session.ramp`);
+the others are dropped. The table is one line of the study's header and a record in
 ``summary.json``, and the session caches it in the study's directory (``parallel_trials.json``,
-by structure and device), so a resumed study does not measure again. The steps it trains move
-the shared input iterator on, as any epoch does; they train no trial.
+by structure and device), so a resumed study does not measure again. The steps it trains read a
+train stream of their own (``Datasets.other_stream``) and train no trial: the study's stream
+and trials are what they would be with K forced.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -112,6 +114,7 @@ def measure(
     limit: int,
     steps: int,
     agree: Callable[[float], float] | None = None,
+    keep: Callable[[int], Collection[int]] = lambda chosen: (),
 ) -> Measured:
     """Times packs of K = 1, 2, 4, ... trials of ``params``'s structure (see the module
     docstring) and returns the table and the choice.
@@ -129,9 +132,10 @@ def measure(
     executions = trainer.config.executions_per_trial
     table: dict[int, float | None] = {}
     k = 1
+    stream = trainer.data(params).other_stream()
     while k <= min(MAX_K, max(1, limit)):
         try:  # in trial-steps: a trial's step is a step of each of its executions
-            rate = _rate(trainer, params, k * executions, steps) / executions
+            rate = _rate(trainer, params, k * executions, steps, stream) / executions
             table[k] = agree(rate) if agree is not None else rate
         except tf.errors.ResourceExhaustedError:
             table[k] = None
@@ -142,19 +146,23 @@ def measure(
             break
         k *= 2
     chosen = choose(table)
+    kept = {chosen, *keep(chosen)}
     for q, rate in table.items():
-        if q != chosen and rate is not None:
+        if q not in kept and rate is not None:
             trainer.drop_program(params, q * executions)
+        elif rate is not None:  # its eval function too, so that no trial traces
+            trainer.program(params, q * executions).trace_eval(trainer.data(params).eval)
     return Measured(chosen, table, key, time.perf_counter() - start)
 
 
-def _rate(trainer: Trainer, params: Mapping[str, Any], width: int, steps: int) -> float:
-    """Trial-steps per second of a program of ``width`` slots, all training (slot-steps / s)."""
+def _rate(
+    trainer: Trainer, params: Mapping[str, Any], width: int, steps: int, iterator: Any
+) -> float:
+    """Slot-steps per second of a program of ``width`` slots, all training on ``iterator``."""
     program = trainer.program(params, width)
     values = {**trainer.config.fixed, **params}
     for slot in range(width):
         program.start(slot, values, seed=slot)
-    iterator = trainer.data(params).train_iterator
     program.train(iterator, steps)  # the first call of a new program traces it
     seconds = []
     for _ in range(REPEATS):
