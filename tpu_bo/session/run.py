@@ -39,8 +39,8 @@ from tpu_bo.device.accelerator import describe, get_strategy
 from tpu_bo.device.cluster import is_chief, lockstep_workers
 from tpu_bo.records import StudyResult
 from tpu_bo.report.observers import Observer
-from tpu_bo.session.lockstep import check_shared_output_dir, mean_over_workers
 from tpu_bo.session import ramp
+from tpu_bo.session.lockstep import check_shared_output_dir, mean_over_workers
 from tpu_bo.session.loop import Loop
 from tpu_bo.study.output_dir import OutputDir
 from tpu_bo.study.study import Study

@@ -13,13 +13,13 @@ share, and K buys nothing. Which case holds depends on the model, the batch and 
   memory, passes ``MAX_K`` or the trials the study may run at once;
 * the choice is the smallest K within ``TOLERANCE`` (10%) of the best rate.
 
-The chosen K's program is the one the study then runs (cached in the trainer, its eval
-function traced too: no trial traces), and so are the narrower ones ``keep`` asks for (the ramp's, :mod:`tpu_bo.session.ramp`);
-the others are dropped. The table is one line of the study's header and a record in
-``summary.json``, and the session caches it in the study's directory (``parallel_trials.json``,
-by structure and device), so a resumed study does not measure again. The steps it trains read a
-train stream of their own (``Datasets.other_stream``) and train no trial: the study's stream
-and trials are what they would be with K forced.
+The chosen K's program is the one the study then runs (cached in the trainer, its eval function
+traced too: no trial traces), and so are the narrower ones ``keep`` asks for (the ramp's,
+:mod:`tpu_bo.session.ramp`); the others are dropped. The table is one line of the study's header
+and a record in ``summary.json``, and the session caches it in the study's directory
+(``parallel_trials.json``, by structure and device), so a resumed study does not measure again.
+The steps it trains read a train stream of their own (``Datasets.other_stream``) and train no
+trial: the study's stream and trials are what they would be with K forced.
 """
 
 from __future__ import annotations
