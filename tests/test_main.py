@@ -578,7 +578,7 @@ def test_mnist_blog_cpu_flagfile_runs_on_two_replicas_with_several_steps_per_cal
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["dataset"] == "mnist" and config["epochs"] == 1
     assert [p["name"] for p in config["space"]] == ["dropout_2", "learning_rate"]
-    assert "MirroredStrategy with 2 replicas on CPU:0, CPU:1" in run.stderr
+    assert "MirroredStrategy with 2 replicas on CPU:0, CPU:1" in run.stdout  # the accelerator line
     assert "data: mnist train=6000 (46 steps of 128 per epoch)" in run.stdout
     records = journal(tmp_path)
     assert len({r.traces for r in records}) == 1  # no trace after the first trial
