@@ -77,8 +77,9 @@ def postgres() -> Any:
     server.stop()
 
 
-def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Starts ``python -m tpu_bo.main`` with ``args`` in the background, text pipes.
+def start_cli(*args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen:
+    """Starts ``python -m tpu_bo.main`` with ``args`` in the background, text pipes; ``env``
+    adds variables, and takes out those it maps to ``None``.
 
     The child gets the default SIGINT disposition: a test run started as a background job of
     a non-interactive shell inherits SIGINT *ignored*, and Python then never raises
@@ -87,7 +88,11 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
     return subprocess.Popen(
         [sys.executable, "-m", "tpu_bo.main", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={
+            name: value
+            for name, value in {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}.items()
+            if value is not None
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -100,7 +105,7 @@ def _default_sigint() -> None:
 
 
 def run_cli(
-    *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    *args: str, timeout: float = 600, env: dict[str, str | None] | None = None
 ) -> subprocess.CompletedProcess:
     """Runs ``python -m tpu_bo.main`` with ``args`` (and more ``env``) to the end."""
     proc = start_cli(*args, env=env)

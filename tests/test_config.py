@@ -17,7 +17,15 @@ import pytest
 
 from tests.conftest import ROOT
 from tpu_bo import config
-from tpu_bo.config import OPTIMIZERS, Config, check_field, flag_field, flag_name, read_space_file
+from tpu_bo.config import (
+    FLAG_GROUPS,
+    OPTIMIZERS,
+    Config,
+    check_field,
+    flag_field,
+    flag_name,
+    read_space_file,
+)
 from tpu_bo.errors import ConfigError
 from tpu_bo.search.space import SearchSpace
 
@@ -209,7 +217,7 @@ def test_rules_name_the_flag(fields, flag, words):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    mode: str = flag_field("a", "The mode.", choices=("a", "b"))
+    mode: str = flag_field("a", "The mode.", choices=("a", "b"), group="data")
     count: int = flag_field(1, "How many.", lower_bound=1)
     offset: int = flag_field(0, "Where from.", lower_bound=0)
     ratio: float = flag_field(0.5, "Any number.")
@@ -229,6 +237,7 @@ def test_flag_field_records_the_flags_metadata_and_the_default():
         "lower_bound": None,
         "flag": None,
         "repeated": False,
+        "group": "data",
     }
     assert f["count"].metadata["lower_bound"] == 1 and f["space"].metadata["repeated"]
     s = Settings()
@@ -236,6 +245,12 @@ def test_flag_field_records_the_flags_metadata_and_the_default():
     assert Settings().extra is not s.extra  # a fresh default per instance
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.mode = "b"
+
+
+def test_every_field_names_one_heading_of_help_and_every_heading_has_flags():
+    groups = {f.name: f.metadata["group"] for f in dataclasses.fields(Config)}
+    assert not [name for name, group in groups.items() if group not in FLAG_GROUPS]
+    assert set(groups.values()) == set(FLAG_GROUPS)
 
 
 def test_flag_name_is_the_field_name_unless_the_flag_is_renamed():

@@ -1,6 +1,7 @@
 """The documentation, as a reader copies from it: ``README.md`` and every page of ``docs/``.
 
-Every flag of ``python -m tpu_bo.main --helpfull`` is in ``docs/flags.md``; every
+Every flag of ``python -m tpu_bo.main --helpfull`` is in ``docs/flags.md``, in the table row of
+its ``--help`` heading; every
 ``python -m tpu_bo.main ...`` command of a ``sh``/``bash`` block parses into a valid ``Config``;
 every ``python -m`` names a module that exists; every relative link of the README reaches a file
 (and, with an ``#anchor``, a heading of it). Links between the pages of ``docs/`` are checked by
@@ -9,6 +10,7 @@ every ``python -m`` names a module that exists; every relative link of the READM
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import pathlib
 import re
@@ -19,6 +21,7 @@ from absl import flags as absl_flags
 
 import tpu_bo.main as cli
 from tests.conftest import ROOT, run_cli
+from tpu_bo.config import FLAG_GROUPS, Config, flag_name
 
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
@@ -158,3 +161,28 @@ def test_every_flag_in_helpfull_is_documented_in_the_flags_page():
     page = (ROOT / "docs" / "flags.md").read_text()
     missing = [n for n in names if f"`--{n}`" not in page and f"`--[no]{n}`" not in page]
     assert not missing, f"flags missing from docs/flags.md: {missing}"
+
+
+def _outside_parentheses(text: str) -> str:
+    kept, depth = [], 0
+    for char in text:
+        depth += char == "("
+        if not depth:
+            kept.append(char)
+        depth -= char == ")" and depth > 0
+    return "".join(kept)
+
+
+def test_the_flags_page_lists_every_flag_in_the_row_of_its_help_heading():
+    page = (ROOT / "docs" / "flags.md").read_text()
+    rows = dict(re.findall(r"^\| ([a-z][a-z ]*) \| (.*) \|$", page, flags=re.MULTILINE))
+    rows.pop("group", None)  # the table's own header
+    rows = {group: _outside_parentheses(row) for group, row in rows.items()}  # not the asides
+    assert list(rows)[: len(FLAG_GROUPS)] == list(FLAG_GROUPS)
+    misplaced = []
+    for field in dataclasses.fields(Config):
+        name = flag_name(field)
+        found = [g for g in FLAG_GROUPS if re.search(rf"`--(\[no\])?{name}`", rows[g])]
+        if found != [field.metadata["group"]]:
+            misplaced.append(f"--{name}: in {found or 'no row'}, not {field.metadata['group']}")
+    assert not misplaced, misplaced

@@ -19,6 +19,7 @@ from tests.conftest import ROOT
 
 # Lowest first. One tuple is one layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
+    ("terminal",),
     ("errors", "records", "objectives", "timing", "_lazy"),
     ("search",),
     ("config",),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from absl import flags
 
 from tests.conftest import ROOT, run_cli, start_cli
 from tpu_bo import main
-from tpu_bo.config import Config, flag_name
+from tpu_bo.config import FLAG_GROUPS, Config, flag_name
 from tpu_bo.errors import ConfigError
 from tpu_bo.results import load_records
 
@@ -50,12 +51,37 @@ def test_importing_tpu_bo_does_not_import_tensorflow():
     assert out.strip() == "False"
 
 
+# absl's prefix (level, date, time: I1202 06:39:31.017427 ...), TF's banner and absl's notice.
+ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)
+NOT_OURS = ("oneDNN", "absl::InitializeLog")
+# What may come before the study's header: the accelerator line, K, tpu_bo's own lines.
+BEFORE_HEADER = ("accelerator=", "parallel_trials=auto: ", "tpu_bo: ")
+
+
+def assert_console_is_ours(run: subprocess.CompletedProcess) -> None:
+    """Before the header only our lines; nothing in absl's format or TF's start-up chatter
+    anywhere; on stderr only warnings and errors (a real one may come from TF or Keras)."""
+    both = run.stdout + run.stderr
+    assert not ABSL_PREFIX.search(both) and not [s for s in NOT_OURS if s in both], run.stderr
+    before = run.stdout.split("\nstudy: ")[0].splitlines()
+    assert before and all(line.startswith(BEFORE_HEADER) for line in before), before
+    stray = [line for line in run.stderr.splitlines() if not re.search("warning|error", line, re.I)]
+    assert not stray, run.stderr
+
+
 def test_default_study_runs_offline_and_resumes_from_its_flagfile(tmp_path):
     out_dir = tmp_path / "study"
     run = run_cli(
-        "--init_points=2", "--n_iter=1", "--epochs=2", "--final_epochs=1", f"--output_dir={out_dir}"
+        "--init_points=2",
+        "--n_iter=1",
+        "--epochs=2",
+        "--final_epochs=1",
+        f"--output_dir={out_dir}",
+        env={"TF_CPP_MIN_LOG_LEVEL": None},  # as a user runs it (conftest quietens the tests)
     )
     assert run.returncode == 0, run.stderr
+    assert_console_is_ours(run)
+    assert "built the program" not in run.stderr  # detail: --verbosity=1
     assert "accelerator=auto: no TPU" in run.stdout and "on CPU" in run.stdout
     assert "study: digits / mnist_cnn, 3 trials" in run.stdout
     assert "best: trial" in run.stdout and "learning_rate=" in run.stdout
@@ -69,8 +95,17 @@ def test_default_study_runs_offline_and_resumes_from_its_flagfile(tmp_path):
     assert "--final_epochs=1" in flagfile
     assert json.loads((out_dir / "config.json").read_text())["model"] == "mnist_cnn"
     # The recorded flags repeat the run; a later flag overrides the file (last value wins).
-    again = run_cli(f"--flagfile={out_dir / 'flags.txt'}", "--n_iter=2")
+    # --verbosity=1 brings tpu_bo's detail back, in the same plain format.
+    again = run_cli(
+        f"--flagfile={out_dir / 'flags.txt'}",
+        "--n_iter=2",
+        "--verbosity=1",
+        env={"TF_CPP_MIN_LOG_LEVEL": None},
+    )
     assert again.returncode == 0, again.stderr
+    assert "tpu_bo: config: " in again.stderr and "--n_iter=2" in again.stderr
+    assert "tpu_bo: built the program for structure" in again.stderr
+    assert not ABSL_PREFIX.search(again.stdout + again.stderr), again.stderr
     assert "resuming: 3 trial(s) already in the study" in again.stdout
     assert [r.number for r in journal(out_dir)] == [0, 1, 2, 3]
 
@@ -398,6 +433,35 @@ def test_every_config_field_is_exactly_one_flag_with_its_default_and_help():
     assert ours["model"].parser.flag_type() == "string"
 
 
+def test_help_is_one_paragraph_three_examples_and_every_flag_under_its_one_heading(capsys):
+    with pytest.raises(SystemExit) as done:
+        main._parse_flags(["tpu_bo.main", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "Config" not in text and "config.py" not in text
+    intro, examples = text.split("\n\nexamples:\n")[0], text.split("examples:\n")[1]
+    assert len(intro.split("\n\n")) == 2  # the usage line, then one paragraph
+    commands = examples.split("\n\n")[0].replace("\\\n", " ").splitlines()
+    assert len(commands) == 3 and all(c.startswith("  python -m tpu_bo.main") for c in commands)
+    headings = re.findall(r"^(\w[\w ]*):$", text, flags=re.MULTILINE)
+    assert headings == ["examples", *FLAG_GROUPS]
+    listed: dict[str, list[str]] = {}
+    for block in text.split("\n\n"):
+        heading, _, body = block.partition(":\n")
+        for name in re.findall(r"^  --(?:\[no\])?(\w+):", body, flags=re.MULTILINE):
+            listed.setdefault(name, []).append(heading)
+    wanted = {flag_name(f): [f.metadata["group"]] for f in dataclasses.fields(Config)}
+    assert listed == wanted
+    for command in commands:  # the examples are real commands
+        args = [a.replace("flags/", f"{ROOT}/flags/") for a in command.split()[3:]]
+        flags.FLAGS.unparse_flags()
+        try:
+            assert flags.FLAGS(["tpu_bo.main", *args]) == ["tpu_bo.main"]
+            main.config_from_flags()
+        finally:
+            flags.FLAGS.unparse_flags()
+
+
 def test_default_flags_give_the_default_config_and_flags_text_lists_every_flag():
     assert _parsed() == Config()
     text = main.flags_text()
@@ -514,7 +578,7 @@ def test_mnist_blog_cpu_flagfile_runs_on_two_replicas_with_several_steps_per_cal
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["dataset"] == "mnist" and config["epochs"] == 1
     assert [p["name"] for p in config["space"]] == ["dropout_2", "learning_rate"]
-    assert "MirroredStrategy with 2 replicas on CPU:0, CPU:1" in run.stderr
+    assert "MirroredStrategy with 2 replicas on CPU:0, CPU:1" in run.stdout  # the accelerator line
     assert "data: mnist train=6000 (46 steps of 128 per epoch)" in run.stdout
     records = journal(tmp_path)
     assert len({r.traces for r in records}) == 1  # no trace after the first trial

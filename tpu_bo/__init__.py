@@ -2,7 +2,9 @@
 
 Importing this package does not import TensorFlow; the names below load on first use. On a
 TPU machine it sets the TPU plugin's environment variables, which TensorFlow reads when it is
-imported, so import tpu_bo before TensorFlow (see :mod:`tpu_bo.device.tpu_env`).
+imported, so import tpu_bo before TensorFlow (see :mod:`tpu_bo.device.tpu_env`). It also sets
+``TF_CPP_MIN_LOG_LEVEL=1`` unless it is set (TensorFlow's C++ INFO lines hidden; see
+:mod:`tpu_bo.terminal`).
 
   import tpu_bo
   result = tpu_bo.run_study(dataset="mnist", data_dir="...", epochs=1,
@@ -13,11 +15,14 @@ The code is laid out by concept in subpackages whose imports only go down: docs/
 "Layout"; tests/test_layering.py declares the order and checks it.
 """
 
+from tpu_bo import terminal
 from tpu_bo._lazy import exports
 from tpu_bo.device import tpu_env
 
-# Before anything imports TensorFlow: v5e and newer TPUs need the PJRT plugin variables.
+# Before anything imports TensorFlow: v5e and newer TPUs need the PJRT plugin variables, and
+# TensorFlow's C++ INFO lines stay off the console unless the user set TF_CPP_MIN_LOG_LEVEL.
 tpu_env.ensure_configured()
+terminal.set_tf_log_level()
 
 __version__ = "0.2.0"
 

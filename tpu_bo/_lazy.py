@@ -3,6 +3,9 @@
 A package's ``__init__`` lists its public names and the module that defines each; importing
 the package then imports none of them, so ``import tpu_bo`` (or ``tpu_bo.device.tpu_env``,
 which must run before TensorFlow is imported) costs no TensorFlow, Optuna or ``bayes_opt``.
+A name whose module imports TensorFlow first does so without TensorFlow's load-time INFO lines
+(:func:`tpu_bo.terminal.quiet_tensorflow_load`): this is where a notebook's first use of
+tpu_bo, e.g. ``tpu_bo.run_study``, loads it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import importlib
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from tpu_bo.terminal import quiet_tensorflow_load
 
 
 def exports(
@@ -21,7 +26,9 @@ def exports(
 
     def __getattr__(name: str) -> Any:
         if name in names:
-            return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+            with quiet_tensorflow_load():
+                module = importlib.import_module(f"{package}.{names[name]}")
+            return getattr(module, name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:

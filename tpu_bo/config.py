@@ -2,7 +2,8 @@
 
 Every field is a command-line flag of the same name (``space`` is set by ``--param``), so an error
 about a field names the flag too. A field's metadata holds its flag's help text, choices and
-lower bound (:func:`flag_field`); ``tpu_bo/main.py`` defines the absl flags from it, and
+lower bound, and the heading of ``--help`` it is listed under (:func:`flag_field`,
+:data:`FLAG_GROUPS`); ``tpu_bo/main.py`` defines the absl flags from it, and
 :func:`check_field` enforces the same choices and bound on a value set from Python.
 
 A notebook builds a :class:`Config` directly (or passes keywords to :func:`tpu_bo.run_study`);
@@ -60,6 +61,18 @@ DEFAULT_SPACES: dict[str, tuple[str, ...]] = {
 # For a user's own model only the learning rate is known to exist.
 FALLBACK_SPACE: tuple[str, ...] = ("learning_rate:log:1e-4:1e-2",)
 
+# The headings of ``--help`` and of docs/flags.md, in their order; every field names one.
+FLAG_GROUPS = (
+    "data",
+    "model and space",
+    "budget and schedulers",
+    "sampler",
+    "device",
+    "outputs and resume",
+    "shared studies",
+    "final model",
+)
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -71,6 +84,7 @@ def flag_field(
     lower_bound: int | None = None,
     flag: str | None = None,
     repeated: bool = False,
+    group: str = "",
     default_factory: Any = dataclasses.MISSING,
 ) -> Any:
     """A dataclass field together with its command-line flag's metadata.
@@ -83,6 +97,8 @@ def flag_field(
       flag: The flag's name when it differs from the field's (``space`` is set by ``--param``).
       repeated: The flag is a repeatable string (``--param``, ``--fixed``) whose values the CLI
         parses into the field.
+      group: The heading, one of :data:`FLAG_GROUPS`, the flag is listed under in ``--help``
+        and docs/flags.md.
       default_factory: As for :func:`dataclasses.field`.
     """
     metadata = {
@@ -91,6 +107,7 @@ def flag_field(
         "lower_bound": lower_bound,
         "flag": flag,
         "repeated": repeated,
+        "group": group,
     }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
@@ -137,7 +154,7 @@ def import_function(spec: str, flag: str) -> Callable[..., Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything a study needs; see ``python -m tpu_bo.main --helpfull`` for each field.
+    """Everything a study needs; see ``python -m tpu_bo.main --help`` for each field.
 
     Each field is also a flag of ``python -m tpu_bo.main``: its metadata holds the flag's help
     text, choices and lower bound, and ``main.py`` defines the flags from it.
@@ -148,16 +165,19 @@ class Config:
         "auto",
         "Where to train: auto tries TPU, then GPU, then CPU, and says which it picked.",
         choices=ACCELERATORS,
+        group="device",
     )
     tpu: str = flag_field(
         "local",
         "TPU to connect to: 'local' on a TPU VM or Colab, else a TPU or pod-slice name.",
+        group="device",
     )
     cpu_replicas: int = flag_field(
         1,
         "Split the CPU into this many logical devices under a MirroredStrategy (tests the "
         "multi-replica path without GPUs).",
         lower_bound=1,
+        group="device",
     )
     # Data.
     dataset: str = flag_field(
@@ -166,44 +186,62 @@ class Config:
         "(mnist, cifar10, any supervised one with --features/--label), or "
         "package.module:function returning tf.data.Datasets of (features, label) examples "
         "(see docs/data_and_models.md).",
+        group="data",
     )
     features: str = flag_field(
         "",
         "Feature key(s) of the dataset's examples, comma-separated; several make a dict input "
         "(a multi-input model). Default: the dataset's supervised input.",
+        group="data",
     )
     label: str = flag_field(
-        "", "Label key of the dataset's examples. Default: the dataset's supervised label."
+        "",
+        "Label key of the dataset's examples. Default: the dataset's supervised label.",
+        group="data",
     )
     preprocess: str = flag_field(
         "",
         "package.module:function mapping one example (features, label) -> (features, label), "
         "run once before the cache (tf ops only, static output shapes).",
+        group="data",
     )
     augment: str = flag_field(
         "",
         "package.module:function mapping one training example (features, label) -> "
         "(features, label), run after the cache on every epoch, on the host pipeline (tf ops "
         "only, static output shapes).",
+        group="data",
     )
     data_dir: str | None = flag_field(
-        None, "TFDS data directory (local or gs://); default: TFDS's own."
+        None,
+        "TFDS data directory (local or gs://); default: TFDS's own.",
+        group="data",
     )
-    train_split: str = flag_field("train[:90%]", "Split trials train on.")
+    train_split: str = flag_field("train[:90%]", "Split trials train on.", group="data")
     eval_split: str = flag_field(
-        "train[90%:]", "Held-out split that scores every trial (the objective)."
+        "train[90%:]",
+        "Held-out split that scores every trial (the objective).",
+        group="data",
     )
-    test_split: str = flag_field("test", "Split scored once, for the best trial; '' to skip.")
+    test_split: str = flag_field(
+        "test", "Split scored once, for the best trial; '' to skip.", group="data"
+    )
     batch_size: int = flag_field(
         128,
         "Global batch (all replicas together); must divide by the number of replicas.",
         lower_bound=1,
+        group="data",
     )
     shuffle_buffer: int = flag_field(
-        0, "Shuffle buffer in examples; 0 = the whole train split.", lower_bound=0
+        0,
+        "Shuffle buffer in examples; 0 = the whole train split.",
+        lower_bound=0,
+        group="data",
     )
     download: bool = flag_field(
-        True, "Let TFDS download and prepare a dataset missing from --data_dir."
+        True,
+        "Let TFDS download and prepare a dataset missing from --data_dir.",
+        group="data",
     )
     # Model and training. A Python caller may pass the builder function itself as `model`.
     model: str | Callable[..., Any] = flag_field(
@@ -211,6 +249,7 @@ class Config:
         "mnist_cnn, mlp, or package.module:function returning a keras.Model from "
         "(hp, input_shape, num_classes): uncompiled for the default classification loss, or "
         "compiled with its own loss and metrics.",
+        group="model and space",
     )
     initial_weights: str = flag_field(
         "auto",
@@ -219,12 +258,14 @@ class Config:
         "are drawn from the trial's seed), seeded (every variable drawn from the seed) or "
         "as_built (every variable as the builder returned it).",
         choices=("auto", "seeded", "as_built"),
+        group="model and space",
     )
     optimizer: str | None = flag_field(
         None,
         "The model's optimizer: by default the one the builder compiled the model with, else "
         "rmsprop; given (or searched as an optimizer choice param), it replaces the compiled one.",
         choices=OPTIMIZERS,
+        group="model and space",
     )
     lr_schedule: str = flag_field(
         "constant",
@@ -233,27 +274,36 @@ class Config:
         "step of --epochs; any shape starts with a linear warmup over the runtime "
         "hyperparameter warmup_steps (default 0). Tune either with --param, in one program.",
         choices=("constant", "cosine", "linear"),
+        group="model and space",
     )
     fixed: Mapping[str, Any] = flag_field(
         help="A hyperparameter held fixed for the whole study, NAME=VALUE "
         "(e.g. --fixed=dense_units=256). Repeatable.",
         repeated=True,
         default_factory=dict,
+        group="model and space",
     )
-    epochs: int = flag_field(5, "Epochs per trial.", lower_bound=1)
+    epochs: int = flag_field(5, "Epochs per trial.", lower_bound=1, group="budget and schedulers")
     steps_per_execution: int = flag_field(
-        32, "Training steps per host call; more keeps a TPU fed.", lower_bound=1
+        32,
+        "Training steps per host call; more keeps a TPU fed.",
+        lower_bound=1,
+        group="device",
     )
-    mixed_precision: bool = flag_field(False, "Compute in bfloat16 (the TPU's native type).")
+    mixed_precision: bool = flag_field(
+        False, "Compute in bfloat16 (the TPU's native type).", group="device"
+    )
     jit_compile: bool = flag_field(
         False,
         "Compile steps with XLA on CPU/GPU; rejects dynamic shapes like a TPU. Ignored on a TPU, "
         "which compiles every program with XLA anyway.",
+        group="device",
     )
     max_programs: int = flag_field(
         4,
         "Compiled programs (one per structure and pack width) kept at once; the oldest is dropped.",
         lower_bound=1,
+        group="device",
     )
     parallel_trials: str | int = flag_field(
         "auto",
@@ -262,6 +312,7 @@ class Config:
         "trial at once. auto: time a few steps at K = 1, 2, 4... before the study and take the "
         "smallest K within 10% of the most trial-steps per second (cached in the study); a "
         "number forces K.",
+        group="device",
     )
     ramp: bool = flag_field(
         True,
@@ -270,12 +321,14 @@ class Config:
         "up to the measured K, so the first scores come early and the sampler and pruners "
         "guide the wider packs; running trials move to the wider pack with their state. A "
         "number for --parallel_trials always trains that many; off with PBT.",
+        group="device",
     )
     checkpoint_every: int = flag_field(
         1,
         "Save each running trial's state every N epochs (copied to the host, then written in "
         "a background thread); a killed study loses at most N epochs of each running trial.",
         lower_bound=1,
+        group="outputs and resume",
     )
     # Study.
     space: SearchSpace | None = flag_field(
@@ -286,27 +339,36 @@ class Config:
         "learning_rate:log:1e-4:1e-2).",
         flag="param",
         repeated=True,
+        group="model and space",
     )
     space_file: str = flag_field(
         "",
         'JSON file with the search space instead of --param: {"NAME": {"kind": "log", '
         '"low": 1e-4, "high": 1e-2}, ...} or a list of such objects with a "name".',
+        group="model and space",
     )
     init_points: int = flag_field(
-        5, "Random trials before the optimizer takes over.", lower_bound=1
+        5,
+        "Random trials before the optimizer takes over.",
+        lower_bound=1,
+        group="budget and schedulers",
     )
     n_iter: int = flag_field(
         10,
         "Guided trials after the random ones; 0 runs only the --init_points random trials (with "
         "--scheduler=pbt, one population).",
         lower_bound=0,
+        group="budget and schedulers",
     )
-    seed: int = flag_field(0, "Seeds the optimizer, data order and trials.", lower_bound=0)
+    seed: int = flag_field(
+        0, "Seeds the optimizer, data order and trials.", lower_bound=0, group="sampler"
+    )
     objective: str = flag_field(
         "val_accuracy",
         "Metric a trial is scored by, its best value over the trial's epochs: loss, val_loss or "
         "val_<metric> of any metric the model reports (val_accuracy by default; val_mae, "
         "val_auc... for a model compiled with them).",
+        group="model and space",
     )
     objective_mode: str = flag_field(
         "auto",
@@ -314,6 +376,7 @@ class Config:
         "(R2Score, F-scores, AUC, IoU up; errors down), else from the Keras metric's name "
         "(losses and errors down, accuracy/AUC/precision/recall up), and otherwise asks.",
         choices=OBJECTIVE_MODES,
+        group="model and space",
     )
     acquisition: str = flag_field(
         "auto",
@@ -321,17 +384,20 @@ class Config:
         "fits noise above 0.5% of their variance), ei (expected improvement), logei (its log, "
         "which keeps a gradient where EI is flat), ucb, poi.",
         choices=ACQUISITIONS,
+        group="sampler",
     )
     xi: float = flag_field(
         0.0,
         "Exploration of ei and poi, in standard deviations of the scores so far; 0 (plain "
         "expected improvement) measured best in bench/RESULTS.md.",
+        group="sampler",
     )
-    kappa: float = flag_field(2.576, "Exploration of ucb.")
+    kappa: float = flag_field(2.576, "Exploration of ucb.", group="sampler")
     domain_reduction: bool = flag_field(
         False,
         "Shrink the search bounds around the best point as the study goes (bayes_opt's "
         "SequentialDomainReductionTransformer); float and log parameters only.",
+        group="sampler",
     )
     prune: str = flag_field(
         "none",
@@ -339,20 +405,26 @@ class Config:
         "median of earlier trials at the same epoch), asha (SuccessiveHalvingPruner) or "
         "hyperband (HyperbandPruner); a pruned slot takes the next trial at once.",
         choices=PRUNERS,
+        group="budget and schedulers",
     )
     prune_after: int = flag_field(
-        5, "Trials that must finish before the median rule prunes anything.", lower_bound=1
+        5,
+        "Trials that must finish before the median rule prunes anything.",
+        lower_bound=1,
+        group="budget and schedulers",
     )
     min_epochs: int = flag_field(
         1,
         "Epochs every trial runs before it may be pruned (asha/hyperband: the minimum "
         "resource; median: warm-up epochs).",
         lower_bound=1,
+        group="budget and schedulers",
     )
     reduction_factor: int = flag_field(
         3,
         "Pruning rate of asha and hyperband: 1 in reduction_factor trials goes on at each rung.",
         lower_bound=2,
+        group="budget and schedulers",
     )
     patience: int = flag_field(
         0,
@@ -360,9 +432,12 @@ class Config:
         "best epoch) after this many epochs in a row in which --objective did not improve by "
         "more than --min_delta, and its slot takes the next trial; 0: never.",
         lower_bound=0,
+        group="budget and schedulers",
     )
     min_delta: float = flag_field(
-        0.0, "Early stopping: the least change of --objective that counts as an improvement."
+        0.0,
+        "Early stopping: the least change of --objective that counts as an improvement.",
+        group="budget and schedulers",
     )
     scheduler: str = flag_field(
         "fifo",
@@ -371,17 +446,25 @@ class Config:
         "population; every --pbt_interval epochs the worst --pbt_quantile take the weights "
         "of the best, on the device, and perturb their runtime hyperparameters).",
         choices=SCHEDULERS,
+        group="budget and schedulers",
     )
-    pbt_interval: int = flag_field(2, "PBT: epochs between exploit/explore steps.", lower_bound=1)
+    pbt_interval: int = flag_field(
+        2,
+        "PBT: epochs between exploit/explore steps.",
+        lower_bound=1,
+        group="budget and schedulers",
+    )
     pbt_quantile: float = flag_field(
         0.25,
         "PBT: the fraction of the population that takes the weights of a member of the same "
         "fraction at the top (at least one when above 0); 0 turns exploit and explore off.",
+        group="budget and schedulers",
     )
     pbt_resample: float = flag_field(
         0.25,
         "PBT: the chance that explore draws a runtime hyperparameter afresh from its range "
         "instead of multiplying it by 0.8 or 1.25.",
+        group="budget and schedulers",
     )
     sampler: str = flag_field(
         "bayes_opt",
@@ -389,47 +472,56 @@ class Config:
         "bayesian-optimization package; the default), or Optuna's tpe, gp (needs PyTorch: "
         "pip install torch==2.13.0) or random.",
         choices=SAMPLERS,
+        group="sampler",
     )
     output_dir: str = flag_field(
         "",
         "Where the journal and summary go (local or gs://); an existing study there is resumed. "
         "Default: runs/<dataset>-<model>.",
+        group="outputs and resume",
     )
     tensorboard_dir: str = flag_field(
         "",
         "Where the TensorBoard events go (local or gs://); default <output_dir>/tensorboard. "
         "tpu_bo.keras_tuner sets it from a keras.callbacks.TensorBoard(log_dir=...).",
+        group="outputs and resume",
     )
     storage: str = flag_field(
         "",
         "Optuna storage URL for the study's trials (sqlite:///study.db, postgresql://...); "
         "default: a journal file inside --output_dir.",
+        group="shared studies",
     )
     study_name: str = flag_field(
         "",
         "Name of the study inside --storage; default: the last component of --output_dir.",
+        group="shared studies",
     )
     wait_for_lock: bool = flag_field(
         False,
         "When another process is running this study, wait for it to finish instead of exiting.",
+        group="outputs and resume",
     )
     heartbeat_interval: int = flag_field(
         10,
         "With a database --storage (many workers): seconds between the heartbeats a worker "
         "records for each of its running trials.",
         lower_bound=1,
+        group="shared studies",
     )
     grace_period: int = flag_field(
         60,
         "With a database --storage: seconds without a heartbeat after which a running trial "
         "is taken over by another worker, from its last checkpoint in --output_dir.",
         lower_bound=1,
+        group="shared studies",
     )
     storage_patience: int = flag_field(
         600,
         "With a database --storage: seconds to keep retrying, with backoff, a database that "
         "went away before the worker stops (the study stays in the database).",
         lower_bound=0,
+        group="shared studies",
     )
 
     # After the study.
@@ -438,9 +530,12 @@ class Config:
         "After the study, retrain the best configuration from its seed for this many epochs, "
         "score the test split once, and export final/model.keras and final/saved_model; 0 skips.",
         lower_bound=0,
+        group="final model",
     )
     final_on_train_and_val: bool = flag_field(
-        False, "Train the final model on train + eval splits."
+        False,
+        "Train the final model on train + eval splits.",
+        group="final model",
     )
     select_best: str = flag_field(
         "observed",
@@ -448,18 +543,21 @@ class Config:
         "posterior (of the 5 best scores, the best mean of the GP, which fits the scores' "
         "noise: better on smooth noisy objectives, worse next to a learning-rate cliff).",
         choices=SELECT_BEST,
+        group="final model",
     )
     keep_top: bool = flag_field(
         False,
         "Keep the weights of the 5 best trials in kept/, not only the best one's in best/ "
         "(always so with --select_best=posterior or --repeat_best > 1); "
         "tpu_bo.keras_tuner's get_best_models(n) reads them.",
+        group="final model",
     )
     repeat_best: int = flag_field(
         1,
         "Once the budget is spent, run the top candidates until each has N runs with different "
         "seeds (as many candidates as a pack's slots allow), and choose by their mean; 1: off.",
         lower_bound=1,
+        group="final model",
     )
     executions_per_trial: int = flag_field(
         1,
@@ -467,6 +565,7 @@ class Config:
         "by their mean, epoch by epoch (KerasTuner's executions_per_trial): a less noisy score "
         "for N times the compute. A pack holds --parallel_trials trials of N slots each.",
         lower_bound=1,
+        group="budget and schedulers",
     )
 
     def __post_init__(self) -> None:

@@ -1,23 +1,25 @@
-r"""Command line: run (or resume) a Bayesian-optimization study.
+r"""python -m tpu_bo.main [--flag=value ...]: tune a Keras model's hyperparameters.
 
-  python -m tpu_bo.main                       # offline default: digits, mnist_cnn, 15 trials
-  python -m tpu_bo.main --dataset=mnist --data_dir=gs://bucket/tensorflow_datasets \
-      --accelerator=tpu --epochs=1 --output_dir=gs://bucket/studies/mnist
-  python -m tpu_bo.main --flagfile=flags/cpu_smoke.flags --n_iter=2
+Runs (or resumes) a Bayesian-optimization study. Each trial trains the model for
+--epochs and is scored by its best --objective on a held-out split; a Gaussian
+process proposes the next trial from the scores so far, and trials of one
+structure share one compiled program. With no flags it runs the offline
+default: the 8x8 digits set, the blog post's mnist_cnn, 15 trials, in under a
+minute on a CPU. The trials, a summary and the best model go to --output_dir;
+the same command again resumes the study.
 
-Every flag is a field of ``Config`` (``tpu_bo/config.py``), whose metadata holds the flag's help
-text, choices and lower bound; the flags are defined here from those fields, in field order
-(``space`` is set by ``--param``). The flags become one frozen ``Config``, which is validated
-before any device or data is touched; a mistake exits with status 2 and one
-sentence naming the flag. The resolved flags are written to ``<output_dir>/flags.txt``
-(``--flagfile`` it to repeat the run).
+examples:
+  python -m tpu_bo.main
+  python -m tpu_bo.main --dataset=mnist --epochs=2 --output_dir=runs/mnist \
+      --param=learning_rate:log:1e-4:1e-2 --param=dense_units:choice:64,128,256
+  python -m tpu_bo.main --flagfile=flags/mnist_blog_tpu.flags \
+      --output_dir=gs://bucket/studies/mnist
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging as py_logging
-import os
 import sys
 import types
 import typing
@@ -26,7 +28,8 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from tpu_bo.config import Config, flag_name
+from tpu_bo import terminal
+from tpu_bo.config import FLAG_GROUPS, Config, flag_name
 from tpu_bo.errors import ConfigError
 from tpu_bo.search.space import SearchSpace, parse_fixed
 
@@ -106,22 +109,20 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e.for_cli()}", file=sys.stderr)
         return 2
-    if not flags.FLAGS["verbosity"].present:
-        # TensorFlow and TFDS log a lot at INFO; keep tpu_bo's own INFO lines visible.
-        logging.set_verbosity(logging.WARNING)
-        py_logging.getLogger("tpu_bo").setLevel(py_logging.INFO)
+    _configure_logging()
     from tpu_bo.device import tpu_env
 
     stray = tpu_env.stray_tpu_build(tpu_env.ensure_configured())
     if stray:
         print(f"warning: {stray}.", file=sys.stderr, flush=True)
     changed = " ".join(flags.FLAGS[h.name].serialize() for h in _FLAGS.values() if h.present)
-    py_logging.getLogger("tpu_bo").info("config: %s", changed or "all defaults")
+    py_logging.getLogger("tpu_bo").debug("config: %s", changed or "all defaults")
     import optuna
 
     # Optuna announces every study it creates or loads at INFO; the table says it all.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from tpu_bo.session.run import run_study
+    with terminal.quiet_tensorflow_load():
+        from tpu_bo.session.run import run_study
 
     try:
         run_study(config, extra_files={"flags.txt": flags_text()})
@@ -167,15 +168,87 @@ def _known_failure(e: Exception, config: Config) -> tuple[str, int] | None:
     return None
 
 
-def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ start-up chatter (CPU features, oneDNN) drowns the study's table.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+class _PlainFormatter(py_logging.Formatter):
+    """A log line as ``tpu_bo: message`` (``tpu_bo: warning: message`` at WARNING and above):
+    the logger's package, not absl's level letter, date, time, thread and ``file:line``. With
+    ``detailed`` (``--verbosity=2`` or more), other packages' lines keep absl's format."""
+
+    def __init__(self, detailed: py_logging.Formatter | None = None) -> None:
+        super().__init__()
+        self.detailed = detailed
+
+    def format(self, record: py_logging.LogRecord) -> str:
+        ours = record.name.partition(".")[0] == "tpu_bo"
+        if self.detailed is not None and not ours:
+            return self.detailed.format(record)
+        return super().format(record)
+
+    def formatMessage(self, record: py_logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        level = f"{record.levelname.lower()}: " if record.levelno >= py_logging.WARNING else ""
+        return f"{record.name.partition('.')[0]}: {level}{record.message}"
+
+
+def _configure_logging() -> None:
+    """tpu_bo's lines at INFO and the other libraries' at WARNING, all plain; ``--verbosity``
+    (absl's flag) sets tpu_bo's level (1: DEBUG, its detail lines: the flags given, each
+    program built), and from 2 every library's, in absl's format."""
+    verbosity = logging.get_verbosity() if flags.FLAGS["verbosity"].present else 0
+    handler = logging.get_absl_handler()
+    detailed = handler.python_handler.formatter if verbosity >= 2 else None
+    handler.setFormatter(_PlainFormatter(detailed))
+    py_logging.getLogger("tpu_bo").setLevel(logging.converter.absl_to_standard(verbosity))
+    if verbosity < 2:
+        # TensorFlow, TFDS and matplotlib log a lot at INFO and DEBUG; their warnings stay.
+        logging.set_verbosity(logging.WARNING)
+
+
+def help_text() -> str:
+    """``--help``: what the command does, three examples, and every tpu_bo flag under its
+    heading (:data:`tpu_bo.config.FLAG_GROUPS`, from each field's metadata)."""
+    groups: dict[str, list[str]] = {group: [] for group in FLAG_GROUPS}
+    for field in dataclasses.fields(Config):
+        groups[field.metadata["group"]].append(_flag_help(flags.FLAGS[flag_name(field)]))
+    parts = [__doc__.strip(), ""]
+    for group, entries in groups.items():
+        parts += [f"{group}:", *entries, ""]
+    parts.append(
+        flags.text_wrap(
+            "absl's own flags work too: --flagfile=FILE reads flags from a file, one a line (a "
+            "later flag overrides it); --verbosity=1 shows tpu_bo's detail lines, 2 every "
+            "library's log; --helpfull lists every flag, absl's included. Every flag, with "
+            "examples: docs/flags.md."
+        )
+    )
+    return "\n".join(parts) + "\n"
+
+
+def _flag_help(flag: flags.Flag) -> str:
+    """One flag much as absl's ``--helpfull`` shows it: name and help, then its default."""
+    name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+    text = flags.text_wrap(f"{name}: {flag.help}", indent="    ", firstline_indent="  ")
+    shown = flag.default_as_str not in (None, "''")  # an empty string says nothing
+    notes = [f"default: {flag.default_as_str}"] if shown else []
+    if flag.parser.syntactic_help:
+        notes.append(flag.parser.syntactic_help)
+    if notes:
+        text += "\n" + flags.text_wrap(f"({'; '.join(notes)})", indent="    ")
+    return text
+
+
+_HELP = {"-?", "-h", "-help", "--help", "-helpshort", "--helpshort"}
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, but ``--help`` (``-h``) prints :func:`help_text` and exits 0."""
+    if _HELP.intersection(argv[1:]):
+        print(help_text(), end="")
+        sys.exit(0)
+    return app.parse_flags_with_usage(argv)
 
 
 def run() -> None:
     """Entry point for ``python -m tpu_bo.main``."""
-    _quiet_tensorflow()
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

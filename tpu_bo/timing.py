@@ -53,8 +53,9 @@ class Clock:
 
 
 def split_line(split: Mapping[str, float]) -> str:
-    """``time: train 9.1 s (49%), ...`` over the non-zero categories, largest first."""
+    """``time: train 9.1 s (49%), ...`` over the categories that show as 0.1 s or more, largest
+    first (``summary.json`` keeps every one; a row of ``0.0 s (0%)`` only widened the line)."""
     wall = split["wall"] or 1e-9
-    parts = sorted(((v, k) for k, v in split.items() if k != "wall" and v >= 0.0005), reverse=True)
+    parts = sorted(((v, k) for k, v in split.items() if k != "wall" and v >= 0.05), reverse=True)
     shares = ", ".join(f"{k} {v:.1f} s ({v / wall:.0%})" for v, k in parts)
     return f"time: {shares} of {split['wall']:.1f} s"

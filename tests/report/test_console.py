@@ -36,8 +36,8 @@ def test_format_value(value, text):
     assert format_value(value) == text
 
 
-def record(number, target, status=Status.OK, **fields):
-    params = {"learning_rate": 0.00025, "optimizer": "adam"}
+def record(number, target, status=Status.OK, params=None, **fields):
+    params = params or {"learning_rate": 0.00025, "optimizer": "adam"}
     return TrialRecord(
         number=number, status=status, params=params, target=target, seconds=1.25, traces=2, **fields
     )
@@ -54,15 +54,15 @@ def test_the_table_has_one_header_and_a_row_per_trial_with_the_best_starred():
     reporter.trial(record(1, 0.5), new_best=False)
     header, rule, first, second = rows(out)
     assert header.split("|")[1:-1] == [
-        "  trial ",
+        " trial ",
         "    target ",
         "  status ",
-        "  seconds ",
-        "  traces ",
+        " seconds ",
+        " traces ",
         " learning_rate ",
         " optimizer  ",
     ]
-    assert rule == "|" + "|".join("-" * n for n in (8, 11, 9, 10, 9, 15, 12)) + "|"
+    assert rule == "|" + "|".join("-" * n for n in (7, 11, 9, 9, 8, 15, 12)) + "|"
     cells = [c.strip() for c in first.split("|")[1:-1]]
     assert cells == ["0", "0.8750*", "ok", "1.2", "2", "2.500e-04", "adam"]
     assert [c.strip() for c in second.split("|")[1:-1]][1] == "0.5000"
@@ -128,3 +128,27 @@ def test_on_a_terminal_progress_is_redrawn_in_place_and_cleared_before_a_line():
     assert out.getvalue().endswith("step 2/10 loss 1.0000 1.0 steps/s\r\033[Kdone\n")
     reporter.line("again")  # nothing live to clear any more
     assert out.getvalue().endswith("\r\033[Kdone\nagain\n")
+
+
+def test_the_default_studys_table_fits_80_columns():
+    out = io.StringIO()
+    Reporter(["dropout_2", "learning_rate"], total=15, stream=out).trial(
+        record(14, 0.9733, params={"dropout_2": 0.1549, "learning_rate": 0.01}), new_best=True
+    )
+    assert max(len(r) for r in rows(out)) <= 80
+
+
+def test_on_a_terminal_a_long_line_wraps_at_words_and_elsewhere_stays_whole(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    line = (
+        "time: setup 3.5 s (53%), train 1.6 s (25%), trace 1.1 s (16%), eval 0.2 s (3%), "
+        "suggest_wait 0.1 s (2%), checkpoint 0.1 s (2%) of 6.7 s"
+    )
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        Reporter(["learning_rate"], total=1, stream=stream).line(line)
+    wrapped = rows(terminal)
+    assert len(wrapped) == 2 and all(len(r) <= 80 for r in wrapped)
+    assert " ".join(r.strip() for r in wrapped) == line  # no word split
+    assert wrapped[1].startswith("    ")
+    assert rows(log) == [line]

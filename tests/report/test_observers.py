@@ -95,7 +95,7 @@ def test_the_console_prints_a_row_per_trial_and_names_the_running_trials():
     console.on_trial_end(record(0), new_best=False)  # a replayed trial, never started here
     lines = out.getvalue().splitlines()
     assert lines[0] == "  trials 2-3 (budget 5) step 1/4 loss 0.2500 2.0 steps/s"
-    assert lines[3].split("|")[1:4] == ["      2 ", "   0.7500* ", "      ok "]
+    assert lines[3].split("|")[1:4] == ["     2 ", "   0.7500* ", "      ok "]
     assert lines[4] == "  trial 3 (budget 5) step 2/4 loss 0.2500 2.0 steps/s"
     assert [ln.split("|")[1].strip() for ln in lines[5:]] == ["3", "0"]
 

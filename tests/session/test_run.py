@@ -86,7 +86,7 @@ def test_a_study_records_every_trial_and_compiles_once(shared):
     assert result.trials == records and result.utilization == 1.0
     assert summary["best_trial"] == chosen.number and summary["counts"] == {"ok": 4}
     assert summary["test"]["examples"] == 297 and 0 < summary["test"]["accuracy"] <= 1
-    assert "|  trial |" in stdout and f"{best.target:.4f}*" in stdout
+    assert "| trial |" in stdout and f"{best.target:.4f}*" in stdout
     assert "slot utilization: 1.000" in stdout
 
 

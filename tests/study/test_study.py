@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import optuna
 import pytest
 
@@ -94,6 +96,25 @@ def test_a_killed_session_leaves_its_trial_resumable_with_its_checkpoint(tmp_pat
         assert again.remaining == 5
     finally:
         again.close()
+
+
+def test_opening_a_study_announces_nothing_unless_optuna_was_set_to_debug(tmp_path):
+    announced: list[str] = []
+    catch = logging.Handler()
+    catch.emit = lambda record: announced.append(record.getMessage())
+    before = optuna.logging.get_verbosity()
+    logging.getLogger("optuna").addHandler(catch)
+    try:
+        optuna.logging.set_verbosity(optuna.logging.INFO)  # Optuna's default
+        Study(config(tmp_path / "a")).open().close()
+        assert not [m for m in announced if "A new study created" in m]
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO  # as it was
+        optuna.logging.set_verbosity(optuna.logging.DEBUG)  # a user's own choice stays
+        Study(config(tmp_path / "b")).open().close()
+        assert [m for m in announced if "A new study created" in m]
+    finally:
+        logging.getLogger("optuna").removeHandler(catch)
+        optuna.logging.set_verbosity(before)
 
 
 def test_a_different_study_in_the_same_directory_is_refused(tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 import tensorflow as tf
@@ -33,6 +34,7 @@ import tensorflow as tf
 from tpu_bo.device import tpu_env
 from tpu_bo.device.cluster import lockstep_workers
 from tpu_bo.errors import ConfigError
+from tpu_bo.terminal import fit
 
 log = logging.getLogger("tpu_bo")
 
@@ -79,11 +81,11 @@ def get_strategy(
         _split_cpu(cpu_replicas)
     if accelerator == "tpu":
         strategy = _tpu_strategy(tpu)
-        log.info("accelerator=tpu: %s", describe(strategy))
+        _say(f"accelerator=tpu: {describe(strategy)}")
         return strategy
     if accelerator == "gpu":
         strategy = _gpu_strategy()
-        log.info("accelerator=gpu: %s", describe(strategy))
+        _say(f"accelerator=gpu: {describe(strategy)}")
         return strategy
     if accelerator == "auto":
         if lockstep_workers() > 1:
@@ -96,23 +98,25 @@ def get_strategy(
         else:
             try:
                 strategy = _tpu_strategy(tpu)
-                print(f"accelerator=auto: found a TPU; using {describe(strategy)}", flush=True)
+                _say(f"accelerator=auto: found a TPU; using {describe(strategy)}")
                 return strategy
             except NoAcceleratorError as tpu_error:
                 tpu_reason = _NO_TPU[tpu] = tpu_error.reason
         if tf.config.list_physical_devices("GPU"):
             strategy = _gpu_strategy()
-            print(f"accelerator=auto: no TPU; using {describe(strategy)}", flush=True)
+            _say(f"accelerator=auto: no TPU; using {describe(strategy)}")
             return strategy
         strategy = _cpu_strategy(cpu_replicas)
-        print(
-            f"accelerator=auto: no TPU ({tpu_reason}) and no GPU; using {describe(strategy)}",
-            flush=True,
-        )
+        _say(f"accelerator=auto: no TPU ({tpu_reason}) and no GPU; using {describe(strategy)}")
         return strategy
     strategy = _cpu_strategy(cpu_replicas)
-    log.info("accelerator=cpu: %s", describe(strategy))
+    _say(f"accelerator=cpu: {describe(strategy)}")
     return strategy
+
+
+def _say(line: str) -> None:
+    """Prints the one line naming the accelerator, wrapped to a terminal's width."""
+    print(fit(line, sys.stdout), flush=True)
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
@@ -176,7 +180,7 @@ def _devices(strategy: tf.distribute.Strategy) -> list[str]:
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
     setup = tpu_env.ensure_configured()
     if setup.evidence is not None:
-        log.info("TPU runtime: %s", setup.describe())
+        log.debug("TPU runtime: %s", setup.describe())
     try:
         if tpu not in _TPU_SYSTEMS:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)

@@ -133,7 +133,7 @@ def configure(environ: MutableMapping[str, str] | None = None) -> Setup:
         problem=problem,
     )
     if evidence is not None:
-        log.info("TPU runtime: %s", setup.describe())
+        log.debug("TPU runtime: %s", setup.describe())
     return setup
 
 

@@ -377,7 +377,7 @@ def discover(
         except Exception as e:  # noqa: BLE001 - the user's function may refuse a combination
             if not builds:
                 raise
-            log.info("discovery: the build with %s failed (%s)", overrides, first_line(e))
+            log.debug("discovery: the build with %s failed (%s)", overrides, first_line(e))
             builds += 1
             continue
         builds += 1

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from tpu_bo.records import Trial, TrialRecord
 from tpu_bo.report.observers import Observer
+from tpu_bo.terminal import fit
 
 
 def format_value(value: Any) -> str:
@@ -50,7 +51,8 @@ class Reporter:
         self.total = total
         self.stream = stream or sys.stdout
         self.progress_every = progress_every
-        self._widths = [6, 9, 7, 8, 7] + [max(len(n), 10) for n in self.names]
+        # The fixed columns as narrow as their names: the blog's two-parameter table fits 80.
+        self._widths = [5, 9, 7, 7, 6] + [max(len(n), 10) for n in self.names]
         self._header_printed = False
         self._last_progress = 0.0
         self._live = False
@@ -113,8 +115,9 @@ class Reporter:
             self._print(f"  trial {record.number} {record.status.value}: {record.error}")
 
     def line(self, text: str = "") -> None:
-        """Prints a free-form line, clearing any live progress first."""
-        self._print(text)
+        """Prints a free-form line, clearing any live progress first; on a terminal a line
+        wider than it wraps at word boundaries (:func:`tpu_bo.terminal.fit`)."""
+        self._print(fit(text, self.stream))
 
     def _row(self, cells: Sequence[str]) -> str:
         return (

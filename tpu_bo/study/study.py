@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import optuna
@@ -47,6 +47,22 @@ from tpu_bo.study.shared.crew import Crew
 from tpu_bo.study.shared.rdb import count_asked, is_shared
 from tpu_bo.study.trials import REPEAT_OF, STATE, STATUS, record
 from tpu_bo.study.writer_lock import WriterLock
+
+
+@contextlib.contextmanager
+def _optuna_announcements_off() -> Iterator[None]:
+    """Optuna's INFO line ``A new study created in Journal with name: ...`` left out while the
+    study is created or loaded (the console's header says where the study is), if Optuna logs
+    at its own default level, INFO; a level its user set otherwise (DEBUG, WARNING) stays, and
+    everything Optuna logs outside this block is as they configured it."""
+    if optuna.logging.get_verbosity() != optuna.logging.INFO:
+        yield
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.INFO)
 
 
 def sampler_for(config: Config, space: SearchSpace) -> optuna.samplers.BaseSampler:
@@ -124,10 +140,11 @@ class Study:
             "sampler": sampler_for(self.config, self.space),
             "pruner": make_pruner(self.config),
         }
-        if name not in names:
-            direction = "maximize" if self.config.maximize else "minimize"
-            return optuna.create_study(direction=direction, load_if_exists=True, **kwargs)
-        return optuna.load_study(**kwargs)
+        with _optuna_announcements_off():
+            if name not in names:
+                direction = "maximize" if self.config.maximize else "minimize"
+                return optuna.create_study(direction=direction, load_if_exists=True, **kwargs)
+            return optuna.load_study(**kwargs)
 
     def _storage(self) -> optuna.storages.BaseStorage:
         url = self.config.storage

@@ -270,7 +270,7 @@ class Trainer:
             return program
         while len(self._programs) >= self.config.max_programs:
             (old_key, _width), _ = self._programs.popitem(last=False)
-            log.info("program cache full: dropped the program for %s", dict(old_key))
+            log.debug("program cache full: dropped the program for %s", dict(old_key))
         with self.clock.measure("trace"):
             try:
                 program = self._build(key[0], width, params)
@@ -364,7 +364,7 @@ class Trainer:
         self._say_kept(planned.kept, len(towers[0].model.variables))
         reset_fn = make_reset(towers, planned, self.strategy, on_trace=self.counts.reset)
         what = dict(key) or "(runtime-only space)"
-        log.info("built the program for structure %s%s", what, f", {width} towers" * (width > 1))
+        log.debug("built the program for structure %s%s", what, f", {width} towers" * (width > 1))
         return Program(
             key,
             towers,
