@@ -154,6 +154,7 @@ def run_tpu_bo(args: argparse.Namespace) -> dict[str, Any]:
             n_iter=args.trials - args.init_points,
             seed=args.seed,
             jit_compile=args.jit_compile,
+            parallel_trials=args.parallel_trials,
             accelerator="cpu",
             output_dir=tmp,
             observers=[timer, meter],
@@ -242,6 +243,7 @@ def child_flags(args: argparse.Namespace) -> list[str]:
     """The workload's flags for a child (``bench.memory``'s children take the same)."""
     names = (*FIELDS, "seed", "data_dir")
     flags = [f"--{name}={getattr(args, name)}" for name in names]
+    flags.append(f"--parallel_trials={getattr(args, 'parallel_trials', 'auto')}")
     return flags + (["--jit_compile"] if args.jit_compile else [])
 
 
@@ -250,6 +252,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "quick": args.quick,
         "jit_compile": args.jit_compile,
+        "parallel_trials": getattr(args, "parallel_trials", "auto"),
         "workload": {
             "dataset": args.dataset,
             "train_split": args.train_split,
@@ -291,6 +294,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data_dir", default=os.path.join("..", "shared", "tfds"))
     parser.add_argument("--methods", default=",".join(METHODS), help="tpu_bo must come first")
     parser.add_argument("--jit_compile", action="store_true", help="XLA for every method")
+    parser.add_argument(
+        "--parallel_trials", default="auto", help="tpu_bo's (auto, its default, or a number)"
+    )
     parser.add_argument("--quick", action="store_true", help="3 trials (mnist: train[:1%%])")
     parser.add_argument("--out", default="")
     parser.add_argument("--_child", default="", help=argparse.SUPPRESS)
