@@ -55,7 +55,7 @@ def test_importing_tpu_bo_does_not_import_tensorflow():
 ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)
 NOT_OURS = ("oneDNN", "absl::InitializeLog")
 # What may come before the study's header: the accelerator line, K, tpu_bo's own lines.
-BEFORE_HEADER = ("accelerator=", "parallel_trials=auto: ", "tpu_bo: ")
+BEFORE_HEADER = ("accelerator=", "parallel_trials=auto: ", "ramp: ", "tpu_bo: ")
 
 
 def assert_console_is_ours(run: subprocess.CompletedProcess) -> None:
