@@ -44,7 +44,7 @@ def test_cpu_replicas_builds_a_mirrored_strategy():
 
 
 def test_more_cpu_replicas_than_the_running_runtime_has():
-    with pytest.raises(ConfigError, match="already started with 2 CPU device"):
+    with pytest.raises(ConfigError, match="already started with 3 CPU device"):
         accelerator.get_strategy("cpu", cpu_replicas=4)
 
 

@@ -24,6 +24,10 @@ Contract (docs/DESIGN.md contracts 1, 3 and 4):
   loss keeps its own: training calls its ``compute_loss``; evaluation its ``compute_loss``
   with the padding weights and its compiled metrics, whose state every tower keeps for itself
   and the eval program resets at every evaluation.
+* Every traced function is called under :func:`tpu_bo.device.placement.on_host`: the
+  strategy's host is its default device whatever the caller's ``tf.device`` scope, since on
+  TPUStrategy's packed path an update left to the default device is written to every replica
+  only when that device is none of theirs (:mod:`tpu_bo.device.placement`).
 * Models are built under :func:`precision`, which sets the Keras dtype policy only while they are
   built and restores the caller's afterwards.
 
@@ -46,6 +50,7 @@ import tensorflow as tf
 
 from tpu_bo.config import DEFAULT_OPTIMIZER, OPTIMIZERS
 from tpu_bo.data.pipeline import EvalData
+from tpu_bo.device.placement import on_host
 from tpu_bo.errors import ConfigError, first_line
 from tpu_bo.records import Checkpoint
 from tpu_bo.search.space import OPTIMIZER_RUNTIME, SearchSpace
@@ -246,7 +251,8 @@ class Program:
         mask = np.zeros([self.width], bool)
         rows = np.zeros([self.width, len(runtime)], np.float32)
         seeds[slot], mask[slot], rows[slot] = seed % 2**31, True, runtime
-        self.reset_fn(tf.constant(seeds), tf.constant(mask), tf.constant(rows))
+        with on_host(self.strategy):  # a caller's device scope must not place it
+            self.reset_fn(tf.constant(seeds), tf.constant(mask), tf.constant(rows))
         self.reset_ready = True
 
     def copy(self, donors: Mapping[int, int]) -> None:
@@ -258,7 +264,8 @@ class Program:
         source, mask = np.arange(self.width, dtype=np.int32), np.zeros(self.width, bool)
         for receiver, donor in donors.items():
             source[receiver], mask[receiver] = donor, True
-        self._copy_fn(tf.constant(source), tf.constant(mask))
+        with on_host(self.strategy):
+            self._copy_fn(tf.constant(source), tf.constant(mask))
 
     def freeze(self, slot: int) -> None:
         """Tower ``slot``'s learning rate 0: it computes but no longer moves."""
@@ -266,7 +273,9 @@ class Program:
 
     def train(self, iterator: Any, steps: int) -> np.ndarray:
         """Runs ``steps`` training steps; returns each tower's summed loss (float64)."""
-        return self.train_fn(iterator, tf.constant(steps)).numpy().astype(float)
+        with on_host(self.strategy):
+            losses = self.train_fn(iterator, tf.constant(steps))
+        return losses.numpy().astype(float)
 
     def evaluate(self, data: EvalData) -> list[dict[str, float]]:
         """Scores every tower on every example of ``data`` exactly once.
@@ -275,7 +284,8 @@ class Program:
           Per tower ``{"loss": mean loss, <metric>: value..., "examples": examples}``; the
           metrics are ``accuracy`` for the default head, else the compiled model's metrics.
         """
-        out = self.eval_fn(data.iterator, tf.constant(data.steps))
+        with on_host(self.strategy):
+            out = self.eval_fn(data.iterator, tf.constant(data.steps))
         sums, metrics = out["sums"].numpy(), out["metrics"]
         scores = []
         for k, (loss, second, count) in enumerate(sums):
