@@ -54,6 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_bo.errors import ConfigError, first_line
+from tpu_bo.train import keras_names
 
 log = logging.getLogger("tpu_bo")
 
@@ -84,15 +85,17 @@ class Made:
 def recording() -> Iterator[dict[int, Made]]:
     """Records ``{id(variable): Made}`` for Keras variables created inside.
 
-    Records nothing if this Keras no longer initializes variables through
-    ``_initialize_with_initializer`` (every variable is then reset to its built value).
+    Raises:
+      KerasChanged: this Keras no longer initializes variables through
+        ``_initialize_with_initializer`` (:mod:`tpu_bo.train.keras_names`): recording
+        nothing would reset every trial to its built values, silently.
     """
     recorded: dict[int, Made] = {}
     cls = keras.Variable
     original = getattr(cls, "_initialize_with_initializer", None)
     if original is None:
-        yield recorded
-        return
+        keras_names.check()  # names every missing name, in one sentence
+        raise keras_names.KerasChanged("keras.Variable._initialize_with_initializer is gone")
 
     def record(variable: Any, initializer: Any) -> Any:
         out = original(variable, initializer)

@@ -39,7 +39,7 @@ from tpu_bo.errors import ConfigError, first_line
 from tpu_bo.records import Checkpoint, Outcome
 from tpu_bo.search.space import TRAINER_PARAMS, TRAINER_RUNTIME, SearchSpace
 from tpu_bo.timing import Clock
-from tpu_bo.train import heads, models
+from tpu_bo.train import heads, keras_names, models
 from tpu_bo.train.layers import RuntimeValue, keras_layers_take_runtime_values, read_as_number
 from tpu_bo.train.pack import Pack, PackContext
 from tpu_bo.train.program import (
@@ -95,6 +95,7 @@ class Trainer:
         builder: models.Builder | None = None,
         clock: Clock | None = None,
     ) -> None:
+        keras_names.check()  # a Keras without the private names fails here, in one sentence
         self.config = config
         self.strategy = strategy
         self.datasets = datasets
