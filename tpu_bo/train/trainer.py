@@ -43,6 +43,7 @@ from tpu_bo.train import heads, keras_names, models
 from tpu_bo.train.layers import RuntimeValue, keras_layers_take_runtime_values, read_as_number
 from tpu_bo.train.pack import Pack, PackContext
 from tpu_bo.train.program import (
+    HostTrips,
     NotReadAtEveryStep,
     Program,
     Tower,
@@ -104,6 +105,7 @@ class Trainer:
         self.clock = clock or Clock()  # where the time goes (tpu_bo.timing)
         self._host_models: dict[tuple[Any, ...], Any] = {}  # see _saving_model
         self.counts = Traces()  # shared by every program of this trainer
+        self.trips = HostTrips()  # host round-trips of its programs (program.HostTrips)
         self._planned = False  # the roles are settled once the builder has run (_call_builder)
         self._said_kept = False  # see _say_kept
         self._programs: collections.OrderedDict[tuple[Any, ...], Program] = (
@@ -308,7 +310,7 @@ class Trainer:
         towers = []
         with precision(self.config.mixed_precision), self.strategy.scope(), recording() as made:
             for _ in range(width):
-                tower = Tower(runtime | TRAINER_RUNTIME)
+                tower = Tower(runtime | TRAINER_RUNTIME, self.trips)
                 values = dict(self.config.fixed)
                 for name, value in params.items():
                     values[name] = (
