@@ -43,8 +43,8 @@ from tpu_bo.data.pipeline import load_datasets
 from tpu_bo.data.sources import digits_arrays
 from tpu_bo.records import Status, TrialRecord
 from tpu_bo.report.console import Reporter
-from tpu_bo.results import load_final_model
-from tpu_bo.study.output_dir import FINAL_SAVED_MODEL, OutputDir
+from tpu_bo.session.final import train_final
+from tpu_bo.study.output_dir import FINAL_MODEL, FINAL_SAVED_MODEL, OutputDir
 from tpu_bo.train.program import host_values
 from tpu_bo.train.trainer import Trainer
 
@@ -123,8 +123,9 @@ class StudyChecks:
         ):
             variable.assign(value)
         x_val, y_val = data["validation"]
-        keras_scores = model.evaluate(x_val, y_val, batch_size=len(x_val), return_dict=True,
-                                      verbose=0)  # fmt: skip
+        keras_scores = model.evaluate(
+            x_val, y_val, batch_size=len(x_val), return_dict=True, verbose=0
+        )
         names = ["loss", "categorical_accuracy", "f1"]
         theirs = {n: float(np.reshape(keras_scores[n], [])) for n in names}
         ok = all(self.runs.same_score(ours[n], theirs[n]) for n in names)
@@ -185,15 +186,15 @@ class StudyChecks:
         point, seed = self.points[1], self.seeds[1]
         solo = self.runs.solo(1)
         config = dataclasses.replace(self.config, final_epochs=self.config.epochs)
-        record = TrialRecord(number=1, status=Status.OK, params=dict(point), target=None,
-                             seed=seed)  # fmt: skip
+        record = TrialRecord(1, Status.OK, dict(point), target=None, seed=seed)
         files = OutputDir(os.path.join(self.runs.workdir, "final_study"))
-        result = train_final(config, trainer, datasets, record, files)
+        result = _retrain(config, trainer, datasets, record, files)
         if result["status"] != "ok":
             return False, f"the final run failed: {result['error']}"
         trained = result["history"][-1]["val_accuracy"]
         images, labels = self.runs.eval_digits()
-        model = load_final_model(files.output_dir)
+        # As tpu_bo.results.load_final_model reads it (a local file here).
+        model = keras.models.load_model(files.path(FINAL_MODEL))
         keras_accuracy = _accuracy(model.predict(images, batch_size=256, verbose=0), labels)
         loaded = tf.saved_model.load(files.path(FINAL_SAVED_MODEL))  # kept: .serve reads it
         served = loaded.serve(tf.constant(images))
@@ -264,14 +265,12 @@ class StudyChecks:
         )
 
 
-def train_final(
+def _retrain(
     config: Config, trainer: Trainer, datasets: Any, record: TrialRecord, files: OutputDir
 ) -> dict[str, Any]:
     """:func:`tpu_bo.session.final.train_final`, its lines kept out of the report."""
-    from tpu_bo.session.final import train_final as retrain
-
-    return retrain(config, trainer, datasets, record, files, Reporter([], total=1,
-                   stream=io.StringIO()))  # fmt: skip
+    reporter = Reporter([], total=1, stream=io.StringIO())
+    return train_final(config, trainer, datasets, record, files, reporter)
 
 
 class _Warnings(logging.Handler):
