@@ -1,7 +1,9 @@
-"""Shared test setup: two logical CPU devices, the prepared MNIST, small configs.
+"""Shared test setup: three logical CPU devices, the prepared MNIST, small configs.
 
-The CPU is split into two logical devices before TensorFlow starts, so one test process can
-run both the default strategy and a two-replica MirroredStrategy (the multi-replica path).
+The CPU is split into three logical devices before TensorFlow starts, so one test process can
+run the default strategy, a two-replica MirroredStrategy (the multi-replica path, on CPU:0 and
+CPU:1) and the TPUStrategy stand-in of tests/device/packed.py, whose replicas (CPU:1, CPU:2)
+leave CPU:0 to be the host, as a TPU VM's CPU is no TPU.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(3)]
     )
     # TensorFlow's, Keras's and Optuna's modules are hundreds of thousands of objects that
     # live to the end; frozen, a full collection (one after each test, below) skips them.

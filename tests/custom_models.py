@@ -105,3 +105,19 @@ def host_initializer(hp, input_shape, num_classes):
             keras.layers.Dense(num_classes),
         ]
     )
+
+
+def batch_norm(hp, input_shape, num_classes):
+    """Like ``tiny``, with a ``BatchNormalization``: its moving statistics are per-replica
+    state (each replica updates them from its own share of the batch)."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            Dropout(hp.get("dropout", 0.0)),
+            keras.layers.Dense(num_classes),
+        ]
+    )

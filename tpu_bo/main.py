@@ -153,6 +153,8 @@ def _known_failure(e: Exception, config: Config) -> tuple[str, int] | None:
             "for the VM's service account, or `gcloud auth application-default login`).",
             2,
         )
+    if type(e).__name__ == "KerasChanged":  # tpu_bo.train.keras_names: already one sentence
+        return text, 2
     from tpu_bo.device.cluster import lockstep_workers
 
     if type(e).__name__ in ("UnavailableError", "CancelledError") and lockstep_workers() > 1:

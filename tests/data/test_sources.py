@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tpu_bo.config import Config
+from tpu_bo.data.pipeline import in_memory_warning
 from tpu_bo.data.sources import (
     count_examples,
     digits_arrays,
@@ -153,3 +154,13 @@ def test_tfds_features_and_label_are_checked(mnist_dir):
     with pytest.raises(ConfigError) as error:
         tfds_source(Config(dataset="mnist", data_dir=mnist_dir, features="image", label="digit"))
     assert error.value.flag == "label" and "it has image, label" in error.value.message
+
+
+def test_arrays_on_a_pod_over_a_gigabyte_are_one_warning():
+    x, y = np.zeros((10, 3), np.float32), np.zeros(10, np.int64)
+    source = python_source({"train": (x, y), "validation": ({"a": x}, y)})
+    assert source.in_memory_bytes == 2 * (x.nbytes + y.nbytes)
+    assert in_memory_warning(2**30, 4) is None and in_memory_warning(3 * 2**30, 1) is None
+    warning = in_memory_warning(3 * 2**30, 4)
+    assert warning.startswith("data: 3.0 GB of in-memory arrays") and "4 hosts" in warning
+    assert warning.count(". ") == 0 and "\n" not in warning  # one sentence

@@ -44,7 +44,7 @@ def test_cpu_replicas_builds_a_mirrored_strategy():
 
 
 def test_more_cpu_replicas_than_the_running_runtime_has():
-    with pytest.raises(ConfigError, match="already started with 2 CPU device"):
+    with pytest.raises(ConfigError, match="already started with 3 CPU device"):
         accelerator.get_strategy("cpu", cpu_replicas=4)
 
 
@@ -124,3 +124,33 @@ def test_bfloat16_on_a_gpu_without_it_warns(details, warned):
     assert (warning is not None) is warned
     if warned:
         assert warning.startswith("--mixed_precision: Tesla T4 (compute capability 7.5)")
+
+
+TF_ERRORS = sorted(
+    (c for c in vars(tf.errors).values()
+     if isinstance(c, type) and issubclass(c, tf.errors.OpError) and c is not tf.errors.OpError),
+    key=lambda c: c.__name__,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("error", TF_ERRORS, ids=lambda c: c.__name__)
+def test_any_tensorflow_error_while_connecting_is_one_sentence_and_auto_falls_back(
+    error, monkeypatch, capsys
+):
+    from tpu_bo.device import tpu_env
+
+    def initialize(resolver):
+        raise error(None, None, "TPU already in use by another process. Details\nand more")
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", lambda tpu: tpu)
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster", lambda resolver: None)
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", initialize)
+    monkeypatch.setattr(tpu_env, "tpu_evidence", lambda: "/dev/vfio/0")  # a TPU may be here
+    monkeypatch.setattr(accelerator, "_NO_TPU", {})
+    with pytest.raises(accelerator.NoAcceleratorError) as info:
+        accelerator.get_strategy("tpu")
+    assert info.value.reason == "TPU already in use by another process"
+    assert "\n" not in info.value.for_cli() and info.value.reason in info.value.message
+    assert accelerator.get_strategy("auto").num_replicas_in_sync == 1
+    out = capsys.readouterr().out
+    assert "accelerator=auto: no TPU (TPU already in use by another process) and no GPU" in out

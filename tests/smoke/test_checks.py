@@ -27,7 +27,9 @@ def test_every_check_passes_on_the_cpu_and_the_report_is_complete(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
     assert list(checks) == [
         "versions", "tpu plugin", "cli study", "devices", "throughput", "pack = solo",
-        "no retrace", "reset", "best weights", "pbt exploit", "bfloat16",
+        "no retrace", "reset", "best weights", "pbt exploit", "compiled head",
+        "checkpoint resume", "two structures", "final model", "host fallback", "round trips",
+        "bfloat16",
     ]  # fmt: skip
     failed = {n: c["detail"] for n, c in checks.items() if c["ok"] is False}
     assert not failed, failed
@@ -47,7 +49,15 @@ def test_every_check_passes_on_the_cpu_and_the_report_is_complete(tmp_path):
         "0 after it (every replica); 1 copy trace(s) for 2 exploits"
         in (checks["pbt exploit"]["detail"])
     )
-    assert lines[-1].startswith("result: 9 PASS, 0 FAIL, 2 INFO")
+    assert "program vs Keras evaluate" in checks["compiled head"]["detail"]
+    assert "resumed from epoch 1" in checks["checkpoint resume"]["detail"]
+    assert "2 programs, traces after each trial [2, 4, 4, 4]" in checks["two structures"]["detail"]
+    assert "model.keras" in checks["final model"]["detail"]
+    assert checks["host fallback"]["detail"].startswith("1 warning (")
+    trips = checks["round trips"]["detail"]
+    assert checks["round trips"]["ok"] is None and "host round-trips at an epoch boundary" in trips
+    assert lines[-1].startswith("result: 14 PASS, 0 FAIL, 3 INFO in ")
+    assert "keras 3." in lines[-1] and "python 3." in lines[-1]  # the versions, for a report
 
 
 def test_bfloat16_is_checked_with_mixed_precision(tmp_path):
@@ -65,6 +75,9 @@ def test_a_missing_tpu_is_a_fail_line_and_a_non_zero_exit(tmp_path):
     assert checks["devices"]["detail"].startswith("--accelerator: tpu was requested")
     assert "Traceback" not in run.stdout + run.stderr
     assert "FAIL  devices" in run.stdout
+    failed = next(line for line in run.stdout.splitlines() if line.startswith("FAIL"))
+    assert failed.endswith("]") and "keras 3." in failed  # a pasted line names the versions
+    assert "1 FAIL, 0 INFO (devices) in " in run.stdout.splitlines()[-1]
 
 
 def test_an_unknown_skip_is_a_usage_error():

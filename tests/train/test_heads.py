@@ -9,6 +9,7 @@ by the parametrised comparisons; and the direction of each comes from its metric
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import keras
 import numpy as np
@@ -92,7 +93,7 @@ class Scored:
     """One task's program of two towers, trained an epoch from two seeds, scored by the program
     and by Keras's ``evaluate`` of each tower's weights on the same validation examples."""
 
-    def __init__(self, model: str, data: dict) -> None:
+    def __init__(self, model: str, data: dict, strategy: Any = None) -> None:
         config = Config(
             model=f"tests.metric_models:{model}",
             batch_size=32,  # the validation split's last batch is padded
@@ -102,7 +103,7 @@ class Scored:
             space=["learning_rate:log:1e-3:3e-2"],
             **{"train_split": "train", "eval_split": "validation", "test_split": ""},
         ).validate()
-        strategy = get_strategy("cpu", cpu_replicas=2)
+        strategy = strategy or get_strategy("cpu", cpu_replicas=2)
         datasets = load_datasets(config, strategy, data=data)
         self.trainer = Trainer(config, strategy, datasets)
         params = {"learning_rate": 1e-2}

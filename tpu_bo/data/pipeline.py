@@ -16,6 +16,9 @@ iterators*. Every kind of data goes through the same rules:
   does not count. The stream repeats, so each evaluation runs exactly ``steps`` steps.
 * features a source marks as uint8 images (digits, TFDS ``Image`` features) are scaled to
   [0, 1] float32 after the cache, unless ``--preprocess`` already made them another type.
+* on a TPU pod (more than one host), in-memory arrays over 1 GB get one warning
+  (:func:`in_memory_warning`): ``from_tensor_slices`` embeds them in the graph that is sent to
+  every host.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import gc
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +36,8 @@ import tensorflow as tf
 from tpu_bo.config import Config, import_function
 from tpu_bo.data.sources import IMAGE, Source, count_examples, describe, make_source
 from tpu_bo.errors import ConfigError, first_line
+
+log = logging.getLogger("tpu_bo")
 
 
 @dataclasses.dataclass
@@ -125,6 +131,30 @@ class Datasets:
         return tf.nest.map_structure(zero, self.element_spec)
 
 
+# Above this, in-memory arrays on a pod are worth a warning: a graph proto is capped at 2 GB.
+IN_MEMORY_LIMIT = 2**30
+
+
+def in_memory_warning(nbytes: int, hosts: int) -> str | None:
+    """The one sentence for ``nbytes`` of in-memory arrays on a TPU of ``hosts`` hosts, or
+    ``None`` (one host, or at most :data:`IN_MEMORY_LIMIT`)."""
+    if hosts <= 1 or nbytes <= IN_MEMORY_LIMIT:
+        return None
+    return (
+        f"data: {nbytes / 2**30:.1f} GB of in-memory arrays become a tf.data.Dataset through "
+        "from_tensor_slices, which embeds them in the dataset's graph, and on this pod that "
+        f"graph is serialised and sent to each of its {hosts} hosts (a graph is capped at "
+        "2 GB); over 1 GB, give the data as files instead (TFRecord or TFDS: --dataset)."
+    )
+
+
+def _tpu_hosts(strategy: tf.distribute.Strategy) -> int:
+    """The hosts of a TPUStrategy (``TPUExtended.num_hosts``: more than one on a pod), else 1."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return int(strategy.extended.num_hosts)
+    return 1
+
+
 def load_datasets(
     config: Config,
     strategy: tf.distribute.Strategy,
@@ -154,6 +184,9 @@ def load_datasets(
     else:
         batch = _divides(config.batch_size, strategy, "batch_size")
     source = source or make_source(config, data)
+    warning = in_memory_warning(source.in_memory_bytes, _tpu_hosts(strategy))
+    if warning:
+        log.warning("%s", warning)
     preprocess = import_function(config.preprocess, "preprocess") if config.preprocess else None
     augment = import_function(config.augment, "augment") if config.augment else None
 

@@ -50,6 +50,9 @@ class Source:
       num_classes: Label classes, when the data says so (TFDS ClassLabel, digits).
       image_keys: Feature keys holding uint8 images (``IMAGE`` for a single feature).
       names: The split names, when known up front.
+      in_memory_bytes: The bytes of the arrays held in memory and made a dataset by
+        ``tf.data.Dataset.from_tensor_slices`` (Python objects: ``python_source``), which
+        embeds them in the dataset's graph.
     """
 
     name: str
@@ -57,6 +60,7 @@ class Source:
     num_classes: int | None = None
     image_keys: frozenset[Any] = frozenset()
     names: frozenset[str] | None = None
+    in_memory_bytes: int = 0
 
 
 def make_source(config: Config, data: Mapping[str, Any] | None = None) -> Source:
@@ -125,13 +129,20 @@ def digits_source() -> Source:
 
 def python_source(data: Mapping[str, Any], *, features: str = "", label: str = "") -> Source:
     """Splits from Python objects: ``{"train": (x, y) or Dataset, "validation": ..., ...}``."""
-    splits = {}
+    splits, in_memory = {}, 0
     for name, value in data.items():
         if value is None:
             continue
         flag = {"train": "data", "validation": "validation_data"}.get(name, f"{name}_data")
         splits[name] = _select(_as_dataset(value, flag), features, label, flag)
-    return Source("python data", _sliced("python data", splits), names=frozenset(splits))
+        if not isinstance(value, tf.data.Dataset):
+            in_memory += sum(np.asarray(a).nbytes for a in tf.nest.flatten(value))
+    return Source(
+        "python data",
+        _sliced("python data", splits),
+        names=frozenset(splits),
+        in_memory_bytes=in_memory,
+    )
 
 
 def python_study(

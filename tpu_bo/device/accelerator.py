@@ -14,6 +14,10 @@
 * ``auto``: TPU, else GPU, else CPU; the choice is logged in one line. The TPU is probed once
   per process; later calls reuse the answer.
 
+Any failure to get the TPU (resolving, connecting, initialising, building the strategy:
+``ValueError``, ``OSError``, ``RuntimeError`` or any ``tf.errors.OpError`` subclass) is one
+sentence, a :class:`NoAcceleratorError`; ``auto`` falls back with that sentence's reason.
+
 When ``TF_CONFIG`` names more than one worker, GPU and CPU runs use
 ``MultiWorkerMirroredStrategy`` (TensorFlow's own multi-host engine), every *lockstep worker*
 running the same study (:mod:`tpu_bo.device.cluster`). ``auto`` then skips the TPU probe: the
@@ -188,13 +192,10 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
             tf.tpu.experimental.initialize_tpu_system(resolver)
             _TPU_SYSTEMS[tpu] = resolver
         return tf.distribute.TPUStrategy(_TPU_SYSTEMS[tpu])
-    except (
-        ValueError,
-        tf.errors.NotFoundError,
-        tf.errors.UnavailableError,
-        OSError,
-        RuntimeError,
-    ) as e:
+    # Every tf.errors class: "TPU already in use by another process" or a libtpu built for
+    # another TensorFlow may raise any of them, and each must be one sentence (and ``auto``'s
+    # reason to fall back), not a traceback.
+    except (ValueError, OSError, RuntimeError, tf.errors.OpError) as e:
         detail = (str(e).strip() or type(e).__name__).splitlines()[0].split(". ")[0][:120]
         hint = (
             "run on a TPU VM or a Colab TPU runtime"

@@ -27,7 +27,13 @@ The checks, in order:
    model, as ``load_best_model`` does), they score what the trial scored.
 10. ``pbt exploit``: PBT's on-device copy between two towers is exact on every replica and
     traced once (``--scheduler=pbt``).
-11. ``bfloat16``: with mixed precision (default on a TPU), layers really compute in bfloat16.
+11. ``compiled head``, ``checkpoint resume``, ``two structures``, ``final model``, ``host
+    fallback`` and ``round trips``: what a real study does beyond one trial
+    (:mod:`tpu_bo.smoke.study`, which also says why out of memory is not probed).
+12. ``bfloat16``: with mixed precision (default on a TPU), layers really compute in bfloat16.
+
+Every FAIL line, and the last line, name the versions of TensorFlow, libtpu, Keras, tpu_bo
+and Python; the last line also names the checks that failed.
 """
 
 from __future__ import annotations
@@ -57,6 +63,21 @@ PACKAGES = (
     "numpy",
     "tpu_bo",
 )
+
+
+# What a bug report needs on every FAIL line (tpu_bo.smoke.report).
+SHORT = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "libtpu", "keras", "tpu_bo")
+
+
+def short_versions() -> str:
+    """The versions of :data:`SHORT` installed, and Python's."""
+    found = []
+    for name in SHORT:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join([*found, f"python {platform.python_version()}"])
 
 
 def versions() -> tuple[bool, str]:
@@ -135,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     report = Report()
+    report.versions = short_versions()
     usable = report.add("versions", versions)
     report.add("tpu plugin", lambda: plugin(args.accelerator))
     with tempfile.TemporaryDirectory() as workdir:

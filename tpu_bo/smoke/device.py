@@ -20,6 +20,7 @@ from tpu_bo.data.sources import digits_source, synthetic_source
 from tpu_bo.device.accelerator import accelerator_kind, describe, get_strategy
 from tpu_bo.records import Outcome
 from tpu_bo.smoke.report import Report
+from tpu_bo.smoke.study import StudyChecks
 from tpu_bo.train import models
 from tpu_bo.train.models import load_model_weights
 from tpu_bo.train.program import precision
@@ -74,6 +75,13 @@ def run(report: Report, args: argparse.Namespace, workdir: str) -> None:
     report.add("reset", runs.reset)
     report.add("best weights", runs.best_weights)
     report.add("pbt exploit", runs.pbt_exploit)
+    study = StudyChecks(runs)
+    report.add("compiled head", study.compiled_head)
+    report.add("checkpoint resume", study.checkpoint_resume)
+    report.add("two structures", study.two_structures)
+    report.add("final model", study.final_model)
+    report.add("host fallback", study.host_fallback)
+    report.add("round trips", study.round_trips)
     report.add("bfloat16", runs.bfloat16)
 
 
@@ -113,7 +121,9 @@ class Runs:
         self, strategy: tf.distribute.Strategy, *, mixed: bool, loose: bool, workdir: str
     ) -> None:
         self.strategy = strategy
-        self.config = Config(**CHECK_DATA, mixed_precision=mixed, parallel_trials=2).validate()
+        self.mixed = mixed
+        self.config = self.config_with()
+        self.points, self.seeds = POINTS, SEEDS
         self.loose = loose
         self.workdir = workdir
         self.trained: dict[str, Any] | None = None
@@ -136,14 +146,34 @@ class Runs:
             }
         return self.trained
 
-    def _close(self, a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    def config_with(self, **fields: Any) -> Config:
+        """The checks' config (:data:`CHECK_DATA`, a pack of 2) with ``fields`` changed."""
+        given = {**CHECK_DATA, "mixed_precision": self.mixed, "parallel_trials": 2, **fields}
+        return Config(**given).validate()
+
+    def trainer(self) -> Trainer:
+        """The trainer of the trials compared (its programs of widths 2 and 1 are traced)."""
+        return self._train()["trainer"]
+
+    def datasets(self) -> Any:
+        return self._train()["datasets"]
+
+    def solo(self, k: int) -> Outcome:
+        """Trial ``k`` (of :data:`POINTS`) trained alone."""
+        return self._train()["solo"][k][0]
+
+    def eval_digits(self) -> tuple[np.ndarray, np.ndarray]:
+        """The eval split's images (scaled as the pipeline scales them) and labels."""
+        return _digits(self.config.eval_split)
+
+    def close(self, a: list[np.ndarray], b: list[np.ndarray]) -> bool:
         rtol, atol = (5e-2, 1e-2) if self.loose else (1e-4, 1e-5)
         return len(a) == len(b) and all(
             x.shape == y.shape and np.allclose(x, y, rtol=rtol, atol=atol)
             for x, y in zip(a, b, strict=True)
         )
 
-    def _same_score(self, a: float, b: float) -> bool:
+    def same_score(self, a: float, b: float) -> bool:
         return abs(a - b) <= (0.02 if self.loose else 1e-6)
 
     def pack_equals_solo(self) -> tuple[bool, str]:
@@ -152,8 +182,8 @@ class Runs:
         for k, ((p_res, p_w), (s_res, s_w)) in enumerate(zip(t["packed"], t["solo"], strict=True)):
             gap = max(float(np.max(np.abs(a - b))) for a, b in zip(p_w, s_w, strict=True))
             acc_p, acc_s = p_res.history[-1]["val_accuracy"], s_res.history[-1]["val_accuracy"]
-            same = p_res.status == s_res.status == "ok" and self._close(p_w, s_w)
-            ok = ok and same and self._same_score(acc_p, acc_s)
+            same = p_res.status == s_res.status == "ok" and self.close(p_w, s_w)
+            ok = ok and same and self.same_score(acc_p, acc_s)
             details.append(f"trial {k + 1}: val_accuracy {acc_p:.4f} vs {acc_s:.4f}, {gap:.1e}")
         tolerance = "bfloat16 tolerance" if self.loose else "float32 tolerance"
         return ok, f"pack of 2 vs alone ({tolerance}; max weight gap): " + "; ".join(details)
@@ -172,7 +202,7 @@ class Runs:
         fresh, _ = run_keeping_weights(fresh_trainer, [POINTS[1]], [SEEDS[1]], width=1)[0]
         reused = t["solo"][1][0]
         a, b = _history(reused), _history(fresh)
-        ok = self._close([a], [b])
+        ok = self.close([a], [b])
         trainer = t["trainer"]
         on_device = all(p.reset_fn is not None for p in trainer._programs.values())
         where = "on the device" if on_device else "on the HOST (the device reset did not trace)"
@@ -201,7 +231,7 @@ class Runs:
         logits = model.predict(images, batch_size=256, verbose=0)
         host = float(np.mean(np.argmax(logits, axis=-1) == labels))
         trained = result.history[-1]["val_accuracy"]
-        ok = self._same_score(program, trained) and self._same_score(host, trained)
+        ok = self.same_score(program, trained) and self.same_score(host, trained)
         return ok, (
             f"trained {trained:.4f}; saved and reloaded: {program:.4f} in the program, "
             f"{host:.4f} in a fresh Keras model"

@@ -24,6 +24,10 @@ Contract (docs/DESIGN.md contracts 1, 3 and 4):
   loss keeps its own: training calls its ``compute_loss``; evaluation its ``compute_loss``
   with the padding weights and its compiled metrics, whose state every tower keeps for itself
   and the eval program resets at every evaluation.
+* Every traced function is called under :func:`tpu_bo.device.placement.on_host`: the
+  strategy's host is its default device whatever the caller's ``tf.device`` scope, since on
+  TPUStrategy's packed path an update left to the default device is written to every replica
+  only when that device is none of theirs (:mod:`tpu_bo.device.placement`).
 * Models are built under :func:`precision`, which sets the Keras dtype policy only while they are
   built and restores the caller's afterwards.
 
@@ -46,6 +50,7 @@ import tensorflow as tf
 
 from tpu_bo.config import DEFAULT_OPTIMIZER, OPTIMIZERS
 from tpu_bo.data.pipeline import EvalData
+from tpu_bo.device.placement import on_host
 from tpu_bo.errors import ConfigError, first_line
 from tpu_bo.records import Checkpoint
 from tpu_bo.search.space import OPTIMIZER_RUNTIME, SearchSpace
@@ -92,9 +97,11 @@ class Tower:
       runtime_defaults: A runtime variable's value when a trial gives none (the optimizer's
         learning rate; else 0).
       optimizer_snapshot: Host copies of the freshly built optimizer state.
+      trips: Counts the values it reads to the host and writes from it (its trainer's).
     """
 
-    def __init__(self, runtime_names: Iterable[str]) -> None:
+    def __init__(self, runtime_names: Iterable[str], trips: HostTrips | None = None) -> None:
+        self.trips = trips or HostTrips()
         self.runtime_vars: dict[str, tf.Variable] = {
             name: tf.Variable(0.0, trainable=False, dtype=tf.float32, name=f"hp_{name}")
             for name in sorted(runtime_names)
@@ -120,10 +127,12 @@ class Tower:
         """Assigns every runtime variable (a :meth:`runtime_row`) from the host."""
         for name, value in zip(sorted(self.runtime_vars), row, strict=True):
             self.runtime_vars[name].assign(value)
+        self.trips.writes += len(row)
 
     def freeze(self) -> None:
         """Learning rate 0: the tower still computes its share of each step but no longer moves."""
         self.runtime_vars["learning_rate"].assign(0.0)
+        self.trips.writes += 1
 
     def fits(self, model_values: list[Any]) -> bool:
         """Whether ``model_values`` have the shapes of this tower's model variables."""
@@ -136,14 +145,40 @@ class Tower:
             variable.assign(value)
         for variable, value in zip(self.optimizer.variables, optimizer_values, strict=True):
             variable.assign(value)
+        self.trips.writes += len(model_values) + len(optimizer_values)
 
     def model_values(self) -> list[np.ndarray]:
         """Host copies of ``model.variables`` (weights and dropout RNG state)."""
+        self.trips.reads += len(self.model.variables)
         return host_values(self.model.variables)
 
     def optimizer_values(self) -> list[np.ndarray]:
         """Host copies of ``optimizer.variables`` (step count and slots)."""
+        self.trips.reads += len(self.optimizer.variables)
         return host_values(self.optimizer.variables)
+
+
+class HostTrips:
+    """The host round-trips of a trainer's programs and towers, counted as they happen.
+
+    ``calls``: traced calls (one dispatch each, with the read of its result); ``reads``:
+    values copied to the host (one per variable, and per compiled metric result); ``writes``:
+    values assigned from the host (one per variable). Each waits for the device; on a pod it
+    also crosses the network between the client and the TPU hosts.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.reads = 0
+        self.writes = 0
+
+    @property
+    def total(self) -> int:
+        return self.calls + self.reads + self.writes
+
+    def counts(self) -> tuple[int, int, int]:
+        """``(calls, reads, writes)`` so far."""
+        return self.calls, self.reads, self.writes
 
 
 class Traces:
@@ -196,6 +231,7 @@ class Program:
         weights are drawn on the host.
       reset_ready: Whether ``reset_fn`` has run once (traced) without error.
       traces: The trainer's trace counts (shared by its programs).
+      trips: The trainer's :class:`HostTrips` (its towers').
     """
 
     def __init__(
@@ -219,6 +255,7 @@ class Program:
         self.host_model, self.name = host_model, name
         self.owner: Any = None
         self._copy_fn: Any = None
+        self.trips = towers[0].trips
 
     def start(self, slot: int, values: Mapping[str, Any], seed: int) -> None:
         """Puts a fresh trial into tower ``slot``: weights drawn from ``seed``, the optimizer's
@@ -246,7 +283,9 @@ class Program:
         mask = np.zeros([self.width], bool)
         rows = np.zeros([self.width, len(runtime)], np.float32)
         seeds[slot], mask[slot], rows[slot] = seed % 2**31, True, runtime
-        self.reset_fn(tf.constant(seeds), tf.constant(mask), tf.constant(rows))
+        with on_host(self.strategy):  # a caller's device scope must not place it
+            self.reset_fn(tf.constant(seeds), tf.constant(mask), tf.constant(rows))
+        self.trips.calls += 1
         self.reset_ready = True
 
     def copy(self, donors: Mapping[int, int]) -> None:
@@ -258,7 +297,9 @@ class Program:
         source, mask = np.arange(self.width, dtype=np.int32), np.zeros(self.width, bool)
         for receiver, donor in donors.items():
             source[receiver], mask[receiver] = donor, True
-        self._copy_fn(tf.constant(source), tf.constant(mask))
+        with on_host(self.strategy):
+            self._copy_fn(tf.constant(source), tf.constant(mask))
+        self.trips.calls += 1
 
     def freeze(self, slot: int) -> None:
         """Tower ``slot``'s learning rate 0: it computes but no longer moves."""
@@ -266,7 +307,10 @@ class Program:
 
     def train(self, iterator: Any, steps: int) -> np.ndarray:
         """Runs ``steps`` training steps; returns each tower's summed loss (float64)."""
-        return self.train_fn(iterator, tf.constant(steps)).numpy().astype(float)
+        with on_host(self.strategy):
+            losses = self.train_fn(iterator, tf.constant(steps))
+        self.trips.calls += 1
+        return losses.numpy().astype(float)
 
     def trace_eval(self, data: EvalData) -> None:
         """Traces the eval function for ``data`` without running it (``--parallel_trials=auto``
@@ -280,8 +324,11 @@ class Program:
           Per tower ``{"loss": mean loss, <metric>: value..., "examples": examples}``; the
           metrics are ``accuracy`` for the default head, else the compiled model's metrics.
         """
-        out = self.eval_fn(data.iterator, tf.constant(data.steps))
+        with on_host(self.strategy):
+            out = self.eval_fn(data.iterator, tf.constant(data.steps))
         sums, metrics = out["sums"].numpy(), out["metrics"]
+        self.trips.calls += 1
+        self.trips.reads += sum(len(m) for m in metrics)  # one float() each, below
         scores = []
         for k, (loss, second, count) in enumerate(sums):
             if round(float(count)) != data.num_examples:

@@ -16,9 +16,19 @@ no value crosses from the host per variable:
   value no longer has the :func:`fingerprint` of its initializer's draw). The built values are
   kept in device variables once per program (:class:`Plan`), never as constants in the trace.
   ``--initial_weights`` can force ``seeded`` (every variable drawn) or ``as_built`` (none).
-* Every draw runs inside ``strategy.extended.update``, i.e. on each replica's own device; the
-  draws are stateless, so every replica draws the same values. The optimizer's variables go
-  back to their snapshot after building (zeros for every Keras optimizer's slots and step).
+* Every draw runs inside ``strategy.extended.update``, and where it runs depends on the
+  strategy (TF 2.21.0 sources, the same in the 2.20 TPU wheel). ``MirroredExtended._update``
+  (tensorflow/python/distribute/mirrored_strategy.py) loops over the replicas, calling the
+  update under ``tf.device`` of each, so each replica draws on its own device; the draws are
+  stateless, so every replica draws the same values. ``TPUExtended._update``
+  (tpu_strategy.py), inside a ``tf.function`` and outside ``strategy.run``, calls it **once**,
+  on the variable's packed handle (``var._packed_variable``), with no device scope: the draw
+  runs once, on the function's default device, and the runtime writes it to every replica's
+  component. That default device is the caller's scope, so the program is called through
+  :func:`tpu_bo.device.placement.on_host` (``Program.reset``), never under a replica's device,
+  which would write that replica alone (tests/train/test_tpu_stand_in.py). The optimizer's
+  variables go back to their snapshot after building (zeros for every Keras optimizer's slots
+  and step).
 * The same seed gives the same weights in any tower of any width, so a trial in a pack still
   equals the same trial alone.
 
@@ -44,6 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpu_bo.errors import ConfigError, first_line
+from tpu_bo.train import keras_names
 
 log = logging.getLogger("tpu_bo")
 
@@ -74,15 +85,17 @@ class Made:
 def recording() -> Iterator[dict[int, Made]]:
     """Records ``{id(variable): Made}`` for Keras variables created inside.
 
-    Records nothing if this Keras no longer initializes variables through
-    ``_initialize_with_initializer`` (every variable is then reset to its built value).
+    Raises:
+      KerasChanged: this Keras no longer initializes variables through
+        ``_initialize_with_initializer`` (:mod:`tpu_bo.train.keras_names`): recording
+        nothing would reset every trial to its built values, silently.
     """
     recorded: dict[int, Made] = {}
     cls = keras.Variable
     original = getattr(cls, "_initialize_with_initializer", None)
     if original is None:
-        yield recorded
-        return
+        keras_names.check()  # names every missing name, in one sentence
+        raise keras_names.KerasChanged("keras.Variable._initialize_with_initializer is gone")
 
     def record(variable: Any, initializer: Any) -> Any:
         out = original(variable, initializer)
@@ -301,8 +314,19 @@ def make_copy(
     Each tower ``k`` where ``mask`` is set takes tower ``source[k]``'s model variables (all but
     its dropout RNG state: the two towers would otherwise draw the same dropout masks) and its
     optimizer variables (step count and slots). Every assign runs inside
-    ``strategy.extended.update``, so each replica copies its own components and nothing
-    crosses to the host; the source is a tensor, so one trace serves every pairing.
+    ``strategy.extended.update`` and nothing crosses to the host; the source is a tensor, so
+    one trace serves every pairing. Under MirroredStrategy the update loops over the replicas
+    (``MirroredExtended._update``), so each replica copies its own components. Under
+    TPUStrategy it runs once on the packed handle (``TPUExtended._update``), and the donor is
+    read once, in cross-replica context off every replica's device: ``DistributedVariable.
+    _get_on_device_or_primary`` (values.py, TF 2.21.0) then reads replica 0's component, and
+    that value is written to every replica. Weights and optimizer state are the same on every
+    replica, so nothing changes for them; per-replica state, which a replica updates from its
+    own share of the batch (BatchNorm's moving statistics: Keras makes them with aggregation
+    ``none``, and ``_on_write_update_replica``, values.py, then updates each replica's own
+    component), takes replica 0's values on every replica, as a checkpoint's restore does
+    (checkpoints are read from replica 0 too). Called through
+    :func:`tpu_bo.device.placement.on_host` (``Program.copy``).
     """
     width = len(towers)
     moved = [copied_variables(t) for t in towers]

@@ -39,10 +39,11 @@ from tpu_bo.errors import ConfigError, first_line
 from tpu_bo.records import Checkpoint, Outcome
 from tpu_bo.search.space import TRAINER_PARAMS, TRAINER_RUNTIME, SearchSpace
 from tpu_bo.timing import Clock
-from tpu_bo.train import heads, models
+from tpu_bo.train import heads, keras_names, models
 from tpu_bo.train.layers import RuntimeValue, keras_layers_take_runtime_values, read_as_number
 from tpu_bo.train.pack import Pack, PackContext
 from tpu_bo.train.program import (
+    HostTrips,
     NotReadAtEveryStep,
     Program,
     Tower,
@@ -95,6 +96,7 @@ class Trainer:
         builder: models.Builder | None = None,
         clock: Clock | None = None,
     ) -> None:
+        keras_names.check()  # a Keras without the private names fails here, in one sentence
         self.config = config
         self.strategy = strategy
         self.datasets = datasets
@@ -103,6 +105,7 @@ class Trainer:
         self.clock = clock or Clock()  # where the time goes (tpu_bo.timing)
         self._host_models: dict[tuple[Any, ...], Any] = {}  # see _saving_model
         self.counts = Traces()  # shared by every program of this trainer
+        self.trips = HostTrips()  # host round-trips of its programs (program.HostTrips)
         self._planned = False  # the roles are settled once the builder has run (_call_builder)
         self._said_kept = False  # see _say_kept
         self._programs: collections.OrderedDict[tuple[Any, ...], Program] = (
@@ -307,7 +310,7 @@ class Trainer:
         towers = []
         with precision(self.config.mixed_precision), self.strategy.scope(), recording() as made:
             for _ in range(width):
-                tower = Tower(runtime | TRAINER_RUNTIME)
+                tower = Tower(runtime | TRAINER_RUNTIME, self.trips)
                 values = dict(self.config.fixed)
                 for name, value in params.items():
                     values[name] = (
