@@ -144,6 +144,24 @@ def test_no_device_scope_of_the_caller_makes_the_replicas_differ(trainer, from_h
     np.testing.assert_allclose(history(results[0]), history(from_host[0][0]), rtol=1e-5)
 
 
+def test_a_checkpoint_restored_under_a_replicas_device_is_on_every_replica(trainer):
+    """A resumed trial, and a trial the ramp moves to a wider pack (``Pack.adopt``), is put
+    back from a checkpoint by host assignments; a caller's device scope must not narrow them
+    to one replica either."""
+    pack = trainer.pack(A)
+    pack.load(0, A, seed=1)
+    pack.run_epoch()
+    state = pack.state(0)
+    pack.stop(0)
+    with tf.device(replica_devices(trainer.strategy)[1]):
+        pack.load(1, B, seed=0, state=state)
+    assert differing(every_variable(pack)) == []
+    restored = pack.program.towers[1]
+    for got, want in zip(restored.model.variables, state.model, strict=True):
+        for component in components(got):
+            np.testing.assert_array_equal(component, want)
+
+
 def test_the_compiled_head_scores_as_keras_on_the_packed_path():
     scored = Scored("regressor", metric_models.regression_data(), strategy=packed_strategy())
     for name in REGRESSION:
