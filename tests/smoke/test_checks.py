@@ -37,7 +37,8 @@ def test_every_check_passes_on_the_cpu_and_the_report_is_complete(tmp_path):
     assert "3 trials (ok)" in checks["cli study"]["detail"]
     devices = checks["devices"]["detail"]
     assert "replica" in devices and "eager ops on" in devices
-    assert "K=4 / K=1 = " in checks["throughput"]["detail"]
+    detail = checks["throughput"]["detail"]  # --parallel_trials=auto's own table
+    assert "trial-steps/s K=1 " in detail and "--parallel_trials=auto takes K=" in detail
     assert "float32 tolerance" in checks["pack = solo"]["detail"]
     assert (
         "weights redrawn on the device, 2 reset trace(s) for 2 program(s)"

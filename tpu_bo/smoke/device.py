@@ -25,6 +25,7 @@ from tpu_bo.train import models
 from tpu_bo.train.models import load_model_weights
 from tpu_bo.train.program import precision
 from tpu_bo.train.trainer import Trainer
+from tpu_bo.train.width import measure
 
 POINTS = ({"dropout_2": 0.1, "learning_rate": 1e-3}, {"dropout_2": 0.4, "learning_rate": 3e-3})
 SEEDS = (11, 12)
@@ -86,7 +87,8 @@ def run(report: Report, args: argparse.Namespace, workdir: str) -> None:
 
 
 def throughput(strategy: tf.distribute.Strategy, kind: str, mixed: bool) -> tuple[None, str]:
-    """Trial-steps per second of the blog CNN with 1 and with 4 trials per program."""
+    """``--parallel_trials=auto``'s table for the blog CNN (:func:`tpu_bo.train.width.measure`:
+    K = 1, 2, 4, 8 until a doubling gains under 10%), and the K it would take."""
     steps = 32 if kind == "cpu" else 256
     config = Config(
         dataset="synthetic",
@@ -96,21 +98,19 @@ def throughput(strategy: tf.distribute.Strategy, kind: str, mixed: bool) -> tupl
         epochs=1,
         steps_per_execution=steps,
         mixed_precision=mixed,
-        parallel_trials=4,
+        parallel_trials=1,
     ).validate()
     batch = config.batch_size
     source = synthetic_source(train=steps * batch, eval=batch)
     trainer = Trainer(config, strategy, load_datasets(config, strategy, source=source))
-    rates = {}
-    for width in (1, 4):
-        points = [POINTS[k % 2] for k in range(width)]
-        seeds = list(range(width))
-        run_keeping_weights(trainer, points, seeds, width=width)  # traces and compiles
-        (result, _), *_ = run_keeping_weights(trainer, points, seeds, width=width)
-        rates[width] = width * steps / result.train_seconds
+    measured = measure(trainer, POINTS[0], key="smoke", limit=8, steps=steps)
+    table = ", ".join(f"K={k} {'out of memory' if r is None else f'{r:.1f}'}"
+                      for k, r in measured.table.items())  # fmt: skip
+    rates, one = [r for r in measured.table.values() if r is not None], measured.table[1]
+    gain = f"{max(rates) / one:.2f}x" if one else "-"
     return None, (
-        f"mnist_cnn, batch {batch}, {steps} steps: K=1 {rates[1]:.1f}, K=4 {rates[4]:.1f} "
-        f"trial-steps/s; K=4 / K=1 = {rates[4] / rates[1]:.2f}x"
+        f"mnist_cnn, batch {batch}, {steps} steps: trial-steps/s {table}; best / K=1 = "
+        f"{gain}; --parallel_trials=auto takes K={measured.chosen}"
     )
 
 
