@@ -153,9 +153,10 @@ def _measure_width(
     steps = min(datasets.steps_per_epoch, max(config.steps_per_execution, 16))
     agree = (lambda rate: mean_over_workers(strategy, rate)) if lockstep_workers() > 1 else None
     keep = (lambda k: ramp.widths(k)) if ramps(config) else (lambda k: ())
-    return width.measure(
-        trainer, point, key=key, limit=config.total_trials, steps=steps, agree=agree, keep=keep
-    )
+    # A width is worth measuring when the budget fills it twice: a short study spends its
+    # measurement (traces above all) on the widths it will use.
+    limit = max(1, config.total_trials // 2)
+    return width.measure(trainer, point, key=key, limit=limit, steps=steps, agree=agree, keep=keep)
 
 
 def ramps(config: Config) -> bool:

@@ -10,7 +10,7 @@ share, and K buys nothing. Which case holds depends on the model, the batch and 
   (the first traces it), and the best of ``REPEATS`` timed calls gives K's *trial-steps per
   second* (K × steps / seconds);
 * the doubling stops once it gains less than ``GAIN`` (10%) over the best so far, runs out of
-  memory, passes ``MAX_K`` or the trials the study may run at once;
+  memory, or passes ``MAX_K`` or half the study's trials (a width its budget fills twice);
 * the choice is the smallest K within ``TOLERANCE`` (10%) of the best rate.
 
 The chosen K's program is the one the study then runs (cached in the trainer, its eval function
