@@ -8,6 +8,7 @@ import json
 from tpu_bo import Config, run_study
 from tpu_bo.records import Status
 from tpu_bo.session import ramp, run
+from tpu_bo.train.trainer import Trainer
 from tpu_bo.train.width import Measured
 
 from .test_run import SMALL
@@ -33,6 +34,13 @@ def test_a_study_ramps_to_k_moving_running_trials_with_one_program_per_width(
     the widening to 4 moves one running trial)."""
     measured = Measured(4, {1: 1.0, 2: 2.0, 4: 4.0}, key="as if measured")
     monkeypatch.setattr(run, "_measure_width", lambda *args: measured)
+    dropped, drop = [], Trainer.drop_program
+
+    def drop_program(trainer, params, width):  # the real one, seen
+        dropped.append(width)
+        drop(trainer, params, width)
+
+    monkeypatch.setattr(Trainer, "drop_program", drop_program)
     config = Config(
         **{**SMALL, "init_points": 6, "n_iter": 4, "epochs": 3, "parallel_trials": "auto"},
         seed=4,
@@ -47,6 +55,7 @@ def test_a_study_ramps_to_k_moving_running_trials_with_one_program_per_width(
     assert records[0].width == 1 and {r.width for r in records} <= {1, 2, 4}
     assert max(r.width for r in records) == 4
     assert result.traces == 6  # a train and an eval function for each of widths 1, 2 and 4
+    assert dropped == [1, 2]  # a width the ramp has passed is dropped
     assert "ramp: packs train 1 trial at first, 2 once 1 is told, 4 once 3 are told" in printed
     assert "ramp: 1 trial told; packs now train 2 side by side" in printed
     assert (

@@ -164,10 +164,12 @@ class Loop:
         """Runs ``waiting`` and then asked trials, pack after pack, until none is left."""
         while True:
             if self.pack is not None and not self.draining and self._width() > self.pack.width:
+                narrow = self.pack.width
                 if self.slots:
                     self._widen(self._width())
                 else:
                     self._close_pack()  # the next opens at the new width
+                self.trainer.drop_program(self.params, narrow)  # the ramp never narrows again
             if self.pack is None:
                 if not waiting and self.study.remaining:
                     with self.clock.measure("suggest_wait"):
@@ -203,7 +205,6 @@ class Loop:
         self.slots, self.groups = {}, {}
         self._close_pack()
         self.pack = self.trainer.pack(self.params, width)
-        self.trainer.drop_program(self.params, old.width)  # the ramp never narrows again
         moved: dict[int, int] = {}
         for i, (number, group) in enumerate(groups):
             new = list(range(i * self.n, (i + 1) * self.n))
