@@ -6,9 +6,10 @@ share, and K buys nothing. Which case holds depends on the model, the batch and 
 :func:`measure` times it before the study, on the first structure's programs:
 
 * K = 1, 2, 4, ... (each a pack of K × ``executions_per_trial`` slots): every slot starts a
-  trial at the study's first point, one call of ``steps`` training steps warms the program up
-  (the first traces it), and the best of ``REPEATS`` timed calls gives K's *trial-steps per
-  second* (K × steps / seconds);
+  trial at the study's first point, a call of one step warms the program up (the first call
+  traces it; the step count is a tensor, so every count runs that trace), and the best of
+  ``REPEATS`` timed calls of ``steps`` gives K's *trial-steps per second* (K × steps /
+  seconds);
 * the doubling stops once it gains less than ``GAIN`` (10%) over the best so far, runs out of
   memory, or passes ``MAX_K`` or half the study's trials (a width its budget fills twice);
 * the choice is the smallest K within ``TOLERANCE`` (10%) of the best rate.
@@ -163,7 +164,7 @@ def _rate(
     values = {**trainer.config.fixed, **params}
     for slot in range(width):
         program.start(slot, values, seed=slot)
-    program.train(iterator, steps)  # the first call of a new program traces it
+    program.train(iterator, 1)  # the first call of a new program traces it (any step count)
     seconds = []
     for _ in range(REPEATS):
         begin = time.perf_counter()
