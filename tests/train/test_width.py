@@ -9,7 +9,7 @@ import pytest
 
 from tpu_bo import Config, ConfigError, run_study
 from tpu_bo.session import ramp
-from tpu_bo.train.width import WIDTH_FILE, Measured, choose
+from tpu_bo.train.width import WIDTH_FILE, Measured, choose, measure
 
 from ..session.test_loop import TINY
 
@@ -27,6 +27,10 @@ def test_the_smallest_k_within_ten_percent_of_the_best_rate_is_chosen():
     assert (again.chosen, again.table, again.cached) == (2, {1: 100.0, 2: 190.0}, True)
     assert Measured.from_json(measured.to_json(), "another structure") is None
     assert Measured.from_json({"key": "k"}, "k") is None  # damaged: measured again
+    short = measure(None, {}, key="k", limit=1, steps=8)  # 2 or 3 trials: nothing to time
+    assert (short.chosen, short.table, short.line()) == (
+        1, {}, "parallel_trials=auto: K=1 (the study is too short to pack)"
+    )  # fmt: skip
 
 
 def test_auto_measures_records_and_a_resumed_study_reuses_it(tmp_path, capsys):

@@ -150,7 +150,9 @@ def _measure_width(
     if found is not None:
         return found
     datasets = trainer.data(point)
-    steps = min(datasets.steps_per_epoch, max(config.steps_per_execution, 16))
+    # A few steps per timed call: the measurement must not cost the study epochs (32 steps of
+    # the blog CNN at K = 1, 2 and 4 were 10 of its epochs on a CPU).
+    steps = min(datasets.steps_per_epoch, width.TIMED_STEPS)
     agree = (lambda rate: mean_over_workers(strategy, rate)) if lockstep_workers() > 1 else None
     keep = (lambda k: ramp.widths(k)) if ramps(config) else (lambda k: ())
     # A width is worth measuring when the budget fills it twice: a short study spends its

@@ -11,7 +11,8 @@ share, and K buys nothing. Which case holds depends on the model, the batch and 
   ``REPEATS`` timed calls of ``steps`` gives K's *trial-steps per second* (K × steps /
   seconds);
 * the doubling stops once it gains less than ``GAIN`` (10%) over the best so far, runs out of
-  memory, or passes ``MAX_K`` or half the study's trials (a width its budget fills twice);
+  memory, or passes ``MAX_K`` or half the study's trials (a width its budget fills twice; a
+  study of fewer than 4 trials measures nothing and takes K=1);
 * the choice is the smallest K within ``TOLERANCE`` (10%) of the best rate.
 
 The chosen K's program is the one the study then runs (cached in the trainer, its eval function
@@ -39,6 +40,7 @@ MAX_K = 16
 GAIN = 1.1  # a doubling of K must add this much to the best rate, or the doubling stops
 TOLERANCE = 0.9  # the smallest K whose rate is within this of the best is chosen
 REPEATS = 2
+TIMED_STEPS = 8  # training steps per timed call (fewer when an epoch has fewer)
 
 
 @dataclasses.dataclass
@@ -65,6 +67,8 @@ class Measured:
             f"K={k} {'out of memory' if rate is None else f'{rate:.0f}'}"
             for k, rate in self.table.items()
         )
+        if not self.table:
+            return f"parallel_trials=auto: K={self.chosen} (the study is too short to pack)"
         how = "cached in the study" if self.cached else f"measured in {self.seconds:.1f} s"
         return f"parallel_trials=auto: K={self.chosen} (trial-steps/s: {cells}; {how})"
 
@@ -129,6 +133,8 @@ def measure(
       agree: Makes every lockstep worker's rate one (their mean), so that all of them stop
         doubling at the same K; ``None`` in one process.
     """
+    if limit < 2:  # a study too short to fill a pack of 2: nothing to choose between
+        return Measured(1, {}, key, 0.0)
     start = time.perf_counter()
     executions = trainer.config.executions_per_trial
     table: dict[int, float | None] = {}
