@@ -81,6 +81,9 @@ def parse_args() -> argparse.Namespace:
         "--methods", default="tpu_bo,blog,blog_clear,kerastuner", help="tpu_bo must come first"
     )
     parser.add_argument("--jit_compile", action="store_true", help="XLA for every method")
+    parser.add_argument(
+        "--parallel_trials", default="auto", help="tpu_bo's (auto, its default, or a number)"
+    )
     parser.add_argument("--quick", action="store_true", help="8 trials, slope over trials 3..8")
     parser.add_argument("--out", default="", help="default bench/results/memory[_quick].json")
     parser.add_argument("--_child", default="", help=argparse.SUPPRESS)

@@ -243,7 +243,7 @@ def child_flags(args: argparse.Namespace) -> list[str]:
     """The workload's flags for a child (``bench.memory``'s children take the same)."""
     names = (*FIELDS, "seed", "data_dir")
     flags = [f"--{name}={getattr(args, name)}" for name in names]
-    flags.append(f"--parallel_trials={getattr(args, 'parallel_trials', 'auto')}")
+    flags.append(f"--parallel_trials={args.parallel_trials}")
     return flags + (["--jit_compile"] if args.jit_compile else [])
 
 
@@ -252,7 +252,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "quick": args.quick,
         "jit_compile": args.jit_compile,
-        "parallel_trials": getattr(args, "parallel_trials", "auto"),
+        "parallel_trials": args.parallel_trials,
         "workload": {
             "dataset": args.dataset,
             "train_split": args.train_split,
