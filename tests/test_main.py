@@ -196,6 +196,22 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_journal(tmp_path):
     assert 1 <= len(records) < 502
     assert [r.number for r in records] == list(range(len(records)))
     assert not (tmp_path / "writer.lock").exists() or _lock_is_free(tmp_path)
+    # The CLI ends an interrupted study at once (os._exit): the TensorBoard events of every
+    # trial, the running ones too, must be on disk by then.
+    runs = sorted((tmp_path / "tensorboard").glob("trial_*"))
+    assert len(runs) == len(records)
+    assert all(_holds_hparams(run) for run in runs), [r.name for r in runs]
+
+
+def _holds_hparams(run):
+    import tensorflow as tf
+
+    return any(
+        v.metadata.plugin_data.plugin_name == "hparams"
+        for path in tf.io.gfile.glob(f"{run}/events.out.tfevents.*")
+        for event in tf.compat.v1.train.summary_iterator(path)
+        for v in event.summary.value
+    )
 
 
 def _lock_is_free(path):
