@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 
+from tpu_bo import terminal
 from tpu_bo.device import tpu_env
 from tpu_bo.smoke.report import Report
 
@@ -148,8 +149,6 @@ def cli_study(accelerator: str, tpu: str, workdir: str) -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     """Runs every check; returns 1 if any failed, else 0."""
     args = _parse(argv)
-    # TensorFlow's C++ start-up chatter would break up the table (the child inherits this).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     print(
         f"tpu_bo smoke check: --accelerator={args.accelerator} --tpu={args.tpu}, "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
@@ -164,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             return _finish(report, args)
         if "cli" not in args.skip:
             report.add("cli study", lambda: cli_study(args.accelerator, args.tpu, workdir))
-        from tpu_bo.smoke import device  # imports TensorFlow, after the child process ended
+        # Imports TensorFlow, after the child process ended; without its load-time INFO lines,
+        # which TF 2.21 writes before it reads TF_CPP_MIN_LOG_LEVEL (tpu_bo.terminal).
+        with terminal.quiet_tensorflow_load():
+            from tpu_bo.smoke import device
 
         device.run(report, args, workdir)
     return _finish(report, args)
