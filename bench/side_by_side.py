@@ -293,14 +293,18 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "median_best_at_own_seed_blog_wall": median(own),
             "median_best_minus_blog": median(diffs),
             "vs_blog": [sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), len(diffs)],
-            "same_first_trials": [
-                [t["target"] for t in r["per_trial"][: len(first[r["seed"]]["per_trial"])]]
-                == [t["target"] for t in first[r["seed"]]["per_trial"]]
+            "same_first_trials": [  # over the trials both ran (the timed run may stop first)
+                _targets(r)[: len(_targets(first[r["seed"]]))]
+                == _targets(first[r["seed"]])[: len(_targets(r))]
                 for r in timed
                 if r["seed"] in first
             ],
         }
     return out
+
+
+def _targets(run: dict) -> list:
+    return [t["target"] for t in run["per_trial"]]
 
 
 def print_table(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]], args) -> None:

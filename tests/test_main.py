@@ -197,9 +197,9 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_journal(tmp_path):
     assert [r.number for r in records] == list(range(len(records)))
     assert not (tmp_path / "writer.lock").exists() or _lock_is_free(tmp_path)
     # The CLI ends an interrupted study at once (os._exit): the TensorBoard events of every
-    # trial, the running ones too, must be on disk by then.
+    # trial, the running ones too (not in the journal's records yet), must be on disk by then.
     runs = sorted((tmp_path / "tensorboard").glob("trial_*"))
-    assert len(runs) == len(records)
+    assert len(runs) >= len(records)
     assert all(_holds_hparams(run) for run in runs), [r.name for r in runs]
 
 

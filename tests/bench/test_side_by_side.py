@@ -90,9 +90,9 @@ def test_every_method_runs_the_same_space_for_real(tmp_path):
             assert len(params) == 2, method
     timed = runs["tpu_bo_time"][0]
     assert timed["limit"] == pytest.approx(runs["blog"][0]["wall_seconds"])
-    # Trials until the limit; how many more than the blog's is the bench's figure, not a
-    # test's (a third trial of another width waits for its trace, which a loaded host slows).
-    assert len(timed["per_trial"]) >= 2
+    # Trials until the limit; how many fit is the bench's figure, not a test's: on a loaded
+    # host the blog's two tiny trials took less than tpu_bo's second one (CI, 1 of 2 runs).
+    assert len(timed["per_trial"]) >= 1
     assert payload["summary"]["tpu_bo_at_blog_wall"]["same_first_trials"] == [True]
 
 
