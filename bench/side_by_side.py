@@ -293,18 +293,19 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "median_best_at_own_seed_blog_wall": median(own),
             "median_best_minus_blog": median(diffs),
             "vs_blog": [sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), len(diffs)],
-            "same_first_trials": [  # over the trials both ran (the timed run may stop first)
-                _targets(r)[: len(_targets(first[r["seed"]]))]
-                == _targets(first[r["seed"]])[: len(_targets(r))]
-                for r in timed
-                if r["seed"] in first
+            "same_first_trials": [
+                _same_first_trials(r, first[r["seed"]]) for r in timed if r["seed"] in first
             ],
         }
     return out
 
 
-def _targets(run: dict) -> list:
-    return [t["target"] for t in run["per_trial"]]
+def _same_first_trials(timed: dict, whole: dict) -> bool:
+    """Whether two runs of one seed scored the same over the trials both ran (the timed run
+    may stop first)."""
+    a, b = ([t["target"] for t in run["per_trial"]] for run in (timed, whole))
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def print_table(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]], args) -> None:
